@@ -1,0 +1,30 @@
+// A small command-line parser: declared flags only, `--flag value` or `--flag=value`.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace surf::cli {
+
+struct Flag {
+  std::string name;     // without the leading "--"
+  bool takes_value;
+  std::string help;
+  bool repeatable = false;
+};
+
+struct Args {
+  std::vector<std::string> positional;
+  std::map<std::string, std::vector<std::string>> values;
+  bool has(const std::string& name) const { return values.count(name) > 0; }
+  std::string get(const std::string& name, const std::string& fallback = "") const;
+  const std::vector<std::string>& all(const std::string& name) const;
+  long long get_int(const std::string& name, long long fallback) const;
+};
+
+// Throws std::invalid_argument with a one-line message on unknown flags or missing values.
+Args parse(const std::vector<std::string>& argv, const std::vector<Flag>& flags);
+std::string flags_help(const std::vector<Flag>& flags);
+
+}  // namespace surf::cli

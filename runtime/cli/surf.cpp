@@ -1,0 +1,422 @@
+// surf: chunk, serve, run, generate, inspect, check and list plugins.
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "args.h"
+#include "surf/runtime.h"
+#include "surf/storage/safetensors.h"
+
+using namespace surf;
+using cli::Args;
+using cli::Flag;
+
+namespace {
+
+const char* kUsage =
+    "usage: surf COMMAND [ARGS]\n"
+    "\n"
+    "commands:\n"
+    "  chunk     HF_DIR --out STORE          split a HuggingFace checkpoint into a chunk store\n"
+    "  run       SOURCE --inputs F --output F   one forward pass, weights streamed\n"
+    "  generate  SOURCE --inputs F --max-new-tokens N --output F   greedy generation\n"
+    "  inspect   SOURCE                      model type, components, sizes\n"
+    "  plugins                               architecture plugins found and why others were skipped\n"
+    "  check     FIXTURE_DIR...              run golden fixtures through their plugins\n"
+    "  synth     --arch llama --preset P --out DIR   random-weight checkpoint of a real shape\n"
+    "\n"
+    "SOURCE is a chunk store directory or a HuggingFace checkpoint directory.\n"
+    "Run `surf COMMAND --help` for the options of a command.\n";
+
+const std::vector<Flag> kPluginFlags = {
+    {"plugin-dir", true, "search this plugin directory first (repeatable)", true},
+};
+
+const std::vector<Flag> kCacheFlags = {
+    {"cache-size", true, "streamed components kept in the cache (default 2)"},
+    {"cache-mb", true, "also bound the cache in megabytes"},
+    {"prefetch", true, "components fetched ahead (default 1)"},
+    {"warmup", true, "comma-separated component ids to load at open, or 'all'"},
+    {"stats-json", true, "write cache statistics as JSON to this file"},
+    {"token", true, "bearer token for ws:// sources"},
+};
+
+std::vector<Flag> join(std::initializer_list<std::vector<Flag>> parts) {
+  std::vector<Flag> out;
+  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+  out.push_back({"help", false, "show this help"});
+  return out;
+}
+
+bool wants_help(const std::vector<std::string>& argv) {
+  for (const auto& a : argv) {
+    if (a == "--help" || a == "-h") return true;
+  }
+  return false;
+}
+
+void print_help(const std::string& synopsis, const std::string& text, const std::vector<Flag>& flags) {
+  std::cout << "usage: surf " << synopsis << "\n\n" << text << "\n\noptions:\n" << cli::flags_help(flags);
+}
+
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string part;
+  while (std::getline(ss, part, ',')) {
+    if (!part.empty()) out.push_back(part);
+  }
+  return out;
+}
+
+void require_positional(const Args& a, size_t n, const std::string& what) {
+  if (a.positional.size() != n) throw std::invalid_argument("expected " + what + " (see --help)");
+}
+
+std::string require(const Args& a, const std::string& flag) {
+  if (!a.has(flag)) throw std::invalid_argument("missing required option --" + flag);
+  return a.get(flag);
+}
+
+OpenOptions open_options(const Args& a) {
+  OpenOptions o;
+  o.plugin_dirs = a.all("plugin-dir");
+  const long long cache = a.get_int("cache-size", 2);
+  const long long prefetch = a.get_int("prefetch", 1);
+  const long long mb = a.get_int("cache-mb", 0);
+  if (cache < 1) throw std::invalid_argument("--cache-size must be at least 1");
+  if (prefetch < 0) throw std::invalid_argument("--prefetch must not be negative");
+  if (mb < 0) throw std::invalid_argument("--cache-mb must not be negative");
+  o.cache_layers = static_cast<uint64_t>(cache);
+  o.prefetch = static_cast<int>(prefetch);
+  o.cache_bytes = static_cast<uint64_t>(mb) * 1000000ull;
+  o.warmup = split_commas(a.get("warmup"));
+  o.token = a.get("token");
+  return o;
+}
+
+void report_stats(const Args& a, const Session& s, double seconds) {
+  const CacheStats st = s.cache_stats();
+  std::cerr << "time: " << seconds * 1e3 << " ms\n" << st.to_text() << "\n";
+  if (a.has("stats-json")) {
+    std::ofstream out(a.get("stats-json"));
+    if (!out) fail(ErrorCode::io, "cannot write '" + a.get("stats-json") + "'");
+    out << st.to_json() << "\n";
+  }
+}
+
+void print_outputs(const TensorMap& out) {
+  for (const auto& [name, t] : out) {
+    std::cout << name << " " << dtype_name(t.dtype()) << shape_string(t.shape());
+    if (t.dtype() == DType::I64 && t.numel() <= 64) {
+      std::cout << " =";
+      for (int64_t i = 0; i < t.numel(); ++i) std::cout << " " << t.i64()[i];
+    } else if (t.dtype() == DType::F32 && t.numel() > 0) {
+      std::cout << " first:";
+      for (int64_t i = 0; i < std::min<int64_t>(4, t.numel()); ++i) std::cout << " " << t.f32()[i];
+    }
+    std::cout << "\n";
+  }
+}
+
+TensorMap read_inputs(const std::string& path) {
+  TensorMap all = read_safetensors(path);
+  if (all.empty()) fail(ErrorCode::invalid_argument, "'" + path + "' holds no tensors");
+  return all;
+}
+
+int cmd_chunk(const std::vector<std::string>& argv) {
+  const auto flags = join({{{"out", true, "chunk store directory to create"},
+                            {"dtype", true, "keep | f32 | bf16 | f16 (default keep)"},
+                            {"compress", true, "none | zstd (default none)"},
+                            {"zstd-level", true, "zstd level (default 3)"}},
+                           kPluginFlags});
+  if (wants_help(argv)) {
+    print_help("chunk HF_DIR --out STORE [options]",
+               "Splits a HuggingFace checkpoint into one msgpack chunk per component of the\n"
+               "architecture plugin's plan, plus STORE/manifest.json.",
+               flags);
+    return 0;
+  }
+  Args a = cli::parse(argv, flags);
+  require_positional(a, 1, "one HF_DIR");
+  ChunkOptions o;
+  o.dtype = a.get("dtype", "keep");
+  o.compression = a.get("compress", "none");
+  o.zstd_level = static_cast<int>(a.get_int("zstd-level", 3));
+  o.plugin_dirs = a.all("plugin-dir");
+  std::cout << chunk_checkpoint(a.positional[0], require(a, "out"), o) << "\n";
+  return 0;
+}
+
+TensorMap pick_inputs(const TensorMap& all) {
+  TensorMap in;
+  for (const char* k : {"input_ids", "attention_mask", "token_type_ids", "position_ids", "decoder_input_ids"}) {
+    if (auto it = all.find(k); it != all.end()) in[k] = it->second;
+  }
+  if (!in.count("input_ids")) fail(ErrorCode::invalid_argument, "the inputs file has no 'input_ids' tensor");
+  return in;
+}
+
+int cmd_run(const std::vector<std::string>& argv) {
+  const auto flags = join({{{"inputs", true, "safetensors file with input_ids [, attention_mask, ...]"},
+                            {"output", true, "safetensors file to write the outputs to"},
+                            {"hidden-states", false, "also write per-layer hidden states"}},
+                           kCacheFlags, kPluginFlags});
+  if (wants_help(argv)) {
+    print_help("run SOURCE --inputs IN.safetensors --output OUT.safetensors [options]",
+               "One forward pass with weights streamed through the cache. Reads input_ids,\n"
+               "attention_mask, token_type_ids, position_ids, decoder_input_ids when present;\n"
+               "writes HF-named outputs (logits, last_hidden_state, pooler_output, ...).",
+               flags);
+    return 0;
+  }
+  Args a = cli::parse(argv, flags);
+  require_positional(a, 1, "one SOURCE");
+  const std::string in_path = require(a, "inputs"), out_path = require(a, "output");
+  const TensorMap inputs = pick_inputs(read_inputs(in_path));
+  auto session = Session::open(a.positional[0], open_options(a));
+  RunOptions ro;
+  ro.hidden_states = a.has("hidden-states");
+  const auto t0 = std::chrono::steady_clock::now();
+  const TensorMap out = session->forward(inputs, ro);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  write_safetensors(out_path, out);
+  print_outputs(out);
+  report_stats(a, *session, secs);
+  return 0;
+}
+
+int cmd_generate(const std::vector<std::string>& argv) {
+  const auto flags = join({{{"inputs", true, "safetensors file with the prompt"},
+                            {"output", true, "safetensors file for generated_ids (and generation_logits)"},
+                            {"max-new-tokens", true, "tokens to generate"},
+                            {"prompt-key", true, "take the prompt from this tensor alone (every token real)"}},
+                           kCacheFlags, kPluginFlags});
+  if (wants_help(argv)) {
+    print_help("generate SOURCE --inputs IN.safetensors --max-new-tokens N --output OUT.safetensors [options]",
+               "Greedy generation with a KV cache. The prompt is input_ids (with attention_mask if\n"
+               "present), or the tensor named by --prompt-key. Writes generated_ids (decoder-only:\n"
+               "prompt + new tokens; T5: decoder start + new tokens) and generation_logits.",
+               flags);
+    return 0;
+  }
+  Args a = cli::parse(argv, flags);
+  require_positional(a, 1, "one SOURCE");
+  const std::string in_path = require(a, "inputs"), out_path = require(a, "output");
+  const long long steps = a.get_int("max-new-tokens", -1);
+  if (steps < 1) throw std::invalid_argument("--max-new-tokens N (N >= 1) is required");
+  const TensorMap all = read_inputs(in_path);
+  TensorMap inputs;
+  if (a.has("prompt-key")) {
+    auto it = all.find(a.get("prompt-key"));
+    if (it == all.end()) fail(ErrorCode::invalid_argument, "the inputs file has no tensor '" + a.get("prompt-key") + "'");
+    inputs["input_ids"] = it->second;
+  } else {
+    inputs = pick_inputs(all);
+    inputs.erase("decoder_input_ids");
+    inputs.erase("position_ids");
+  }
+  auto session = Session::open(a.positional[0], open_options(a));
+  const auto t0 = std::chrono::steady_clock::now();
+  const TensorMap out = session->generate(inputs, steps);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  write_safetensors(out_path, out);
+  print_outputs(out);
+  report_stats(a, *session, secs);
+  return 0;
+}
+
+int cmd_plugins(const std::vector<std::string>& argv) {
+  const auto flags = join({{{"json", false, "print JSON"}}, kPluginFlags});
+  if (wants_help(argv)) {
+    print_help("plugins [--plugin-dir DIR] [--json]",
+               "Lists the search path and every plugin file found: loaded (with the model types it\n"
+               "serves) or skipped (with the reason).",
+               flags);
+    return 0;
+  }
+  Args a = cli::parse(argv, flags);
+  require_positional(a, 0, "no positional arguments");
+  const auto dirs = plugin_search_path(a.all("plugin-dir"));
+  const auto results = scan_plugins(a.all("plugin-dir"));
+  if (a.has("json")) {
+    nlohmann::json j = {{"search_path", dirs}, {"plugins", nlohmann::json::array()}};
+    for (const auto& r : results) {
+      j["plugins"].push_back({{"path", r.path},
+                              {"status", plugin_load_status_name(r.status)},
+                              {"message", r.message},
+                              {"name", r.name},
+                              {"version", r.version},
+                              {"model_types", r.model_types}});
+    }
+    std::cout << j.dump(1) << "\n";
+    return 0;
+  }
+  std::cout << "search path:\n";
+  for (const auto& d : dirs) std::cout << "  " << d << "\n";
+  size_t loaded = 0;
+  for (const auto& r : results) {
+    std::cout << plugin_load_status_name(r.status) << "  " << r.path;
+    if (!r.name.empty()) {
+      std::cout << "  " << r.name << " " << r.version << " [";
+      for (size_t i = 0; i < r.model_types.size(); ++i) std::cout << (i ? ", " : "") << r.model_types[i];
+      std::cout << "]";
+    }
+    if (!r.message.empty()) std::cout << "  (" << r.message << ")";
+    std::cout << "\n";
+    loaded += r.status == PluginLoadStatus::loaded;
+  }
+  if (loaded == 0) std::cout << "no plugins found: pass --plugin-dir or set SURF_PLUGIN_PATH\n";
+  return 0;
+}
+
+int cmd_inspect(const std::vector<std::string>& argv) {
+  const auto flags = join({{{"json", false, "print JSON"}}, kPluginFlags});
+  if (wants_help(argv)) {
+    print_help("inspect SOURCE [--json]", "Shows the model type, the plugin that serves it and its components.", flags);
+    return 0;
+  }
+  Args a = cli::parse(argv, flags);
+  require_positional(a, 1, "one SOURCE");
+  OpenOptions o;
+  o.plugin_dirs = a.all("plugin-dir");
+  o.prefetch = 0;
+  auto session = Session::open(a.positional[0], o);
+  const ModelInfo& info = session->info();
+  if (a.has("json")) {
+    nlohmann::json j = {{"source", info.source},
+                        {"kind", info.source_kind},
+                        {"model_type", info.model_type},
+                        {"plugin", info.plugin},
+                        {"config", nlohmann::json::parse(info.config_json)},
+                        {"execution_order", info.execution_order},
+                        {"components", nlohmann::json::array()}};
+    for (const auto& c : info.components) {
+      j["components"].push_back({{"id", c.id},
+                                 {"role", c.resident ? "resident" : "streamed"},
+                                 {"bytes", c.bytes},
+                                 {"raw_bytes", c.raw_bytes},
+                                 {"tensors", c.tensors}});
+    }
+    std::cout << j.dump(1) << "\n";
+    return 0;
+  }
+  uint64_t resident = 0, streamed = 0, biggest = 0;
+  std::cout << "source: " << info.source << " (" << info.source_kind << ")\nmodel_type: " << info.model_type
+            << "\nplugin: " << info.plugin << "\ncomponents (execution order):\n";
+  for (const auto& id : info.execution_order) {
+    for (const auto& c : info.components) {
+      if (c.id != id) continue;
+      std::cout << "  " << c.id << "  " << (c.resident ? "resident" : "streamed") << "  " << c.tensors
+                << " tensors  " << c.bytes << " bytes\n";
+      (c.resident ? resident : streamed) += c.raw_bytes;
+      if (!c.resident) biggest = std::max(biggest, c.raw_bytes);
+    }
+  }
+  std::cout << "resident " << resident << " bytes, streamed " << streamed << " bytes, largest streamed component "
+            << biggest << " bytes\n";
+  return 0;
+}
+
+int cmd_check(const std::vector<std::string>& argv) {
+  const auto flags = join({{{"source", true, "hf (read the checkpoint in place) | store (chunk to a temp store first)"},
+                            {"cache-size", true, "cache size (default 1)"},
+                            {"prefetch", true, "prefetch depth (default 1)"}},
+                           kPluginFlags});
+  if (wants_help(argv)) {
+    print_help("check FIXTURE_DIR... [--plugin-dir DIR] [--source hf|store]",
+               "Runs each fixture (HF checkpoint + golden.safetensors + golden.json) through the plugin\n"
+               "serving its model_type and compares every expected tensor with golden.json's rule and\n"
+               "fp32 tolerance (generated ids exactly). Exit status 0 only if all pass.",
+               flags);
+    return 0;
+  }
+  Args a = cli::parse(argv, flags);
+  if (a.positional.empty()) throw std::invalid_argument("expected at least one FIXTURE_DIR");
+  CheckOptions o;
+  o.plugin_dirs = a.all("plugin-dir");
+  o.source = a.get("source", "hf");
+  o.cache_layers = static_cast<uint64_t>(std::max(1LL, a.get_int("cache-size", 1)));
+  o.prefetch = static_cast<int>(std::max(0LL, a.get_int("prefetch", 1)));
+  int passed = 0, failed = 0;
+  for (const auto& dir : a.positional) {
+    try {
+      const CheckReport r = check_fixture(dir, o);
+      for (const auto& l : r.lines) {
+        std::printf("%s  %s  %-26s max_abs_err %.3g  worst/tol %.3f  (%lld compared)%s%s\n",
+                    l.passed ? "PASS" : "FAIL", dir.c_str(), l.tensor.c_str(), l.max_abs_error, l.worst_ratio,
+                    static_cast<long long>(l.compared), l.note.empty() ? "" : "  ", l.note.c_str());
+        (l.passed ? passed : failed)++;
+      }
+      if (r.lines.empty()) {
+        std::printf("FAIL  %s  no expected tensor was compared\n", dir.c_str());
+        ++failed;
+      }
+    } catch (const Error& e) {
+      std::printf("FAIL  %s  %s\n", dir.c_str(), e.what());
+      ++failed;
+    }
+  }
+  std::printf("%d passed, %d failed\n", passed, failed);
+  return failed == 0 ? 0 : 1;
+}
+
+int cmd_synth(const std::vector<std::string>& argv) {
+  const auto flags = join({{{"arch", true, "architecture (llama)"},
+                            {"preset", true, "tiny | small | medium | tinyllama-1.1b"},
+                            {"dtype", true, "bf16 | f16 | f32 (default bf16)"},
+                            {"seed", true, "random seed (default 1)"},
+                            {"out", true, "directory to write config.json and safetensors to"}}});
+  if (wants_help(argv)) {
+    print_help("synth --arch llama --preset NAME [--dtype bf16] --out DIR",
+               "Writes a random-weight HuggingFace checkpoint with the shapes of a real model\n"
+               "(sharded with an index above 1 GiB), for benchmarks and demos without downloads.",
+               flags);
+    return 0;
+  }
+  Args a = cli::parse(argv, flags);
+  require_positional(a, 0, "no positional arguments");
+  SynthOptions o;
+  o.arch = a.get("arch", "llama");
+  o.preset = a.get("preset", "tiny");
+  o.dtype = a.get("dtype", "bf16");
+  o.seed = static_cast<uint64_t>(a.get_int("seed", 1));
+  synth_checkpoint(require(a, "out"), o);
+  std::cout << "wrote " << o.arch << " " << o.preset << " (" << o.dtype << ") to " << a.get("out") << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
+    std::cout << kUsage;
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string cmd = argv[1];
+  const std::vector<std::string> rest(argv + 2, argv + argc);
+  try {
+    if (cmd == "chunk") return cmd_chunk(rest);
+    if (cmd == "run") return cmd_run(rest);
+    if (cmd == "generate") return cmd_generate(rest);
+    if (cmd == "plugins") return cmd_plugins(rest);
+    if (cmd == "inspect") return cmd_inspect(rest);
+    if (cmd == "check") return cmd_check(rest);
+    if (cmd == "synth") return cmd_synth(rest);
+    std::cerr << "surf: error: unknown command '" << cmd << "' (see surf --help)\n";
+    return 2;
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "surf " << cmd << ": error: " << e.what() << "\n";
+    return 2;
+  } catch (const Error& e) {
+    std::cerr << "surf " << cmd << ": error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "surf " << cmd << ": error: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,165 @@
+// The embedding API: open a model from a source and run it with weights streamed through a
+// bounded cache. Sources: a chunk store directory, a HuggingFace checkpoint directory (streamed
+// straight from its safetensors), later ws://host:port/model and s3://bucket/prefix.
+//
+//   surf::OpenOptions opt;  opt.cache_layers = 2;  opt.prefetch = 1;
+//   auto session = surf::Session::open("models/llama-store", opt);
+//   surf::TensorMap out = session->forward({{"input_ids", ids}});
+//   std::cout << session->cache_stats().to_text();
+#pragma once
+
+#include <cstdint>
+#include <future>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "surf/plugin.h"
+
+namespace surf {
+
+struct CacheStats {
+  uint64_t hits = 0;
+  uint64_t misses = 0;
+  uint64_t evictions = 0;
+  uint64_t bytes_fetched = 0;     // bytes of chunks read from the source
+  uint64_t fetches = 0;
+  uint64_t prefetch_issued = 0;
+  uint64_t prefetch_used = 0;     // prefetched and then asked for
+  uint64_t prefetch_wasted = 0;   // prefetched and evicted (or dropped) unused
+  uint64_t fetch_ns = 0;          // time spent fetching (demand + prefetch)
+  uint64_t wait_ns = 0;           // time compute waited for weights
+  uint64_t resident_bytes = 0;    // memory of resident components
+  uint64_t cached_bytes = 0;      // memory of streamed components held now
+  uint64_t peak_cached_bytes = 0;
+  uint64_t cached_components = 0;
+
+  std::string to_text() const;
+  std::string to_json() const;
+};
+
+struct OpenOptions {
+  // Plugin directories searched before SURF_PLUGIN_PATH, the install dir and the build tree.
+  std::vector<std::string> plugin_dirs;
+  uint64_t cache_layers = 2;   // streamed components kept (besides those being prefetched)
+  uint64_t cache_bytes = 0;    // 0: no byte bound
+  int prefetch = 1;            // components fetched ahead in execution order
+  std::vector<std::string> warmup;  // component ids loaded at open; "all" = every component
+  std::string token;           // bearer token for ws:// sources
+};
+
+struct ModelInfo {
+  std::string source;
+  std::string source_kind;  // "store", "hf"
+  std::string model_type;
+  std::string plugin;       // plugin name and version
+  std::string config_json;
+  struct Component {
+    std::string id;
+    bool resident;
+    uint64_t bytes;       // as stored
+    uint64_t raw_bytes;   // tensor bytes
+    size_t tensors;
+  };
+  std::vector<Component> components;
+  std::vector<std::string> execution_order;
+};
+
+class Session {
+ public:
+  // Throws surf::Error with a clear message: unknown source, no plugin for the model_type, ...
+  static std::unique_ptr<Session> open(const std::string& source, const OpenOptions& options = {});
+  ~Session();
+
+  TensorMap forward(const TensorMap& inputs, const RunOptions& options = {});
+  TensorMap generate(const TensorMap& inputs, int64_t max_new_tokens);
+  // Run on a background thread; calls on one session are serialised.
+  std::future<TensorMap> forward_async(TensorMap inputs, RunOptions options = {});
+  std::future<TensorMap> generate_async(TensorMap inputs, int64_t max_new_tokens);
+
+  // Loads components now (ids, or "all").
+  void warm_up(const std::vector<std::string>& ids);
+  CacheStats cache_stats() const;
+  void reset_cache_stats();
+  const ModelInfo& info() const;
+
+  struct Impl;
+
+ private:
+  explicit Session(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// --- plugins ---
+
+enum class PluginLoadStatus {
+  loaded,
+  open_failed,          // dlopen failed (not a shared library, missing dependency)
+  missing_entry_point,  // no surf_plugin_entry symbol
+  wrong_abi,            // ABI major differs or minor is newer than the runtime's
+  build_mismatch,       // compiler / C++ library differs (build tag)
+  invalid_descriptor,
+  shadowed,             // serves model types already served by a plugin found earlier
+};
+const char* plugin_load_status_name(PluginLoadStatus s);
+
+struct PluginLoadResult {
+  std::string path;
+  PluginLoadStatus status;
+  std::string message;
+  std::string name, version;
+  std::vector<std::string> model_types;
+};
+
+// Directories searched, in order: explicit ones, SURF_PLUGIN_PATH (':'-separated), the install
+// dir, then the build tree next to the executable.
+std::vector<std::string> plugin_search_path(const std::vector<std::string>& explicit_dirs);
+// Loads every plugin on the search path and reports what happened to each file.
+std::vector<PluginLoadResult> scan_plugins(const std::vector<std::string>& explicit_dirs);
+
+// --- tools behind the CLI ---
+
+struct ChunkOptions {
+  std::string dtype = "keep";     // keep | f32 | bf16 | f16
+  std::string compression = "none";
+  int zstd_level = 3;
+  std::vector<std::string> plugin_dirs;
+};
+// HF checkpoint directory -> chunk store at `out` (a directory; s3:// later). Returns a summary.
+std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, const ChunkOptions& options);
+
+// Writes a random-weight HF checkpoint of a real model's shape (no download needed).
+struct SynthOptions {
+  std::string arch = "llama";
+  std::string preset = "tiny";
+  std::string dtype = "bf16";
+  uint64_t seed = 1;
+  uint64_t shard_bytes = 1ull << 30;
+};
+std::vector<std::string> synth_presets(const std::string& arch);
+void synth_checkpoint(const std::string& out_dir, const SynthOptions& options);
+
+// Runs a golden fixture (HF checkpoint + golden.safetensors + golden.json) through its plugin.
+struct CheckOptions {
+  std::string source = "hf";  // hf | store
+  std::vector<std::string> plugin_dirs;
+  uint64_t cache_layers = 1;
+  int prefetch = 1;
+};
+struct CheckLine {
+  std::string tensor;
+  bool passed;
+  double max_abs_error;
+  double worst_ratio;  // max |a-e| / (atol + rtol |e|); <= 1 passes
+  int64_t compared;
+  std::string note;
+};
+struct CheckReport {
+  std::string fixture;
+  std::string model_type;
+  std::vector<CheckLine> lines;
+  bool passed() const;
+};
+CheckReport check_fixture(const std::string& fixture_dir, const CheckOptions& options);
+
+}  // namespace surf

@@ -1,0 +1,104 @@
+// Where the cache gets components from: a chunk store (any StorageBackend), a HuggingFace
+// checkpoint read in place, or (later) a weight server. Providers return components already
+// materialised for compute: f32/i64 tensors, float tensors of other dtypes converted once.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "surf/plugin.h"
+#include "surf/storage/buffer.h"
+#include "surf/storage/manifest.h"
+
+namespace surf {
+
+// Reuses big buffers: fresh pages cost ~50x more than warm ones on this class of machine.
+class BufferPool {
+ public:
+  explicit BufferPool(size_t max_free = 4);
+  // A buffer of at least `size` bytes (size() == size); returns to the pool when released.
+  std::shared_ptr<ByteBuffer> acquire(size_t size);
+
+ private:
+  struct State {
+    std::mutex mutex;
+    std::vector<std::unique_ptr<ByteBuffer>> free;
+    size_t max_free;
+  };
+  std::shared_ptr<State> state_;
+};
+
+class LoadedComponent final : public Component {
+ public:
+  LoadedComponent(std::string id, std::vector<std::pair<std::string, Tensor>> tensors, uint64_t memory_bytes)
+      : id_(std::move(id)), tensors_(std::move(tensors)), memory_bytes_(memory_bytes) {}
+  const std::string& id() const override { return id_; }
+  const Tensor* find(std::string_view name) const override {
+    for (const auto& [n, t] : tensors_) {
+      if (n == name) return &t;
+    }
+    return nullptr;
+  }
+  uint64_t memory_bytes() const { return memory_bytes_; }
+  const std::vector<std::pair<std::string, Tensor>>& tensors() const { return tensors_; }
+
+ private:
+  std::string id_;
+  std::vector<std::pair<std::string, Tensor>> tensors_;
+  uint64_t memory_bytes_;
+};
+
+struct RawTensor {
+  std::string name;
+  DType dtype;
+  Shape shape;
+  const std::byte* data;
+  size_t length;
+};
+
+// f32/i64 tensors become views into `holder` (no copy); f16/bf16 are converted into one pooled
+// buffer. The result keeps `holder` alive only if some tensor references it.
+std::shared_ptr<LoadedComponent> materialize(const std::string& id, const std::vector<RawTensor>& raw,
+                                             std::shared_ptr<const void> holder, size_t holder_bytes,
+                                             BufferPool& pool);
+
+struct FetchResult {
+  std::shared_ptr<LoadedComponent> component;
+  uint64_t bytes_fetched = 0;
+};
+
+class ComponentProvider {
+ public:
+  virtual ~ComponentProvider() = default;
+  virtual const Manifest& manifest() const = 0;
+  virtual std::string describe() const = 0;
+  // Thread-safe. Error(not_found) for an unknown component, Error(corrupt) for a bad chunk.
+  virtual FetchResult fetch(const std::string& id) = 0;
+};
+
+class StorageBackend;
+std::unique_ptr<ComponentProvider> make_store_provider(std::shared_ptr<StorageBackend> backend,
+                                                       std::shared_ptr<BufferPool> pool);
+
+class HfCheckpoint;
+// Resolution of a plan against a checkpoint: which HF tensor fills each component tensor.
+struct ResolvedTensor {
+  std::string name;
+  std::string hf_name;
+};
+struct ResolvedComponent {
+  const ComponentSpec* spec;
+  std::vector<ResolvedTensor> tensors;
+};
+// Error(not_found) naming the first required tensor that is missing (and its component);
+// warns about checkpoint tensors that no component claims and the plan does not ignore.
+std::vector<ResolvedComponent> resolve_plan(const ComponentPlan& plan, const HfCheckpoint& ck);
+
+std::unique_ptr<ComponentProvider> make_hf_provider(std::shared_ptr<HfCheckpoint> ck, const ComponentPlan& plan,
+                                                    const std::string& model_type, const std::string& plugin_name,
+                                                    std::shared_ptr<BufferPool> pool);
+
+}  // namespace surf

@@ -1,0 +1,249 @@
+#include "layer_cache.h"
+
+#include <chrono>
+
+#include "surf/log.h"
+
+namespace surf {
+
+namespace {
+uint64_t now_ns() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+}  // namespace
+
+LayerCache::LayerCache(std::shared_ptr<ComponentProvider> provider, CacheOptions options)
+    : provider_(std::move(provider)), options_(options) {
+  if (options_.max_components == 0) options_.max_components = 1;
+  if (options_.prefetch < 0) options_.prefetch = 0;
+  const Manifest& m = provider_->manifest();
+  for (const auto& c : m.components) {
+    if (c.role == ComponentRole::resident) resident_ids_[c.id] = true;
+  }
+  for (const auto& id : m.execution_order) {
+    if (!is_resident(id) && !order_index_.count(id)) {
+      order_index_[id] = streamed_order_.size();
+      streamed_order_.push_back(id);
+    }
+  }
+  if (options_.prefetch > 0) worker_ = std::thread([this] { worker(); });
+}
+
+LayerCache::~LayerCache() {
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+    queue_.clear();
+  }
+  changed_.notify_all();
+  if (worker_.joinable()) worker_.join();
+}
+
+std::shared_ptr<LoadedComponent> LayerCache::fetch_counted(const std::string& id) {
+  const uint64_t t0 = now_ns();
+  FetchResult r = provider_->fetch(id);
+  std::lock_guard lock(mutex_);
+  stats_.fetches++;
+  stats_.bytes_fetched += r.bytes_fetched;
+  stats_.fetch_ns += now_ns() - t0;
+  return r.component;
+}
+
+void LayerCache::load_resident() {
+  for (const auto& [id, _] : resident_ids_) {
+    {
+      std::lock_guard lock(mutex_);
+      if (resident_.count(id)) continue;
+    }
+    auto c = fetch_counted(id);
+    std::lock_guard lock(mutex_);
+    stats_.resident_bytes += c->memory_bytes();
+    resident_[id] = std::move(c);
+  }
+}
+
+ComponentRef LayerCache::acquire(const std::string& id) {
+  std::unique_lock lock(mutex_);
+  if (auto it = resident_.find(id); it != resident_.end()) return it->second;
+  if (is_resident(id)) {  // resident but not loaded yet
+    lock.unlock();
+    auto c = fetch_counted(id);
+    lock.lock();
+    stats_.resident_bytes += c->memory_bytes();
+    return resident_[id] = c;
+  }
+  auto oi = order_index_.find(id);
+  if (oi == order_index_.end()) {
+    fail(ErrorCode::not_found, "model has no component '" + id + "' (" + provider_->describe() + ")");
+  }
+  const size_t index = oi->second;
+  const uint64_t wait_start = now_ns();
+  std::shared_ptr<LoadedComponent> result;
+  while (!result) {
+    auto it = entries_.find(id);
+    if (it == entries_.end()) {
+      // Miss: fetch on this thread. The loading entry makes concurrent askers wait.
+      stats_.misses++;
+      entries_[id] = Entry{};
+      schedule_prefetch_after(index, lock);
+      lock.unlock();
+      std::shared_ptr<LoadedComponent> data;
+      try {
+        data = fetch_counted(id);
+      } catch (...) {
+        lock.lock();
+        entries_.erase(id);
+        changed_.notify_all();
+        throw;
+      }
+      lock.lock();
+      Entry& e = entries_[id];
+      e.state = State::ready;
+      e.data = data;
+      e.used = true;
+      lru_.push_front(id);
+      e.lru = lru_.begin();
+      stats_.cached_bytes += data->memory_bytes();
+      result = data;
+      changed_.notify_all();
+      break;
+    }
+    Entry& e = it->second;
+    if (e.state == State::loading) {
+      changed_.wait(lock);  // a prefetch (or another caller) is fetching it; it may also fail
+      continue;
+    }
+    stats_.hits++;
+    if (e.prefetched && !e.used) stats_.prefetch_used++;
+    e.used = true;
+    lru_.splice(lru_.begin(), lru_, e.lru);
+    result = e.data;
+    schedule_prefetch_after(index, lock);
+  }
+  stats_.wait_ns += now_ns() - wait_start;
+  evict_locked();
+  stats_.peak_cached_bytes = std::max(stats_.peak_cached_bytes, stats_.cached_bytes);
+  return result;
+}
+
+void LayerCache::begin_pass() {
+  if (options_.prefetch <= 0 || streamed_order_.empty()) return;
+  std::unique_lock lock(mutex_);
+  // Prefetch the first streamed components as if the one before the first had been used.
+  const std::string& first = streamed_order_.front();
+  if (!entries_.count(first)) {
+    entries_[first] = Entry{};
+    entries_[first].prefetched = true;
+    stats_.prefetch_issued++;
+    queue_.push_back(first);
+  }
+  schedule_prefetch_after(0, lock);
+  changed_.notify_all();
+}
+
+void LayerCache::schedule_prefetch_after(size_t index, std::unique_lock<std::mutex>&) {
+  for (int k = 1; k <= options_.prefetch; ++k) {
+    const size_t j = index + static_cast<size_t>(k);
+    if (j >= streamed_order_.size()) break;
+    const std::string& next = streamed_order_[j];
+    if (entries_.count(next)) continue;
+    Entry e;
+    e.prefetched = true;
+    entries_[next] = std::move(e);
+    stats_.prefetch_issued++;
+    queue_.push_back(next);
+  }
+  changed_.notify_all();
+}
+
+void LayerCache::evict_locked() {
+  const uint64_t max_entries = options_.max_components + static_cast<uint64_t>(options_.prefetch);
+  auto over = [&] {
+    return entries_.size() > max_entries || (options_.max_bytes && stats_.cached_bytes > options_.max_bytes);
+  };
+  // Walk from least recently used; pinned entries (held by a model) and unused prefetches stay.
+  for (int pass = 0; pass < 2 && over(); ++pass) {
+    for (auto it = lru_.end(); it != lru_.begin() && over();) {
+      --it;
+      Entry& e = entries_[*it];
+      const bool pinned = e.data.use_count() > 1;
+      const bool fresh_prefetch = e.prefetched && !e.used;
+      if (pinned || (pass == 0 && fresh_prefetch)) continue;
+      stats_.evictions++;
+      if (fresh_prefetch) stats_.prefetch_wasted++;
+      stats_.cached_bytes -= e.data->memory_bytes();
+      const std::string id = *it;
+      it = lru_.erase(it);
+      entries_.erase(id);
+    }
+  }
+  stats_.cached_components = lru_.size();
+}
+
+void LayerCache::worker() {
+  std::unique_lock lock(mutex_);
+  while (true) {
+    changed_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+    if (stop_) return;
+    const std::string id = queue_.front();
+    queue_.pop_front();
+    auto it = entries_.find(id);
+    if (it == entries_.end() || it->second.state != State::loading) continue;
+    lock.unlock();
+    std::shared_ptr<LoadedComponent> data;
+    std::string error;
+    try {
+      data = fetch_counted(id);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    lock.lock();
+    it = entries_.find(id);
+    if (it == entries_.end()) continue;
+    if (!data) {
+      // The demand fetch will retry and report the error to the caller.
+      log_debug("prefetch of '" + id + "' failed: " + error);
+      entries_.erase(it);
+      stats_.prefetch_wasted++;
+    } else {
+      Entry& e = it->second;
+      e.state = State::ready;
+      e.data = std::move(data);
+      lru_.push_front(id);
+      e.lru = lru_.begin();
+      stats_.cached_bytes += e.data->memory_bytes();
+      stats_.peak_cached_bytes = std::max(stats_.peak_cached_bytes, stats_.cached_bytes);
+      evict_locked();
+    }
+    changed_.notify_all();
+  }
+}
+
+void LayerCache::warm(const std::vector<std::string>& ids) {
+  for (const auto& id : ids) {
+    if (id == "all") {
+      for (const auto& s : streamed_order_) acquire(s);
+      continue;
+    }
+    acquire(id);
+  }
+}
+
+CacheStats LayerCache::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+void LayerCache::reset_stats() {
+  std::lock_guard lock(mutex_);
+  CacheStats fresh;
+  fresh.resident_bytes = stats_.resident_bytes;
+  fresh.cached_bytes = stats_.cached_bytes;
+  fresh.peak_cached_bytes = stats_.cached_bytes;
+  fresh.cached_components = stats_.cached_components;
+  stats_ = fresh;
+}
+
+}  // namespace surf

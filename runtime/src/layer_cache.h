@@ -1,0 +1,71 @@
+// The bounded LRU cache of streamed components, the prefetcher that fills it ahead of compute,
+// and the resident set. It is the ComponentSource a plugin model sees.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "component_provider.h"
+#include "surf/runtime.h"
+
+namespace surf {
+
+struct CacheOptions {
+  uint64_t max_components = 2;  // streamed components kept (>= 1)
+  uint64_t max_bytes = 0;       // 0: unbounded
+  int prefetch = 0;             // components fetched ahead (they may exceed max_components by this)
+};
+
+class LayerCache final : public ComponentSource {
+ public:
+  LayerCache(std::shared_ptr<ComponentProvider> provider, CacheOptions options);
+  ~LayerCache() override;
+
+  ComponentRef acquire(const std::string& id) override;
+  void begin_pass() override;
+
+  void load_resident();
+  void warm(const std::vector<std::string>& ids);
+  CacheStats stats() const;
+  void reset_stats();
+
+ private:
+  enum class State { loading, ready };
+  struct Entry {
+    State state = State::loading;
+    std::shared_ptr<LoadedComponent> data;
+    bool prefetched = false;
+    bool used = false;
+    std::list<std::string>::iterator lru;  // valid when ready
+  };
+
+  std::shared_ptr<LoadedComponent> fetch_counted(const std::string& id);
+  void schedule_prefetch_after(size_t order_index, std::unique_lock<std::mutex>& lock);
+  void evict_locked();
+  void worker();
+  bool is_resident(const std::string& id) const { return resident_ids_.count(id) > 0; }
+
+  std::shared_ptr<ComponentProvider> provider_;
+  CacheOptions options_;
+  std::vector<std::string> streamed_order_;            // streamed ids in execution order
+  std::unordered_map<std::string, size_t> order_index_;
+  std::map<std::string, bool> resident_ids_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  std::unordered_map<std::string, Entry> entries_;
+  std::list<std::string> lru_;  // front = most recent
+  std::map<std::string, std::shared_ptr<LoadedComponent>> resident_;
+  std::deque<std::string> queue_;
+  bool stop_ = false;
+  CacheStats stats_;
+  std::thread worker_;
+};
+
+}  // namespace surf

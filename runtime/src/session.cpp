@@ -1,0 +1,171 @@
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "component_provider.h"
+#include "layer_cache.h"
+#include "plugin_registry.h"
+#include "session_source.h"
+#include "surf/runtime.h"
+#include "surf/storage/backend.h"
+#include "surf/storage/safetensors.h"
+
+namespace fs = std::filesystem;
+
+namespace surf {
+
+std::string CacheStats::to_text() const {
+  std::ostringstream s;
+  auto mb = [](uint64_t b) { return static_cast<double>(b) / 1e6; };
+  s.setf(std::ios::fixed);
+  s.precision(1);
+  s << "cache: hits " << hits << ", misses " << misses << ", evictions " << evictions << ", fetched "
+    << fetches << " chunks / " << mb(bytes_fetched) << " MB in " << static_cast<double>(fetch_ns) / 1e6
+    << " ms; prefetch issued " << prefetch_issued << ", used " << prefetch_used << ", wasted "
+    << prefetch_wasted << "; waited " << static_cast<double>(wait_ns) / 1e6 << " ms; resident "
+    << mb(resident_bytes) << " MB, cached now " << cached_components << " components / " << mb(cached_bytes)
+    << " MB, peak " << mb(peak_cached_bytes) << " MB";
+  return s.str();
+}
+
+std::string CacheStats::to_json() const {
+  nlohmann::json j = {{"hits", hits},
+                      {"misses", misses},
+                      {"evictions", evictions},
+                      {"fetches", fetches},
+                      {"bytes_fetched", bytes_fetched},
+                      {"prefetch_issued", prefetch_issued},
+                      {"prefetch_used", prefetch_used},
+                      {"prefetch_wasted", prefetch_wasted},
+                      {"fetch_ms", static_cast<double>(fetch_ns) / 1e6},
+                      {"wait_ms", static_cast<double>(wait_ns) / 1e6},
+                      {"resident_bytes", resident_bytes},
+                      {"cached_bytes", cached_bytes},
+                      {"peak_cached_bytes", peak_cached_bytes},
+                      {"cached_components", cached_components}};
+  return j.dump(1);
+}
+
+struct Session::Impl {
+  PluginRegistry registry;
+  std::shared_ptr<const LoadedPlugin> plugin;
+  std::shared_ptr<BufferPool> pool;
+  std::shared_ptr<ComponentProvider> provider;
+  std::unique_ptr<LayerCache> cache;
+  std::unique_ptr<PluginModel> model;
+  ModelInfo info;
+  std::mutex run_mutex;
+
+  explicit Impl(const OpenOptions& o) : registry(o.plugin_dirs) {}
+  ~Impl() {
+    // The model and the cache's components may hold plugin objects: release before the plugin.
+    model.reset();
+    cache.reset();
+  }
+};
+
+Session::Session(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Session::~Session() = default;
+
+std::unique_ptr<Session> Session::open(const std::string& source, const OpenOptions& options) {
+  auto impl = std::make_unique<Impl>(options);
+  // Slack for in-flight loads: chunk buffer + converted buffer per prefetch slot.
+  impl->pool = std::make_shared<BufferPool>(4 + 2 * static_cast<size_t>(std::max(options.prefetch, 0)));
+  SourceDescription src = open_source(source, options, impl->registry, impl->pool);
+  impl->plugin = src.plugin;
+  impl->provider = std::move(src.provider);
+  const Manifest& m = impl->provider->manifest();
+  const ModelConfig config = ModelConfig::parse(m.config_json);
+  // The plugin's plan for this config must be covered by the source.
+  const ComponentPlan plan = impl->plugin->plan(config);
+  for (const auto& spec : plan.components) {
+    if (m.find(spec.id) == nullptr) {
+      fail(ErrorCode::not_found, "source " + source + " lacks component '" + spec.id + "' that plugin '" +
+                                     impl->plugin->name() + "' needs");
+    }
+  }
+  impl->model = impl->plugin->create_model(config);
+  CacheOptions co;
+  co.max_components = options.cache_layers;
+  co.max_bytes = options.cache_bytes;
+  co.prefetch = options.prefetch;
+  impl->cache = std::make_unique<LayerCache>(impl->provider, co);
+  impl->cache->load_resident();
+  if (!options.warmup.empty()) impl->cache->warm(options.warmup);
+
+  ModelInfo& info = impl->info;
+  info.source = source;
+  info.source_kind = src.kind;
+  info.model_type = m.model_type;
+  info.plugin = impl->plugin->name() + " " + impl->plugin->version();
+  info.config_json = m.config_json;
+  info.execution_order = m.execution_order;
+  for (const auto& c : m.components) {
+    info.components.push_back({c.id, c.role == ComponentRole::resident, c.bytes, c.raw_bytes, c.tensors.size()});
+  }
+  return std::unique_ptr<Session>(new Session(std::move(impl)));
+}
+
+TensorMap Session::forward(const TensorMap& inputs, const RunOptions& options) {
+  std::lock_guard lock(impl_->run_mutex);
+  TensorMap out;
+  impl_->model->forward(inputs, options, *impl_->cache, out);
+  return out;
+}
+
+TensorMap Session::generate(const TensorMap& inputs, int64_t max_new_tokens) {
+  std::lock_guard lock(impl_->run_mutex);
+  TensorMap out;
+  RunOptions o;
+  o.max_new_tokens = max_new_tokens;
+  impl_->model->generate(inputs, o, *impl_->cache, out);
+  return out;
+}
+
+std::future<TensorMap> Session::forward_async(TensorMap inputs, RunOptions options) {
+  return std::async(std::launch::async, [this, in = std::move(inputs), options] { return forward(in, options); });
+}
+
+std::future<TensorMap> Session::generate_async(TensorMap inputs, int64_t max_new_tokens) {
+  return std::async(std::launch::async,
+                    [this, in = std::move(inputs), max_new_tokens] { return generate(in, max_new_tokens); });
+}
+
+void Session::warm_up(const std::vector<std::string>& ids) { impl_->cache->warm(ids); }
+CacheStats Session::cache_stats() const { return impl_->cache->stats(); }
+void Session::reset_cache_stats() { impl_->cache->reset_stats(); }
+const ModelInfo& Session::info() const { return impl_->info; }
+
+SourceDescription open_source(const std::string& source, const OpenOptions&, PluginRegistry& registry,
+                              std::shared_ptr<BufferPool> pool) {
+  SourceDescription d;
+  if (source.rfind("ws://", 0) == 0 || source.rfind("wss://", 0) == 0) {
+    fail(ErrorCode::unsupported, "weight-server sources (" + source + ") are not available in this build yet");
+  }
+  if (source.rfind("s3://", 0) == 0) {
+    fail(ErrorCode::unsupported, "S3 sources (" + source + ") are not available in this build yet");
+  }
+  const fs::path path(source);
+  if (!fs::exists(path)) fail(ErrorCode::not_found, "source '" + source + "' does not exist");
+  if (fs::is_regular_file(path / "manifest.json")) {
+    d.kind = "store";
+    d.provider = make_store_provider(std::shared_ptr<StorageBackend>(open_filesystem_backend(path)), pool);
+    d.plugin = registry.find(d.provider->manifest().model_type);
+    return d;
+  }
+  if (HfCheckpoint::looks_like(path)) {
+    d.kind = "hf";
+    auto ck = HfCheckpoint::open(path);
+    const ModelConfig config = ModelConfig::parse(ck->config_json());
+    const std::string type = config.model_type();
+    if (type.empty()) fail(ErrorCode::invalid_argument, "config.json in '" + source + "' has no model_type");
+    d.plugin = registry.find(type);
+    d.provider = make_hf_provider(ck, d.plugin->plan(config), type, d.plugin->name(), pool);
+    return d;
+  }
+  fail(ErrorCode::invalid_argument, "'" + source +
+                                        "' is neither a chunk store (manifest.json) nor a HuggingFace checkpoint "
+                                        "(config.json + model.safetensors[.index.json])");
+}
+
+}  // namespace surf

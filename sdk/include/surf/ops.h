@@ -1,0 +1,83 @@
+// Compute ops for plugins. Activations are f32, row-major, usually 2-D [tokens, features]
+// with tokens = batch * sequence. Argument checks throw Error(invalid_argument).
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "surf/tensor.h"
+
+namespace surf::ops {
+
+// y[M,N] = x[M,K] * w[N,K]^T (+ bias[N]): nn.Linear layout. M == 1 uses sgemv.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias = nullptr);
+// y[M,N] = x[M,K] * w[K,N] (+ bias[N]): GPT-2 Conv1D layout.
+Tensor linear_in_out(const Tensor& x, const Tensor& w, const Tensor* bias = nullptr);
+
+// Over the last axis. RMSNorm: w * x / sqrt(mean(x^2) + eps). LayerNorm: w * (x-mean)/sqrt(var+eps) + b.
+Tensor rms_norm(const Tensor& x, const Tensor& w, float eps);
+Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps);
+
+enum class Activation { relu, silu, gelu_erf, gelu_tanh };
+// HF ACT2FN names: "relu", "silu"/"swish", "gelu", "gelu_new"/"gelu_pytorch_tanh"/"gelu_fast".
+Activation activation_from_name(std::string_view name);
+void activate(Tensor& x, Activation act);
+
+void add(Tensor& x, const Tensor& y);          // x += y (same shape)
+void multiply(Tensor& x, const Tensor& y);     // x *= y (same shape)
+void scale(Tensor& x, float factor);           // x *= factor
+void softmax_rows(float* data, int64_t rows, int64_t cols);
+
+// table[V,H] gathered at ids (I64, any shape) -> [numel(ids), H]. An id outside [0,V) is
+// an Error(invalid_argument) naming the id and V.
+Tensor embedding(const Tensor& table, const Tensor& ids);
+
+// Rotary embedding, HF rotate-half convention, in place on x[tokens, heads*head_dim].
+// positions[tokens]; angles computed in double then rounded, like HF's f32 cos/sin up to 1e-7.
+void rope(Tensor& x, int64_t heads, int64_t head_dim, const int64_t* positions, double theta);
+
+// Multi-head attention over one batch.
+//   q: [batch, q_len, heads*head_dim] (rows of q_stride floats, default heads*head_dim)
+//   k, v: [batch, kv_capacity, kv_heads*head_dim], first kv_len rows used
+//   out: [batch, q_len, heads*head_dim]
+// Query i of a batch row sits at absolute position past + i; with `causal` it sees keys <= that.
+// key_mask[batch, kv_len] (1 = real) hides padded keys. bias[heads, q_len, kv_len] (or per batch
+// row when bias_per_batch) is added to the scores. Grouped-query: kv head j serves query heads
+// j*r .. j*r+r-1 with r = heads/kv_heads. A query that can see no key gets zeros.
+struct AttentionArgs {
+  int64_t batch = 1, q_len = 0, kv_len = 0, kv_capacity = 0;
+  int64_t heads = 1, kv_heads = 1, head_dim = 0;
+  int64_t q_stride = 0, kv_stride = 0;  // 0 = dense (heads*head_dim / kv_heads*head_dim)
+  int64_t past = 0;
+  float scale = 1.0f;
+  bool causal = false;
+  const int64_t* key_mask = nullptr;
+  const float* bias = nullptr;
+  bool bias_per_batch = false;
+};
+void attention(const float* q, const float* k, const float* v, float* out, const AttentionArgs& args);
+
+// Per-layer key/value cache for incremental decoding: k and v are [batch, capacity, width].
+class KVCache {
+ public:
+  void reset(int64_t batch, int64_t capacity, int64_t width);
+  // Appends n rows per batch element from src[batch, n, width] (row stride src_stride).
+  void append(const float* k_src, const float* v_src, int64_t n, int64_t src_stride = 0);
+  int64_t length() const { return length_; }
+  int64_t capacity() const { return capacity_; }
+  int64_t width() const { return width_; }
+  const float* k() const { return k_.f32(); }
+  const float* v() const { return v_.f32(); }
+
+ private:
+  Tensor k_, v_;
+  int64_t batch_ = 0, capacity_ = 0, width_ = 0, length_ = 0;
+};
+
+// Index of the largest value in each row of x[rows, cols] (first one on ties).
+std::vector<int64_t> argmax_rows(const float* x, int64_t rows, int64_t cols);
+
+// Sets the BLAS thread count (OpenBLAS defaults to all cores; use 1 on worker threads).
+void set_blas_threads(int threads);
+
+}  // namespace surf::ops

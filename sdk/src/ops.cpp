@@ -1,0 +1,265 @@
+// Elementwise ops, norms and matmuls. Argument checks live next to the kernels they guard.
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "surf/ops.h"
+
+namespace surf::ops {
+
+namespace {
+
+void require(bool ok, const std::string& message) {
+  if (!ok) fail(ErrorCode::invalid_argument, message);
+}
+
+int64_t rows_of(const Tensor& x) { return x.numel() / x.dim(-1); }
+
+Shape with_last(const Shape& s, int64_t last) {
+  Shape out = s;
+  out.back() = last;
+  return out;
+}
+
+void add_bias(float* y, int64_t m, int64_t n, const Tensor* bias) {
+  if (bias == nullptr) return;
+  const float* b = bias->f32();
+  for (int64_t i = 0; i < m; ++i) {
+    float* row = y + i * n;
+    for (int64_t j = 0; j < n; ++j) row[j] += b[j];
+  }
+}
+
+void check_linear(const Tensor& x, const Tensor& w, const Tensor* bias, int64_t k, int64_t n,
+                  const char* what) {
+  require(x.rank() >= 1 && w.rank() == 2,
+          std::string(what) + ": expected x[..., K] and a 2-D weight, got x" +
+              shape_string(x.shape()) + " w" + shape_string(w.shape()));
+  require(x.dim(-1) == k, std::string(what) + ": x" + shape_string(x.shape()) +
+                              " does not match weight " + shape_string(w.shape()));
+  require(bias == nullptr || (bias->rank() == 1 && bias->dim(0) == n),
+          std::string(what) + ": bias " + (bias ? shape_string(bias->shape()) : "") +
+              " does not match output width " + std::to_string(n));
+  expect_dtype(x, DType::F32, what);
+  expect_dtype(w, DType::F32, what);
+}
+
+}  // namespace
+
+void set_blas_threads(int threads) { openblas_set_num_threads(threads); }
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
+  const int64_t n = w.dim(0), k = w.dim(1);
+  check_linear(x, w, bias, k, n, "linear");
+  const int64_t m = rows_of(x);
+  Tensor y = Tensor::empty(DType::F32, with_last(x.shape(), n));
+  if (m == 1) {
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, n, k, 1.0f, w.f32(), k, x.f32(), 1, 0.0f, y.f32(), 1);
+  } else if (m > 0) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, x.f32(), k, w.f32(), k, 0.0f,
+                y.f32(), n);
+  }
+  add_bias(y.f32(), m, n, bias);
+  return y;
+}
+
+Tensor linear_in_out(const Tensor& x, const Tensor& w, const Tensor* bias) {
+  const int64_t k = w.dim(0), n = w.dim(1);
+  check_linear(x, w, bias, k, n, "linear_in_out");
+  const int64_t m = rows_of(x);
+  Tensor y = Tensor::empty(DType::F32, with_last(x.shape(), n));
+  if (m == 1) {
+    cblas_sgemv(CblasRowMajor, CblasTrans, k, n, 1.0f, w.f32(), n, x.f32(), 1, 0.0f, y.f32(), 1);
+  } else if (m > 0) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, x.f32(), k, w.f32(), n,
+                0.0f, y.f32(), n);
+  }
+  add_bias(y.f32(), m, n, bias);
+  return y;
+}
+
+Tensor rms_norm(const Tensor& x, const Tensor& w, float eps) {
+  const int64_t h = x.dim(-1);
+  require(w.rank() == 1 && w.dim(0) == h, "rms_norm: weight " + shape_string(w.shape()) +
+                                              " does not match x" + shape_string(x.shape()));
+  const int64_t m = rows_of(x);
+  Tensor y = Tensor::empty(DType::F32, x.shape());
+  const float* xs = x.f32();
+  const float* ws = w.f32();
+  float* ys = y.f32();
+  for (int64_t i = 0; i < m; ++i) {
+    const float* row = xs + i * h;
+    double sum = 0;
+    for (int64_t j = 0; j < h; ++j) sum += static_cast<double>(row[j]) * row[j];
+    const float inv = static_cast<float>(1.0 / std::sqrt(sum / static_cast<double>(h) + eps));
+    float* out = ys + i * h;
+    for (int64_t j = 0; j < h; ++j) out[j] = ws[j] * (row[j] * inv);
+  }
+  return y;
+}
+
+Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps) {
+  const int64_t h = x.dim(-1);
+  require(w.rank() == 1 && w.dim(0) == h && b.rank() == 1 && b.dim(0) == h,
+          "layer_norm: weight " + shape_string(w.shape()) + " / bias " + shape_string(b.shape()) +
+              " do not match x" + shape_string(x.shape()));
+  const int64_t m = rows_of(x);
+  Tensor y = Tensor::empty(DType::F32, x.shape());
+  const float* xs = x.f32();
+  const float* ws = w.f32();
+  const float* bs = b.f32();
+  float* ys = y.f32();
+  for (int64_t i = 0; i < m; ++i) {
+    const float* row = xs + i * h;
+    double sum = 0;
+    for (int64_t j = 0; j < h; ++j) sum += row[j];
+    const double mean = sum / static_cast<double>(h);
+    double var = 0;
+    for (int64_t j = 0; j < h; ++j) {
+      const double d = row[j] - mean;
+      var += d * d;
+    }
+    var /= static_cast<double>(h);
+    const double inv = 1.0 / std::sqrt(var + eps);
+    float* out = ys + i * h;
+    for (int64_t j = 0; j < h; ++j) {
+      out[j] = static_cast<float>((row[j] - mean) * inv) * ws[j] + bs[j];
+    }
+  }
+  return y;
+}
+
+Activation activation_from_name(std::string_view name) {
+  if (name == "relu") return Activation::relu;
+  if (name == "silu" || name == "swish") return Activation::silu;
+  if (name == "gelu") return Activation::gelu_erf;
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") {
+    return Activation::gelu_tanh;
+  }
+  fail(ErrorCode::unsupported, "unsupported activation '" + std::string(name) +
+                                   "' (supported: relu, silu, swish, gelu, gelu_new, gelu_pytorch_tanh)");
+}
+
+void activate(Tensor& x, Activation act) {
+  float* p = x.f32();
+  const int64_t n = x.numel();
+  switch (act) {
+    case Activation::relu:
+      for (int64_t i = 0; i < n; ++i) p[i] = p[i] > 0.0f ? p[i] : 0.0f;
+      break;
+    case Activation::silu:
+      for (int64_t i = 0; i < n; ++i) p[i] = p[i] / (1.0f + std::exp(-p[i]));
+      break;
+    case Activation::gelu_erf:
+      for (int64_t i = 0; i < n; ++i) p[i] = 0.5f * p[i] * (1.0f + std::erf(p[i] * 0.70710678118654752f));
+      break;
+    case Activation::gelu_tanh: {
+      const float c = 0.79788456080286536f;  // sqrt(2/pi)
+      for (int64_t i = 0; i < n; ++i) {
+        const float v = p[i];
+        p[i] = 0.5f * v * (1.0f + std::tanh(c * (v + 0.044715f * v * v * v)));
+      }
+      break;
+    }
+  }
+}
+
+void add(Tensor& x, const Tensor& y) {
+  require(x.numel() == y.numel(), "add: shapes " + shape_string(x.shape()) + " and " +
+                                      shape_string(y.shape()) + " differ");
+  float* a = x.f32();
+  const float* b = y.f32();
+  for (int64_t i = 0, n = x.numel(); i < n; ++i) a[i] += b[i];
+}
+
+void multiply(Tensor& x, const Tensor& y) {
+  require(x.numel() == y.numel(), "multiply: shapes " + shape_string(x.shape()) + " and " +
+                                      shape_string(y.shape()) + " differ");
+  float* a = x.f32();
+  const float* b = y.f32();
+  for (int64_t i = 0, n = x.numel(); i < n; ++i) a[i] *= b[i];
+}
+
+void scale(Tensor& x, float factor) {
+  float* a = x.f32();
+  for (int64_t i = 0, n = x.numel(); i < n; ++i) a[i] *= factor;
+}
+
+void softmax_rows(float* data, int64_t rows, int64_t cols) {
+  for (int64_t i = 0; i < rows; ++i) {
+    float* row = data + i * cols;
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < cols; ++j) mx = std::max(mx, row[j]);
+    if (mx == -INFINITY) {  // nothing visible: defined as all zeros
+      std::fill(row, row + cols, 0.0f);
+      continue;
+    }
+    float sum = 0;
+    for (int64_t j = 0; j < cols; ++j) {
+      row[j] = std::exp(row[j] - mx);
+      sum += row[j];
+    }
+    const float inv = 1.0f / sum;
+    for (int64_t j = 0; j < cols; ++j) row[j] *= inv;
+  }
+}
+
+Tensor embedding(const Tensor& table, const Tensor& ids) {
+  require(table.rank() == 2, "embedding: table must be 2-D, got " + shape_string(table.shape()));
+  expect_dtype(ids, DType::I64, "token ids");
+  const int64_t v = table.dim(0), h = table.dim(1), n = ids.numel();
+  Tensor out = Tensor::empty(DType::F32, {n, h});
+  const int64_t* id = ids.i64();
+  const float* src = table.f32();
+  for (int64_t i = 0; i < n; ++i) {
+    if (id[i] < 0 || id[i] >= v) {
+      fail(ErrorCode::invalid_argument, "token id " + std::to_string(id[i]) + " at position " +
+                                            std::to_string(i) + " is out of range [0, " +
+                                            std::to_string(v) + ")");
+    }
+    std::memcpy(out.f32() + i * h, src + id[i] * h, static_cast<size_t>(h) * 4);
+  }
+  return out;
+}
+
+void rope(Tensor& x, int64_t heads, int64_t head_dim, const int64_t* positions, double theta) {
+  require(head_dim % 2 == 0, "rope: head_dim must be even, got " + std::to_string(head_dim));
+  require(x.dim(-1) == heads * head_dim, "rope: x" + shape_string(x.shape()) + " is not " +
+                                             std::to_string(heads) + " heads of " +
+                                             std::to_string(head_dim));
+  const int64_t tokens = rows_of(x), half = head_dim / 2;
+  std::vector<double> inv_freq(half);
+  for (int64_t i = 0; i < half; ++i) {
+    inv_freq[i] = 1.0 / std::pow(theta, static_cast<double>(2 * i) / static_cast<double>(head_dim));
+  }
+  std::vector<float> cos_v(half), sin_v(half);
+  float* data = x.f32();
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t i = 0; i < half; ++i) {
+      const double a = static_cast<double>(positions[t]) * inv_freq[i];
+      cos_v[i] = static_cast<float>(std::cos(a));
+      sin_v[i] = static_cast<float>(std::sin(a));
+    }
+    for (int64_t hd = 0; hd < heads; ++hd) {
+      float* p = data + t * heads * head_dim + hd * head_dim;
+      for (int64_t i = 0; i < half; ++i) {
+        const float a = p[i], b = p[i + half];
+        p[i] = a * cos_v[i] - b * sin_v[i];
+        p[i + half] = b * cos_v[i] + a * sin_v[i];
+      }
+    }
+  }
+}
+
+std::vector<int64_t> argmax_rows(const float* x, int64_t rows, int64_t cols) {
+  std::vector<int64_t> out(rows);
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* row = x + i * cols;
+    out[i] = std::max_element(row, row + cols) - row;
+  }
+  return out;
+}
+
+}  // namespace surf::ops

@@ -1,0 +1,50 @@
+// STORE/manifest.json: what a chunk store holds and how to run it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "surf/plugin.h"
+
+namespace surf {
+
+inline constexpr int kManifestFormatVersion = 1;
+
+struct ManifestTensor {
+  std::string name;     // inside the component
+  std::string hf_name;  // where it came from
+  DType dtype = DType::F32;
+  Shape shape;
+};
+
+struct ManifestComponent {
+  std::string id;
+  ComponentRole role = ComponentRole::streamed;
+  std::string key;        // storage key of the chunk, "chunks/<id>.msgpack"
+  uint64_t bytes = 0;     // chunk size as stored
+  uint64_t raw_bytes = 0; // tensor bytes before compression
+  std::string checksum;   // of the whole chunk object
+  std::vector<ManifestTensor> tensors;
+};
+
+struct Manifest {
+  int format_version = kManifestFormatVersion;
+  std::string architecture;    // plugin name that chunked it
+  std::string model_type;
+  std::string config_json;     // the HF config, verbatim
+  std::string compression = "none";
+  std::string dtype = "keep";
+  std::vector<ManifestComponent> components;
+  std::vector<std::string> execution_order;
+
+  const ManifestComponent* find(const std::string& id) const;
+  std::string to_json() const;
+  static Manifest from_json(const std::string& text);  // Error(corrupt/unsupported) on bad input
+};
+
+// Component ids become file names: [A-Za-z0-9_.-]+, no "..". Error(invalid_argument) otherwise.
+void validate_component_id(const std::string& id);
+std::string chunk_key(const std::string& component_id);
+
+}  // namespace surf

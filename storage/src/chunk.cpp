@@ -1,0 +1,241 @@
+#include "surf/storage/chunk.h"
+
+#include <xxhash.h>
+#include <zstd.h>
+
+#include <cstring>
+#include <msgpack.hpp>
+
+namespace surf {
+
+namespace {
+
+constexpr const char* kMagic = "SURFCHNK";
+constexpr size_t kAlign = 64;
+
+struct BufferWriter {
+  ByteBuffer& out;
+  void write(const char* data, size_t size) { out.append(data, size); }
+};
+
+size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+void put_be32(std::byte* p, uint32_t v) {
+  p[0] = std::byte(v >> 24);
+  p[1] = std::byte(v >> 16);
+  p[2] = std::byte(v >> 8);
+  p[3] = std::byte(v);
+}
+
+[[noreturn]] void corrupt(std::string_view component, const std::string& what) {
+  fail(ErrorCode::corrupt, "chunk" + (component.empty() ? std::string() : " '" + std::string(component) + "'") +
+                               ": " + what);
+}
+
+bool reference_bins(msgpack::type::object_type type, std::size_t, void*) {
+  return type == msgpack::type::BIN;
+}
+
+}  // namespace
+
+const char* compression_name(Compression c) { return c == Compression::zstd ? "zstd" : "none"; }
+
+Compression compression_from_name(std::string_view name) {
+  if (name == "none" || name.empty()) return Compression::none;
+  if (name == "zstd") return Compression::zstd;
+  fail(ErrorCode::unsupported, "unsupported compression '" + std::string(name) + "' (none, zstd)");
+}
+
+std::string checksum_of(const void* data, size_t size) {
+  const XXH64_hash_t h = XXH3_64bits(data, size);
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return std::string("xxh3:") + hex;
+}
+
+void encode_chunk(const std::string& component, const std::vector<ChunkTensorIn>& tensors,
+                  Compression compression, int zstd_level, ByteBuffer& out) {
+  // Tensor offsets inside the blob are 64-byte aligned so decoded f32 data is aligned too.
+  std::vector<size_t> offsets;
+  size_t raw_size = 0;
+  for (const auto& t : tensors) {
+    const size_t want = static_cast<size_t>(shape_numel(t.shape)) * dtype_size(t.dtype);
+    if (want != t.length) {
+      fail(ErrorCode::invalid_argument, "chunk '" + component + "': tensor '" + t.name + "' has " +
+                                            std::to_string(t.length) + " bytes, shape needs " +
+                                            std::to_string(want));
+    }
+    raw_size = align_up(raw_size);
+    offsets.push_back(raw_size);
+    raw_size += t.length;
+  }
+  out.clear();
+  BufferWriter w{out};
+  msgpack::packer<BufferWriter> pk(w);
+  pk.pack_map(9);
+  pk.pack(std::string("magic"));
+  pk.pack(std::string(kMagic));
+  pk.pack(std::string("format_version"));
+  pk.pack(kChunkFormatVersion);
+  pk.pack(std::string("component"));
+  pk.pack(component);
+  pk.pack(std::string("compression"));
+  pk.pack(std::string(compression_name(compression)));
+  pk.pack(std::string("raw_size"));
+  pk.pack(static_cast<uint64_t>(raw_size));
+  pk.pack(std::string("tensors"));
+  pk.pack_array(static_cast<uint32_t>(tensors.size()));
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const auto& t = tensors[i];
+    pk.pack_map(5);
+    pk.pack(std::string("name"));
+    pk.pack(t.name);
+    pk.pack(std::string("dtype"));
+    pk.pack(std::string(dtype_name(t.dtype)));
+    pk.pack(std::string("shape"));
+    pk.pack(t.shape);
+    pk.pack(std::string("offset"));
+    pk.pack(static_cast<uint64_t>(offsets[i]));
+    pk.pack(std::string("length"));
+    pk.pack(static_cast<uint64_t>(t.length));
+  }
+  // "pad" (fixstr 4) + bin8 header (2) + p bytes, then "data" (fixstr 5) + bin32 header (5).
+  size_t pad = 0;
+  while ((out.size() + 4 + 2 + pad + 5 + 5) % kAlign != 0) ++pad;
+  pk.pack(std::string("pad"));
+  std::vector<char> zeros(pad, 0);
+  pk.pack_bin(static_cast<uint32_t>(pad));
+  pk.pack_bin_body(zeros.data(), static_cast<uint32_t>(pad));
+  pk.pack(std::string("data"));
+  const size_t header_at = out.size();
+  const std::byte bin32[5] = {std::byte{0xc6}, {}, {}, {}, {}};
+  out.append(bin32, 5);
+  const size_t blob_at = out.size();
+  size_t blob_size = 0;
+  auto fill_raw = [&](std::byte* dst) {
+    size_t at = 0;
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      if (offsets[i] > at) std::memset(dst + at, 0, offsets[i] - at);
+      std::memcpy(dst + offsets[i], tensors[i].data, tensors[i].length);
+      at = offsets[i] + tensors[i].length;
+    }
+  };
+  if (compression == Compression::none) {
+    out.resize(blob_at + raw_size);
+    fill_raw(out.data() + blob_at);
+    blob_size = raw_size;
+  } else {
+    ByteBuffer raw(raw_size);
+    fill_raw(raw.data());
+    const size_t bound = ZSTD_compressBound(raw_size);
+    out.resize(blob_at + bound);
+    const size_t n = ZSTD_compress(out.data() + blob_at, bound, raw.data(), raw_size, zstd_level);
+    if (ZSTD_isError(n)) fail(ErrorCode::internal, std::string("zstd: ") + ZSTD_getErrorName(n));
+    blob_size = n;
+    out.resize(blob_at + n);
+  }
+  if (blob_size > 0xffffffffu) {
+    fail(ErrorCode::too_large, "chunk '" + component + "' is over 4 GiB; split the component");
+  }
+  put_be32(out.data() + header_at + 1, static_cast<uint32_t>(blob_size));
+  const std::string sum = checksum_of(out.data() + blob_at, blob_size);
+  pk.pack(std::string("checksum"));
+  pk.pack(sum);
+}
+
+DecodedChunk decode_chunk(const std::byte* data, size_t size, std::string_view expected,
+                          ByteBuffer& scratch) {
+  msgpack::object_handle oh;
+  std::size_t off = 0;
+  try {
+    oh = msgpack::unpack(reinterpret_cast<const char*>(data), size, off, reference_bins, nullptr);
+  } catch (const msgpack::insufficient_bytes&) {
+    corrupt(expected, "truncated (" + std::to_string(size) + " bytes)");
+  } catch (const std::exception& e) {
+    corrupt(expected, std::string("not a valid msgpack chunk: ") + e.what());
+  }
+  if (off != size) corrupt(expected, std::to_string(size - off) + " trailing bytes after the chunk");
+  const msgpack::object& root = oh.get();
+  if (root.type != msgpack::type::MAP) corrupt(expected, "not a msgpack map");
+  const msgpack::object *magic = nullptr, *version = nullptr, *component = nullptr, *comp = nullptr,
+                        *raw_size = nullptr, *tensors = nullptr, *blob = nullptr, *checksum = nullptr;
+  for (uint32_t i = 0; i < root.via.map.size; ++i) {
+    const auto& kv = root.via.map.ptr[i];
+    if (kv.key.type != msgpack::type::STR) continue;
+    std::string_view k(kv.key.via.str.ptr, kv.key.via.str.size);
+    if (k == "magic") magic = &kv.val;
+    else if (k == "format_version") version = &kv.val;
+    else if (k == "component") component = &kv.val;
+    else if (k == "compression") comp = &kv.val;
+    else if (k == "raw_size") raw_size = &kv.val;
+    else if (k == "tensors") tensors = &kv.val;
+    else if (k == "data") blob = &kv.val;
+    else if (k == "checksum") checksum = &kv.val;
+  }
+  DecodedChunk out;
+  try {
+    if (!magic || magic->as<std::string>() != kMagic) corrupt(expected, "bad magic (not a surf chunk)");
+    if (!version) corrupt(expected, "no format_version");
+    const int v = version->as<int>();
+    if (v > kChunkFormatVersion) {
+      fail(ErrorCode::unsupported, "chunk '" + std::string(expected) + "' has format version " +
+                                       std::to_string(v) + ", newer than this runtime's " +
+                                       std::to_string(kChunkFormatVersion) + ": upgrade the runtime");
+    }
+    if (!component || !tensors || !blob || !checksum || !raw_size) corrupt(expected, "missing fields");
+    out.component = component->as<std::string>();
+    if (!expected.empty() && out.component != expected) {
+      corrupt(expected, "holds component '" + out.component + "'");
+    }
+    out.compression = compression_from_name(comp ? comp->as<std::string>() : "none");
+    if (blob->type != msgpack::type::BIN) corrupt(expected, "data is not a bin field");
+    const auto* blob_ptr = reinterpret_cast<const std::byte*>(blob->via.bin.ptr);
+    const size_t blob_size = blob->via.bin.size;
+    const std::string want = checksum->as<std::string>();
+    const std::string got = checksum_of(blob_ptr, blob_size);
+    if (want != got) corrupt(out.component, "checksum mismatch (stored " + want + ", computed " + got + ")");
+    const uint64_t raw = raw_size->as<uint64_t>();
+    const std::byte* base = blob_ptr;
+    size_t base_size = blob_size;
+    if (out.compression == Compression::zstd) {
+      const unsigned long long frame = ZSTD_getFrameContentSize(blob_ptr, blob_size);
+      if (frame != raw) corrupt(out.component, "compressed frame size does not match raw_size");
+      scratch.resize(raw);
+      const size_t n = ZSTD_decompress(scratch.data(), raw, blob_ptr, blob_size);
+      if (ZSTD_isError(n) || n != raw) corrupt(out.component, "zstd decompression failed");
+      base = scratch.data();
+      base_size = raw;
+    } else if (raw != blob_size) {
+      corrupt(out.component, "raw_size does not match the data size");
+    }
+    if (tensors->type != msgpack::type::ARRAY) corrupt(out.component, "tensors is not an array");
+    for (uint32_t i = 0; i < tensors->via.array.size; ++i) {
+      const auto& e = tensors->via.array.ptr[i];
+      auto m = e.as<std::map<std::string, msgpack::object>>();
+      ChunkTensor t;
+      t.name = m.at("name").as<std::string>();
+      t.dtype = dtype_from_name(m.at("dtype").as<std::string>());
+      t.shape = m.at("shape").as<std::vector<int64_t>>();
+      const uint64_t offset = m.at("offset").as<uint64_t>();
+      t.length = m.at("length").as<uint64_t>();
+      for (auto d : t.shape) {
+        if (d < 0) corrupt(out.component, "tensor '" + t.name + "' has a negative dimension");
+      }
+      if (t.length != static_cast<uint64_t>(shape_numel(t.shape)) * dtype_size(t.dtype)) {
+        corrupt(out.component, "tensor '" + t.name + "' length does not match its shape");
+      }
+      if (offset > base_size || t.length > base_size - offset) {
+        corrupt(out.component, "tensor '" + t.name + "' lies outside the data");
+      }
+      t.data = base + offset;
+      out.tensors.push_back(std::move(t));
+    }
+  } catch (const msgpack::type_error&) {
+    corrupt(expected, "a field has the wrong type");
+  } catch (const std::out_of_range&) {
+    corrupt(expected, "a tensor entry lacks a field");
+  }
+  return out;
+}
+
+}  // namespace surf

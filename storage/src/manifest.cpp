@@ -1,0 +1,106 @@
+#include "surf/storage/manifest.h"
+
+#include <nlohmann/json.hpp>
+
+using nlohmann::json;
+
+namespace surf {
+
+void validate_component_id(const std::string& id) {
+  bool ok = !id.empty() && id.size() <= 200 && id.find("..") == std::string::npos && id != ".";
+  for (char c : id) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.')) ok = false;
+  }
+  if (!ok) {
+    fail(ErrorCode::invalid_argument, "invalid component name '" + id +
+                                          "': only [A-Za-z0-9_.-] allowed, no '..' or '/'");
+  }
+}
+
+std::string chunk_key(const std::string& id) {
+  validate_component_id(id);
+  return "chunks/" + id + ".msgpack";
+}
+
+const ManifestComponent* Manifest::find(const std::string& id) const {
+  for (const auto& c : components) {
+    if (c.id == id) return &c;
+  }
+  return nullptr;
+}
+
+std::string Manifest::to_json() const {
+  json j;
+  j["format"] = "surf-store";
+  j["format_version"] = format_version;
+  j["architecture"] = architecture;
+  j["model_type"] = model_type;
+  j["config"] = json::parse(config_json);
+  j["compression"] = compression;
+  j["dtype"] = dtype;
+  j["execution_order"] = execution_order;
+  json comps = json::array();
+  for (const auto& c : components) {
+    json tensors = json::array();
+    for (const auto& t : c.tensors) {
+      tensors.push_back({{"name", t.name}, {"hf_name", t.hf_name}, {"dtype", dtype_name(t.dtype)}, {"shape", t.shape}});
+    }
+    comps.push_back({{"id", c.id},
+                     {"role", c.role == ComponentRole::resident ? "resident" : "streamed"},
+                     {"key", c.key},
+                     {"bytes", c.bytes},
+                     {"raw_bytes", c.raw_bytes},
+                     {"checksum", c.checksum},
+                     {"tensors", tensors}});
+  }
+  j["components"] = comps;
+  return j.dump(1);
+}
+
+Manifest Manifest::from_json(const std::string& text) {
+  Manifest m;
+  try {
+    json j = json::parse(text);
+    if (j.value("format", "") != "surf-store") fail(ErrorCode::corrupt, "manifest.json is not a surf store manifest");
+    m.format_version = j.at("format_version").get<int>();
+    if (m.format_version > kManifestFormatVersion) {
+      fail(ErrorCode::unsupported, "store format version " + std::to_string(m.format_version) +
+                                       " is newer than this runtime's " +
+                                       std::to_string(kManifestFormatVersion) + ": upgrade the runtime");
+    }
+    m.architecture = j.at("architecture").get<std::string>();
+    m.model_type = j.at("model_type").get<std::string>();
+    m.config_json = j.at("config").dump();
+    m.compression = j.value("compression", "none");
+    m.dtype = j.value("dtype", "keep");
+    m.execution_order = j.at("execution_order").get<std::vector<std::string>>();
+    for (const auto& c : j.at("components")) {
+      ManifestComponent mc;
+      mc.id = c.at("id").get<std::string>();
+      validate_component_id(mc.id);
+      mc.role = c.at("role").get<std::string>() == "resident" ? ComponentRole::resident : ComponentRole::streamed;
+      mc.key = c.at("key").get<std::string>();
+      if (mc.key != chunk_key(mc.id)) fail(ErrorCode::corrupt, "manifest: component '" + mc.id + "' has key '" + mc.key + "'");
+      mc.bytes = c.at("bytes").get<uint64_t>();
+      mc.raw_bytes = c.value("raw_bytes", uint64_t{0});
+      mc.checksum = c.at("checksum").get<std::string>();
+      for (const auto& t : c.at("tensors")) {
+        ManifestTensor mt;
+        mt.name = t.at("name").get<std::string>();
+        mt.hf_name = t.value("hf_name", "");
+        mt.dtype = dtype_from_name(t.at("dtype").get<std::string>());
+        mt.shape = t.at("shape").get<Shape>();
+        mc.tensors.push_back(std::move(mt));
+      }
+      m.components.push_back(std::move(mc));
+    }
+  } catch (const json::exception& e) {
+    fail(ErrorCode::corrupt, std::string("manifest.json is malformed: ") + e.what());
+  }
+  for (const auto& id : m.execution_order) {
+    if (!m.find(id)) fail(ErrorCode::corrupt, "manifest: execution order names unknown component '" + id + "'");
+  }
+  return m;
+}
+
+}  // namespace surf

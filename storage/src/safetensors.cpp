@@ -1,0 +1,299 @@
+#include "surf/storage/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace surf {
+
+namespace {
+
+constexpr uint64_t kMaxHeaderBytes = 100u << 20;
+
+[[noreturn]] void corrupt(const fs::path& p, const std::string& what) {
+  fail(ErrorCode::corrupt, "safetensors file '" + p.string() + "': " + what);
+}
+
+void pread_all(int fd, void* dst, size_t size, uint64_t offset, const fs::path& p) {
+  auto* b = static_cast<std::byte*>(dst);
+  size_t done = 0;
+  while (done < size) {
+    ssize_t n = ::pread(fd, b + done, std::min<size_t>(size - done, 1 << 30),
+                        static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail(ErrorCode::io, "cannot read '" + p.string() + "': " + std::strerror(errno));
+    }
+    if (n == 0) corrupt(p, "unexpected end of file");
+    done += static_cast<size_t>(n);
+  }
+}
+
+}  // namespace
+
+std::string read_text_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(ErrorCode::not_found, "cannot open '" + path.string() + "'");
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& path) {
+  std::shared_ptr<SafetensorsFile> f(new SafetensorsFile());
+  f->path_ = path;
+  f->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (f->fd_ < 0) {
+    fail(errno == ENOENT ? ErrorCode::not_found : ErrorCode::io,
+         "cannot open '" + path.string() + "': " + std::strerror(errno));
+  }
+  struct stat st {};
+  ::fstat(f->fd_, &st);
+  const uint64_t file_size = static_cast<uint64_t>(st.st_size);
+  if (file_size < 8) corrupt(path, "file is " + std::to_string(file_size) + " bytes, too short for a header");
+  uint64_t header_len = 0;
+  unsigned char len_bytes[8];
+  pread_all(f->fd_, len_bytes, 8, 0, path);
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
+  if (header_len > kMaxHeaderBytes || header_len > file_size - 8) {
+    corrupt(path, "header length " + std::to_string(header_len) + " exceeds the file size " +
+                      std::to_string(file_size));
+  }
+  std::string header(header_len, '\0');
+  pread_all(f->fd_, header.data(), header_len, 8, path);
+  json j;
+  try {
+    j = json::parse(header);
+  } catch (const json::exception& e) {
+    corrupt(path, std::string("header is not valid JSON: ") + e.what());
+  }
+  if (!j.is_object()) corrupt(path, "header is not a JSON object");
+  const uint64_t data_start = 8 + header_len;
+  const uint64_t data_size = file_size - data_start;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it.key() == "__metadata__") {
+      if (it->is_object()) {
+        for (auto m = it->begin(); m != it->end(); ++m) {
+          if (m->is_string()) f->metadata_[m.key()] = m->get<std::string>();
+        }
+      }
+      continue;
+    }
+    const json& e = *it;
+    const std::string& name = it.key();
+    if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets")) {
+      corrupt(path, "tensor '" + name + "' lacks dtype, shape or data_offsets");
+    }
+    TensorInfo info;
+    info.name = name;
+    if (!e["dtype"].is_string()) corrupt(path, "tensor '" + name + "' has a non-string dtype");
+    try {
+      info.dtype = dtype_from_name(e["dtype"].get<std::string>());
+    } catch (const Error& err) {
+      fail(ErrorCode::unsupported, "safetensors file '" + path.string() + "': tensor '" + name + "': " + err.what());
+    }
+    const json& shape = e["shape"];
+    const json& offs = e["data_offsets"];
+    if (!shape.is_array() || !offs.is_array() || offs.size() != 2) {
+      corrupt(path, "tensor '" + name + "' has a malformed shape or data_offsets");
+    }
+    for (const auto& d : shape) {
+      if (!d.is_number_unsigned()) corrupt(path, "tensor '" + name + "' has a bad dimension " + d.dump());
+      info.shape.push_back(d.get<int64_t>());
+    }
+    if (!offs[0].is_number_unsigned() || !offs[1].is_number_unsigned()) {
+      corrupt(path, "tensor '" + name + "' has non-integer data_offsets");
+    }
+    const uint64_t begin = offs[0].get<uint64_t>(), end = offs[1].get<uint64_t>();
+    if (begin > end || end > data_size) {
+      corrupt(path, "tensor '" + name + "' data_offsets [" + std::to_string(begin) + ", " +
+                        std::to_string(end) + "] out of range (data is " + std::to_string(data_size) +
+                        " bytes)");
+    }
+    const uint64_t want = static_cast<uint64_t>(shape_numel(info.shape)) * dtype_size(info.dtype);
+    if (end - begin != want) {
+      corrupt(path, "tensor '" + name + "' holds " + std::to_string(end - begin) + " bytes but " +
+                        dtype_name(info.dtype) + shape_string(info.shape) + " needs " + std::to_string(want));
+    }
+    info.offset = data_start + begin;
+    info.length = end - begin;
+    f->index_[name] = f->tensors_.size();
+    f->tensors_.push_back(std::move(info));
+  }
+  return f;
+}
+
+SafetensorsFile::~SafetensorsFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+const TensorInfo* SafetensorsFile::find(const std::string& name) const {
+  auto it = index_.find(name);
+  return it == index_.end() ? nullptr : &tensors_[it->second];
+}
+
+void SafetensorsFile::read(const TensorInfo& info, void* dst) const {
+  pread_all(fd_, dst, info.length, info.offset, path_);
+}
+
+Tensor SafetensorsFile::load(const std::string& name) const {
+  const TensorInfo* info = find(name);
+  if (info == nullptr) fail(ErrorCode::not_found, "no tensor '" + name + "' in '" + path_.string() + "'");
+  Tensor t = Tensor::empty(info->dtype, info->shape);
+  read(*info, t.raw_mutable());
+  return t;
+}
+
+TensorMap read_safetensors(const fs::path& path) {
+  auto f = SafetensorsFile::open(path);
+  TensorMap out;
+  for (const auto& info : f->tensors()) out[info.name] = f->load(info.name);
+  return out;
+}
+
+namespace {
+
+std::string make_header(const std::vector<SafetensorsWriter::Entry>& entries,
+                        const std::map<std::string, std::string>& metadata, uint64_t* total) {
+  json h = json::object();
+  if (!metadata.empty()) h["__metadata__"] = metadata;
+  uint64_t offset = 0;
+  for (const auto& e : entries) {
+    const uint64_t len = static_cast<uint64_t>(shape_numel(e.shape)) * dtype_size(e.dtype);
+    h[e.name] = {{"dtype", dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {offset, offset + len}}};
+    offset += len;
+  }
+  *total = offset;
+  std::string s = h.dump();
+  while ((8 + s.size()) % 8 != 0) s.push_back(' ');  // 8-byte aligned data start, like HF
+  return s;
+}
+
+}  // namespace
+
+SafetensorsWriter::SafetensorsWriter(const fs::path& path, std::vector<Entry> entries,
+                                     const std::map<std::string, std::string>& metadata)
+    : path_(path) {
+  std::string header = make_header(entries, metadata, &expected_);
+  file_ = std::fopen(path.c_str(), "wb");
+  if (file_ == nullptr) fail(ErrorCode::io, "cannot create '" + path.string() + "': " + std::strerror(errno));
+  unsigned char len[8];
+  uint64_t n = header.size();
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(n >> (8 * i));
+  std::fwrite(len, 1, 8, file_);
+  std::fwrite(header.data(), 1, header.size(), file_);
+}
+
+SafetensorsWriter::~SafetensorsWriter() {
+  if (file_) std::fclose(file_);
+}
+
+void SafetensorsWriter::write(const void* data, size_t size) {
+  if (std::fwrite(data, 1, size, file_) != size) {
+    fail(ErrorCode::io, "cannot write '" + path_.string() + "': " + std::strerror(errno));
+  }
+  written_ += size;
+}
+
+void SafetensorsWriter::finish() {
+  if (written_ != expected_) {
+    fail(ErrorCode::internal, "safetensors writer: wrote " + std::to_string(written_) + " of " +
+                                  std::to_string(expected_) + " bytes to '" + path_.string() + "'");
+  }
+  if (std::fclose(file_) != 0) {
+    file_ = nullptr;
+    fail(ErrorCode::io, "cannot close '" + path_.string() + "'");
+  }
+  file_ = nullptr;
+}
+
+void write_safetensors(const fs::path& path, const TensorMap& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  std::vector<SafetensorsWriter::Entry> entries;
+  for (const auto& [name, t] : tensors) entries.push_back({name, t.dtype(), t.shape()});
+  SafetensorsWriter w(path, entries, metadata);
+  for (const auto& [name, t] : tensors) w.write(t.raw(), t.nbytes());
+  w.finish();
+}
+
+bool HfCheckpoint::looks_like(const fs::path& dir) {
+  return fs::is_regular_file(dir / "config.json") &&
+         (fs::is_regular_file(dir / "model.safetensors") ||
+          fs::is_regular_file(dir / "model.safetensors.index.json"));
+}
+
+std::shared_ptr<HfCheckpoint> HfCheckpoint::open(const fs::path& dir) {
+  auto ck = std::make_shared<HfCheckpoint>();
+  ck->dir_ = dir;
+  if (!fs::is_regular_file(dir / "config.json")) {
+    fail(ErrorCode::not_found, "'" + dir.string() + "' has no config.json (not a HuggingFace checkpoint)");
+  }
+  ck->config_json_ = read_text_file(dir / "config.json");
+  std::map<std::string, std::string> weight_map;  // tensor -> file
+  if (fs::is_regular_file(dir / "model.safetensors.index.json")) {
+    json idx;
+    try {
+      idx = json::parse(read_text_file(dir / "model.safetensors.index.json"));
+    } catch (const json::exception& e) {
+      fail(ErrorCode::corrupt, "model.safetensors.index.json is not valid JSON: " + std::string(e.what()));
+    }
+    if (!idx.contains("weight_map") || !idx["weight_map"].is_object()) {
+      fail(ErrorCode::corrupt, "model.safetensors.index.json has no weight_map object");
+    }
+    for (auto it = idx["weight_map"].begin(); it != idx["weight_map"].end(); ++it) {
+      if (!it->is_string()) fail(ErrorCode::corrupt, "weight_map entry '" + it.key() + "' is not a file name");
+      weight_map[it.key()] = it->get<std::string>();
+    }
+  } else if (!fs::is_regular_file(dir / "model.safetensors")) {
+    fail(ErrorCode::not_found, "'" + dir.string() +
+                                   "' has neither model.safetensors nor model.safetensors.index.json");
+  }
+  std::map<std::string, std::shared_ptr<SafetensorsFile>> by_file;
+  auto file = [&](const std::string& name) {
+    if (name.find('/') != std::string::npos || name.find("..") != std::string::npos) {
+      fail(ErrorCode::corrupt, "weight_map names file '" + name + "' outside the checkpoint directory");
+    }
+    auto& f = by_file[name];
+    if (!f) {
+      f = SafetensorsFile::open(dir / name);
+      ck->files_.push_back(f);
+    }
+    return f.get();
+  };
+  if (weight_map.empty()) {
+    SafetensorsFile* f = file("model.safetensors");
+    for (const auto& info : f->tensors()) ck->tensors_[info.name] = {f, &info};
+  } else {
+    for (const auto& [tensor, fname] : weight_map) {
+      SafetensorsFile* f = file(fname);
+      const TensorInfo* info = f->find(tensor);
+      if (info == nullptr) {
+        fail(ErrorCode::corrupt, "index lists tensor '" + tensor + "' in '" + fname + "' but the file lacks it");
+      }
+      ck->tensors_[tensor] = {f, info};
+    }
+  }
+  return ck;
+}
+
+std::vector<std::string> HfCheckpoint::tensor_names() const {
+  std::vector<std::string> names;
+  for (const auto& [n, _] : tensors_) names.push_back(n);
+  return names;
+}
+
+HfCheckpoint::Located HfCheckpoint::find(const std::string& name) const {
+  auto it = tensors_.find(name);
+  return it == tensors_.end() ? Located{nullptr, nullptr} : it->second;
+}
+
+}  // namespace surf
