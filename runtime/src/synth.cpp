@@ -1,4 +1,5 @@
 // Random-weight HuggingFace checkpoints with the shapes of real models, for benchmarks and demos.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -150,6 +151,15 @@ void synth_checkpoint(const std::string& out_dir, const SynthOptions& o) {
     }
     w.finish();
   }
+  // Sample inputs so a demo or benchmark can run the checkpoint right away.
+  Tensor ids = Tensor::empty(DType::I64, {1, 32});
+  for (int64_t i = 0; i < 32; ++i) {
+    ids.i64()[i] = static_cast<int64_t>(noise.s % static_cast<uint64_t>(p->vocab));
+    noise.next(1.0f);
+  }
+  Tensor mask = Tensor::empty(DType::I64, {1, 32});
+  std::fill_n(mask.i64(), 32, 1);
+  write_safetensors(fs::path(out_dir) / "inputs.safetensors", {{"input_ids", ids}, {"attention_mask", mask}});
   if (shards.size() > 1) {
     json idx = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
     std::ofstream(fs::path(out_dir) / "model.safetensors.index.json") << idx.dump(2) << "\n";

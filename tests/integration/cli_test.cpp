@@ -1,0 +1,179 @@
+// The surf executable as a user meets it: outputs, statistics, and one clear error line for bad input.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "../test_util.h"
+#include "surf/storage/safetensors.h"
+
+using namespace surf;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path llama() { return test::fixtures_dir() / "llama-tiny-random"; }
+
+test::CommandResult surf_cmd(std::vector<std::string> args) {
+  args.insert(args.begin(), test::surf_exe());
+  args.push_back("--plugin-dir");
+  args.push_back(test::plugin_dir());
+  return test::run_command(args);
+}
+
+// A failed command prints exactly one line on stderr, containing `text`.
+void expect_one_line_error(const test::CommandResult& r, const std::string& text) {
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find(text), std::string::npos) << r.err;
+}
+
+std::string write_inputs(const test::TempDir& d, const std::string& name, TensorMap t) {
+  const std::string p = d.str(name);
+  write_safetensors(p, t);
+  return p;
+}
+
+// A copy of a fixture with config.json edited.
+fs::path copy_with_config(const test::TempDir& d, const fs::path& src, const std::string& key, const nlohmann::json& v) {
+  const fs::path dst = d.path() / "model";
+  fs::create_directories(dst);
+  for (const auto& f : {"model.safetensors", "golden.safetensors", "golden.json"}) fs::copy_file(src / f, dst / f);
+  auto cfg = nlohmann::json::parse(read_text_file(src / "config.json"));
+  cfg[key] = v;
+  std::ofstream(dst / "config.json") << cfg.dump();
+  return dst;
+}
+
+}  // namespace
+
+TEST(Cli, RunWritesOutputsAndStatistics) {
+  test::TempDir d;
+  const TensorMap g = read_safetensors(llama() / "golden.safetensors");
+  const auto in = write_inputs(d, "in.safetensors", {{"input_ids", g.at("input_ids")}, {"attention_mask", g.at("attention_mask")}});
+  auto chunk = surf_cmd({"chunk", llama().string(), "--out", d.str("store"), "--dtype", "bf16"});
+  ASSERT_EQ(chunk.exit_code, 0) << chunk.err;
+  auto r = surf_cmd({"run", d.str("store"), "--inputs", in, "--output", d.str("out.safetensors"), "--cache-size", "1",
+                     "--prefetch", "1", "--stats-json", d.str("stats.json")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("cache: hits"), std::string::npos) << r.err;
+  const TensorMap out = read_safetensors(d.str("out.safetensors"));
+  EXPECT_EQ(out.at("logits").shape(), (Shape{2, 12, 512}));
+  EXPECT_EQ(out.at("last_hidden_state").shape(), (Shape{2, 12, 64}));
+  const auto stats = nlohmann::json::parse(read_text_file(d.str("stats.json")));
+  EXPECT_EQ(stats["misses"].get<int>() + stats["hits"].get<int>(), 4);  // 3 layers + lm_head
+  EXPECT_GT(stats["bytes_fetched"].get<int64_t>(), 0);
+}
+
+TEST(Cli, GenerateWithPromptKeyMatchesGoldenIds) {
+  test::TempDir d;
+  auto r = surf_cmd({"generate", llama().string(), "--inputs", (llama() / "golden.safetensors").string(),
+                     "--prompt-key", "gen_input_ids", "--max-new-tokens", "8", "--output", d.str("gen.safetensors"),
+                     "--cache-size", "1", "--prefetch", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const TensorMap out = read_safetensors(d.str("gen.safetensors"));
+  const TensorMap g = read_safetensors(llama() / "golden.safetensors");
+  EXPECT_TRUE(test::bitwise_equal(out.at("generated_ids"), g.at("generated_ids")));
+}
+
+TEST(Cli, PluginsInspectAndHelp) {
+  auto p = surf_cmd({"plugins"});
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  EXPECT_NE(p.out.find("loaded"), std::string::npos);
+  EXPECT_NE(p.out.find("[llama]"), std::string::npos) << p.out;
+  auto i = surf_cmd({"inspect", llama().string()});
+  ASSERT_EQ(i.exit_code, 0) << i.err;
+  EXPECT_NE(i.out.find("layers.2  streamed"), std::string::npos) << i.out;
+  EXPECT_NE(i.out.find("embed  resident"), std::string::npos) << i.out;
+  for (const char* cmd : {"chunk", "run", "generate", "plugins", "inspect", "check", "synth"}) {
+    auto h = test::run_command({test::surf_exe(), cmd, "--help"});
+    EXPECT_EQ(h.exit_code, 0) << cmd;
+    EXPECT_NE(h.out.find("usage: surf"), std::string::npos) << cmd;
+  }
+}
+
+TEST(Cli, CheckPassesOnGoldenAndFailsOnATamperedOne) {
+  auto ok = surf_cmd({"check", llama().string()});
+  EXPECT_EQ(ok.exit_code, 0) << ok.out;
+  EXPECT_NE(ok.out.find("0 failed"), std::string::npos) << ok.out;
+  // Nudge one compared logit by 10x the tolerance: check must notice.
+  test::TempDir d;
+  const fs::path copy = copy_with_config(d, llama(), "model_type", "llama");
+  TensorMap g = read_safetensors(copy / "golden.safetensors");
+  g["logits"] = g["logits"].clone();
+  g["logits"].f32()[100] += 1e-3f;
+  write_safetensors(copy / "golden.safetensors", g);
+  auto bad = surf_cmd({"check", copy.string()});
+  EXPECT_EQ(bad.exit_code, 1) << bad.out;
+  EXPECT_NE(bad.out.find("FAIL"), std::string::npos) << bad.out;
+  EXPECT_NE(bad.out.find("1 failed"), std::string::npos) << bad.out;
+}
+
+TEST(CliErrors, UnknownModelType) {
+  test::TempDir d;
+  const fs::path m = copy_with_config(d, llama(), "model_type", "mamba");
+  auto r = surf_cmd({"run", m.string(), "--inputs", (m / "golden.safetensors").string(), "--output", d.str("o")});
+  expect_one_line_error(r, "no plugin serves model_type 'mamba'");
+}
+
+TEST(CliErrors, ConfigKeyOfTheWrongType) {
+  test::TempDir d;
+  const fs::path m = copy_with_config(d, llama(), "num_hidden_layers", "three");
+  auto r = surf_cmd({"run", m.string(), "--inputs", (m / "golden.safetensors").string(), "--output", d.str("o")});
+  expect_one_line_error(r, "'num_hidden_layers' must be an integer");
+}
+
+TEST(CliErrors, MissingTensorIsNamed) {
+  test::TempDir d;
+  const fs::path m = copy_with_config(d, llama(), "model_type", "llama");
+  TensorMap w = read_safetensors(m / "model.safetensors");
+  w.erase("model.layers.1.mlp.up_proj.weight");
+  write_safetensors(m / "model.safetensors", w);
+  auto r = surf_cmd({"run", m.string(), "--inputs", (m / "golden.safetensors").string(), "--output", d.str("o")});
+  expect_one_line_error(r, "model.layers.1.mlp.up_proj.weight");
+}
+
+TEST(CliErrors, MissingAndCorruptChunks) {
+  test::TempDir d;
+  ASSERT_EQ(surf_cmd({"chunk", llama().string(), "--out", d.str("store")}).exit_code, 0);
+  const std::string in = (llama() / "golden.safetensors").string();
+  // Corrupt one byte in the middle of layers.2's chunk.
+  {
+    std::fstream f(d.path() / "store/chunks/layers.2.msgpack", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(2000);
+    f.put('\x7f');
+  }
+  auto r = surf_cmd({"run", d.str("store"), "--inputs", in, "--output", d.str("o")});
+  expect_one_line_error(r, "component 'layers.2': checksum mismatch");
+  fs::remove(d.path() / "store/chunks/layers.1.msgpack");
+  r = surf_cmd({"run", d.str("store"), "--inputs", in, "--output", d.str("o"), "--prefetch", "2"});
+  expect_one_line_error(r, "component 'layers.1': chunk missing");
+  EXPECT_FALSE(fs::exists(d.path() / "o"));
+}
+
+TEST(CliErrors, BadTokensLengthsAndEmptyInput) {
+  test::TempDir d;
+  const std::string src = llama().string();
+  auto run = [&](TensorMap in) {
+    return surf_cmd({"run", src, "--inputs", write_inputs(d, "in.safetensors", in), "--output", d.str("o")});
+  };
+  expect_one_line_error(run({{"input_ids", Tensor::from_i64({1, 3}, {1, 99999, 2})}}), "token id 99999");
+  expect_one_line_error(run({{"input_ids", Tensor::from_i64({1, 2}, {-1, 2})}}), "token id -1");
+  expect_one_line_error(run({{"input_ids", Tensor::zeros(DType::I64, {1, 65})}}),
+                        "65 tokens exceeds max_position_embeddings 64");
+  expect_one_line_error(run({{"input_ids", Tensor::zeros(DType::I64, {1, 0})}}), "input_ids is empty");
+  expect_one_line_error(run({{"input_ids", Tensor::from_f32({1, 2}, {1, 2})}}), "input_ids: expected dtype I64");
+  expect_one_line_error(run({{"attention_mask", Tensor::from_i64({1, 1}, {1})}}), "no 'input_ids'");
+  expect_one_line_error(run({{"input_ids", Tensor::from_i64({1, 2}, {1, 2})},
+                             {"attention_mask", Tensor::from_i64({1, 3}, {1, 1, 1})}}),
+                        "attention_mask: expected shape [1, 2]");
+  auto r = surf_cmd({"run", src, "--inputs", d.str("nope.safetensors"), "--output", d.str("o")});
+  expect_one_line_error(r, "nope.safetensors");
+  r = surf_cmd({"run", d.str("not-a-model"), "--inputs", (llama() / "golden.safetensors").string(), "--output", d.str("o")});
+  expect_one_line_error(r, "does not exist");
+  r = surf_cmd({"run", src, "--inputs", (llama() / "golden.safetensors").string(), "--output", d.str("o"),
+                "--cache-size", "0"});
+  expect_one_line_error(r, "--cache-size must be at least 1");
+  r = surf_cmd({"frobnicate"});
+  expect_one_line_error(r, "unknown command");
+}

@@ -1,0 +1,165 @@
+// Every fixture through the plugin serving its model_type, from the HF directory and from a chunk
+// store, with small and large caches and prefetch depths. A new architecture is covered by
+// dropping its plugin into plugins/ and its fixture into tests/fixtures/.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "../test_util.h"
+#include "surf/runtime.h"
+#include "surf/storage/safetensors.h"
+
+using namespace surf;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Case {
+  std::string fixture;
+  std::string source;
+  uint64_t cache;
+  int prefetch;
+};
+
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.fixture << " source=" << c.source << " cache=" << c.cache << " prefetch=" << c.prefetch;
+}
+
+std::vector<Case> all_cases() {
+  std::vector<Case> out;
+  for (const auto& dir : test::fixture_dirs()) {
+    for (const char* source : {"hf", "store"}) {
+      for (auto [cache, prefetch] : {std::pair<uint64_t, int>{1, 0}, {1, 2}, {4, 1}}) {
+        out.push_back({dir.string(), source, cache, prefetch});
+      }
+    }
+  }
+  return out;
+}
+
+std::string case_name(const testing::TestParamInfo<Case>& info) {
+  std::string name = fs::path(info.param.fixture).filename().string() + "_" + info.param.source + "_cache" +
+                     std::to_string(info.param.cache) + "_prefetch" + std::to_string(info.param.prefetch);
+  for (auto& ch : name) {
+    if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  }
+  return name;
+}
+
+class Conformance : public testing::TestWithParam<Case> {};
+
+}  // namespace
+
+TEST_P(Conformance, MatchesGolden) {
+  const Case& c = GetParam();
+  CheckOptions o;
+  o.source = c.source;
+  o.plugin_dirs = {test::plugin_dir()};
+  o.cache_layers = c.cache;
+  o.prefetch = c.prefetch;
+  const CheckReport r = check_fixture(c.fixture, o);
+  ASSERT_FALSE(r.lines.empty());
+  for (const auto& l : r.lines) {
+    EXPECT_TRUE(l.passed) << r.fixture << " " << l.tensor << ": max_abs_err " << l.max_abs_error << ", worst/tol "
+                          << l.worst_ratio << " " << l.note;
+  }
+  // Every fixture must compare its main outputs, not just whatever happened to be produced.
+  std::set<std::string> compared;
+  for (const auto& l : r.lines) compared.insert(l.tensor);
+  const auto golden = nlohmann::json::parse(read_text_file(fs::path(c.fixture) / "golden.json"));
+  for (const auto& [name, spec] : golden["tensors"].items()) {
+    if (spec.value("role", "").rfind("expected", 0) == 0) {
+      EXPECT_TRUE(compared.count(name)) << "golden tensor '" << name << "' was not compared";
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, Conformance, testing::ValuesIn(all_cases()), case_name);
+
+TEST(ConformanceFixtures, EveryFixtureHasAPluginInTheBuildTree) {
+  const auto results = scan_plugins({test::plugin_dir()});
+  std::set<std::string> served;
+  for (const auto& r : results) {
+    if (r.status == PluginLoadStatus::loaded) served.insert(r.model_types.begin(), r.model_types.end());
+  }
+  for (const auto& dir : test::fixture_dirs()) {
+    const auto cfg = ModelConfig::parse(read_text_file(dir / "config.json"));
+    EXPECT_TRUE(served.count(cfg.model_type())) << dir << " (" << cfg.model_type() << ") has no plugin";
+  }
+}
+
+// Streaming must not change a single bit: same outputs whatever the source, cache and prefetch.
+TEST(Streaming, IdenticalResultsEveryWay) {
+  const fs::path fixture = test::fixtures_dir() / "llama-tiny-random";
+  const TensorMap golden = read_safetensors(fixture / "golden.safetensors");
+  TensorMap in{{"input_ids", golden.at("input_ids")}, {"attention_mask", golden.at("attention_mask")},
+               {"position_ids", golden.at("position_ids")}};
+  test::TempDir store;
+  ChunkOptions co;
+  co.plugin_dirs = {test::plugin_dir()};
+  chunk_checkpoint(fixture.string(), store.str("s"), co);
+  test::TempDir zstore;
+  co.compression = "zstd";
+  chunk_checkpoint(fixture.string(), zstore.str("s"), co);
+
+  TensorMap reference, reference_gen;
+  for (const std::string& source : {fixture.string(), store.str("s"), zstore.str("s")}) {
+    for (auto [cache, prefetch] : {std::pair<uint64_t, int>{1, 0}, {1, 1}, {1, 2}, {2, 1}, {8, 0}}) {
+      OpenOptions o;
+      o.plugin_dirs = {test::plugin_dir()};
+      o.cache_layers = cache;
+      o.prefetch = prefetch;
+      auto s = Session::open(source, o);
+      TensorMap out = s->forward(in);
+      TensorMap gen = s->generate({{"input_ids", golden.at("gen_input_ids")}}, 8);
+      if (reference.empty()) {
+        reference = out;
+        reference_gen = gen;
+        continue;
+      }
+      EXPECT_TRUE(test::bitwise_equal(out.at("logits"), reference.at("logits"))) << source << " " << cache << "/" << prefetch;
+      EXPECT_TRUE(test::bitwise_equal(gen.at("generated_ids"), reference_gen.at("generated_ids")));
+      EXPECT_TRUE(test::bitwise_equal(gen.at("generation_logits"), reference_gen.at("generation_logits")));
+    }
+  }
+}
+
+TEST(Streaming, CacheHoldsAtMostCachePlusPrefetchLayers) {
+  const fs::path fixture = test::fixtures_dir() / "llama-tiny-random";
+  const TensorMap golden = read_safetensors(fixture / "golden.safetensors");
+  for (auto [cache, prefetch] : {std::pair<uint64_t, int>{1, 0}, {1, 1}, {2, 1}}) {
+    OpenOptions o;
+    o.plugin_dirs = {test::plugin_dir()};
+    o.cache_layers = cache;
+    o.prefetch = prefetch;
+    auto s = Session::open(fixture.string(), o);
+    uint64_t largest = 0;
+    for (const auto& c : s->info().components) {
+      if (!c.resident) largest = std::max(largest, c.raw_bytes);
+    }
+    s->generate({{"input_ids", golden.at("gen_input_ids")}}, 4);
+    const CacheStats st = s->cache_stats();
+    EXPECT_LE(st.peak_cached_bytes, (cache + static_cast<uint64_t>(prefetch) + 1) * largest)
+        << "cache " << cache << " prefetch " << prefetch;
+    EXPECT_GT(st.evictions, 0u);  // the cache is smaller than the model
+    if (prefetch > 0) {
+      EXPECT_GT(st.prefetch_used, 0u);
+    } else {
+      EXPECT_GT(st.misses, 0u);
+    }
+  }
+}
+
+TEST(Session, AsyncForwardMatchesBlocking) {
+  const fs::path fixture = test::fixtures_dir() / "llama-tiny-random";
+  const TensorMap golden = read_safetensors(fixture / "golden.safetensors");
+  OpenOptions o;
+  o.plugin_dirs = {test::plugin_dir()};
+  auto s = Session::open(fixture.string(), o);
+  TensorMap in{{"input_ids", golden.at("gen_input_ids")}};
+  auto f1 = s->forward_async(in);
+  auto f2 = s->generate_async(in, 3);
+  TensorMap blocking = s->forward(in);
+  EXPECT_TRUE(test::bitwise_equal(f1.get().at("logits"), blocking.at("logits")));
+  EXPECT_EQ(f2.get().at("generated_ids").dim(1), in.at("input_ids").dim(1) + 3);
+}

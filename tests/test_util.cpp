@@ -1,0 +1,99 @@
+#include "test_util.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace fs = std::filesystem;
+
+namespace surf::test {
+
+namespace {
+std::string env_or_throw(const char* name) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || !*v) throw std::runtime_error(std::string("test environment lacks ") + name + " (run via meson test)");
+  return v;
+}
+}  // namespace
+
+fs::path fixtures_dir() { return env_or_throw("SURF_TEST_FIXTURES"); }
+
+std::vector<fs::path> fixture_dirs() {
+  std::vector<fs::path> out;
+  for (const auto& e : fs::directory_iterator(fixtures_dir())) {
+    if (fs::is_regular_file(e.path() / "golden.json")) out.push_back(e.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string plugin_dir() { return env_or_throw("SURF_TEST_PLUGIN_DIR"); }
+std::string loader_plugin_dir() { return env_or_throw("SURF_TEST_LOADER_PLUGINS"); }
+std::string surf_exe() { return env_or_throw("SURF_EXE"); }
+
+TempDir::TempDir() {
+  std::random_device rd;
+  path_ = fs::temp_directory_path() / ("surf-test-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
+  fs::create_directories(path_);
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+CommandResult run_command(const std::vector<std::string>& argv) {
+  TempDir tmp;
+  const std::string out_path = tmp.str("stdout"), err_path = tmp.str("stderr");
+  pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    int o = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int e = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(o, 1);
+    ::dup2(e, 2);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    std::_Exit(127);
+  }
+  int status = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (::waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      throw std::runtime_error("command timed out: " + argv[0]);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  auto slurp = [](const std::string& p) {
+    std::ifstream in(p);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  };
+  CommandResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = slurp(out_path);
+  r.err = slurp(err_path);
+  return r;
+}
+
+bool bitwise_equal(const Tensor& a, const Tensor& b) {
+  return a.dtype() == b.dtype() && a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+}
+
+}  // namespace surf::test

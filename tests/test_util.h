@@ -1,0 +1,41 @@
+// Helpers shared by the test binaries: paths from the environment meson sets, temp dirs,
+// running the surf executable.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "surf/tensor.h"
+
+namespace surf::test {
+
+std::filesystem::path fixtures_dir();
+std::vector<std::filesystem::path> fixture_dirs();  // every fixture, sorted
+std::string plugin_dir();                           // build tree plugins
+std::string loader_plugin_dir();                    // tests/plugins build dir
+std::string surf_exe();
+
+// A fresh directory removed at destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::filesystem::path& path() const { return path_; }
+  std::string str(const std::string& child = "") const { return (path_ / child).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+struct CommandResult {
+  int exit_code;
+  std::string out;
+  std::string err;
+};
+// Runs argv (no shell) with a 120 s limit; captures stdout and stderr.
+CommandResult run_command(const std::vector<std::string>& argv);
+
+bool bitwise_equal(const Tensor& a, const Tensor& b);
+
+}  // namespace surf::test

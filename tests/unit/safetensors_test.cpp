@@ -1,0 +1,102 @@
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "../test_util.h"
+#include "surf/storage/safetensors.h"
+
+using namespace surf;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A safetensors file with a hand-written header.
+void write_raw(const fs::path& p, const std::string& header, size_t data_bytes, int64_t claimed_len = -1) {
+  std::ofstream out(p, std::ios::binary);
+  uint64_t n = claimed_len >= 0 ? static_cast<uint64_t>(claimed_len) : header.size();
+  for (int i = 0; i < 8; ++i) out.put(static_cast<char>(n >> (8 * i)));
+  out << header << std::string(data_bytes, '\0');
+}
+
+std::string open_error(const fs::path& p) {
+  try {
+    SafetensorsFile::open(p);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(Safetensors, WriteReadRoundTrip) {
+  test::TempDir d;
+  TensorMap m;
+  m["a"] = Tensor::from_f32({2, 2}, {1, 2, 3, 4});
+  m["ids"] = Tensor::from_i64({3}, {7, 8, 9});
+  write_safetensors(d.str("x.safetensors"), m);
+  TensorMap back = read_safetensors(d.str("x.safetensors"));
+  EXPECT_TRUE(test::bitwise_equal(back["a"], m["a"]));
+  EXPECT_TRUE(test::bitwise_equal(back["ids"], m["ids"]));
+}
+
+TEST(Safetensors, BadHeaderLength) {
+  test::TempDir d;
+  write_raw(d.path() / "f.safetensors", "{}", 0, 1 << 20);
+  EXPECT_NE(open_error(d.path() / "f.safetensors").find("header length 1048576 exceeds the file size"),
+            std::string::npos);
+  std::ofstream(d.path() / "short.safetensors") << "abc";
+  EXPECT_NE(open_error(d.path() / "short.safetensors").find("too short"), std::string::npos);
+}
+
+TEST(Safetensors, OffsetsOutOfRange) {
+  test::TempDir d;
+  write_raw(d.path() / "f.safetensors", R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", 8);
+  const std::string err = open_error(d.path() / "f.safetensors");
+  EXPECT_NE(err.find("tensor 'w' data_offsets [0, 16] out of range"), std::string::npos) << err;
+}
+
+TEST(Safetensors, SizeMustMatchShape) {
+  test::TempDir d;
+  write_raw(d.path() / "f.safetensors", R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}})", 16);
+  EXPECT_NE(open_error(d.path() / "f.safetensors").find("holds 16 bytes but F32[3] needs 12"), std::string::npos);
+}
+
+TEST(Safetensors, UnknownDtypeNamesTensorAndDtype) {
+  test::TempDir d;
+  write_raw(d.path() / "f.safetensors", R"({"w":{"dtype":"F8_E5M2","shape":[4],"data_offsets":[0,4]}})", 4);
+  const std::string err = open_error(d.path() / "f.safetensors");
+  EXPECT_NE(err.find("tensor 'w'"), std::string::npos) << err;
+  EXPECT_NE(err.find("F8_E5M2"), std::string::npos) << err;
+}
+
+TEST(Safetensors, NotJson) {
+  test::TempDir d;
+  write_raw(d.path() / "f.safetensors", "{oops", 0);
+  EXPECT_NE(open_error(d.path() / "f.safetensors").find("not valid JSON"), std::string::npos);
+}
+
+TEST(HfCheckpointTest, ShardedIndexSpansFiles) {
+  test::TempDir d;
+  std::ofstream(d.path() / "config.json") << R"({"model_type":"x"})";
+  TensorMap a, b;
+  a["t1"] = Tensor::from_f32({1}, {1});
+  b["t2"] = Tensor::from_f32({1}, {2});
+  write_safetensors(d.path() / "model-00001-of-00002.safetensors", a);
+  write_safetensors(d.path() / "model-00002-of-00002.safetensors", b);
+  std::ofstream(d.path() / "model.safetensors.index.json")
+      << R"({"metadata":{"total_size":8},"weight_map":{"t1":"model-00001-of-00002.safetensors","t2":"model-00002-of-00002.safetensors"}})";
+  auto ck = HfCheckpoint::open(d.path());
+  EXPECT_EQ(ck->tensor_names(), (std::vector<std::string>{"t1", "t2"}));
+  auto loc = ck->find("t2");
+  ASSERT_NE(loc.file, nullptr);
+  EXPECT_EQ(loc.file->load("t2").f32()[0], 2.0f);
+  EXPECT_EQ(ck->find("t3").file, nullptr);
+}
+
+TEST(HfCheckpointTest, IndexCannotPointOutsideTheDirectory) {
+  test::TempDir d;
+  std::ofstream(d.path() / "config.json") << R"({"model_type":"x"})";
+  std::ofstream(d.path() / "model.safetensors.index.json") << R"({"weight_map":{"t1":"../evil.safetensors"}})";
+  EXPECT_THROW(HfCheckpoint::open(d.path()), Error);
+}
