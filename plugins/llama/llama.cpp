@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "surf/decoding.h"
 #include "surf/ops.h"
 #include "surf/plugin.h"
 
@@ -53,123 +54,35 @@ class Llama final : public Model {
   explicit Llama(const ModelConfig& c) : cfg_(c) {}
 
   void forward(const TensorMap& in, const RunOptions& opt, ComponentSource& src, TensorMap& out) override {
-    const Tensor& ids = require_input(in, "input_ids");
-    const auto [batch, len] = check_ids(ids);
-    const Tensor mask = mask_or_ones(optional_input(in, "attention_mask"), batch, len);
-    Tensor positions;
-    if (const Tensor* p = optional_input(in, "position_ids")) {
-      expect_dtype(*p, DType::I64, "position_ids");
-      positions = p->numel() == len ? broadcast_rows(*p, batch) : *p;
-      expect_shape(positions, {batch, len}, "position_ids");
-    } else {
-      positions = Tensor::empty(DType::I64, {batch, len});
-      for (int64_t b = 0; b < batch; ++b)
-        for (int64_t t = 0; t < len; ++t) positions.i64()[b * len + t] = t;
-    }
-    std::vector<ops::KVCache> caches(1);
+    const TokenInputs t = read_token_inputs(in, cfg_.max_positions, "max_position_embeddings");
+    std::vector<ops::KVCache> scratch(1);
     Tensor hidden_states;
-    if (opt.hidden_states) hidden_states = Tensor::empty(DType::F32, {cfg_.layers + 1, batch, len, cfg_.hidden});
+    if (opt.hidden_states) hidden_states = Tensor::empty(DType::F32, {cfg_.layers + 1, t.batch, t.len, cfg_.hidden});
     src.begin_pass();
-    Tensor x = run(src, ids, positions, mask, batch, len, caches, false, opt.hidden_states ? &hidden_states : nullptr);
+    Tensor x = run(src, t.ids, t.positions, t.mask, t.batch, t.len, scratch, false, opt.hidden_states ? &hidden_states : nullptr);
     Tensor last = final_norm(src, x);
-    out["logits"] = head(src, last).reshape({batch, len, cfg_.vocab});
-    out["last_hidden_state"] = last.reshape({batch, len, cfg_.hidden});
+    out["logits"] = head(src, last).reshape({t.batch, t.len, cfg_.vocab});
+    out["last_hidden_state"] = last.reshape({t.batch, t.len, cfg_.hidden});
     if (opt.hidden_states) out["hidden_states"] = hidden_states;
   }
 
   void generate(const TensorMap& in, const RunOptions& opt, ComponentSource& src, TensorMap& out) override {
-    const Tensor& prompt = require_input(in, "input_ids");
-    const auto [batch, len] = check_ids(prompt);
-    const int64_t steps = opt.max_new_tokens;
-    if (steps <= 0) fail(ErrorCode::invalid_argument, "max_new_tokens must be at least 1");
-    if (len + steps > cfg_.max_positions) {
-      fail(ErrorCode::invalid_argument, "prompt of " + std::to_string(len) + " tokens + " +
-                                            std::to_string(steps) + " new tokens exceeds max_position_embeddings " +
-                                            std::to_string(cfg_.max_positions));
-    }
-    const int64_t total = len + steps;
-    // Key mask over the whole sequence; new tokens are always real.
-    Tensor key_mask = Tensor::empty(DType::I64, {batch, total});
-    const Tensor pmask = mask_or_ones(optional_input(in, "attention_mask"), batch, len);
-    std::vector<int64_t> next_pos(batch, 0);
-    Tensor positions = Tensor::empty(DType::I64, {batch, len});
-    for (int64_t b = 0; b < batch; ++b) {
-      int64_t seen = 0;
-      for (int64_t t = 0; t < total; ++t) key_mask.i64()[b * total + t] = t < len ? pmask.i64()[b * len + t] : 1;
-      for (int64_t t = 0; t < len; ++t) {
-        const bool real = pmask.i64()[b * len + t] != 0;
-        seen += real;
-        positions.i64()[b * len + t] = real ? seen - 1 : 1;  // HF: cumsum(mask)-1, pads -> 1
-      }
-      next_pos[b] = seen;
-    }
     std::vector<ops::KVCache> caches(cfg_.layers);
-    for (auto& c : caches) c.reset(batch, total, cfg_.kv_heads * cfg_.head_dim);
-    Tensor generated = Tensor::empty(DType::I64, {batch, total});
-    for (int64_t b = 0; b < batch; ++b)
-      for (int64_t t = 0; t < len; ++t) generated.i64()[b * total + t] = prompt.i64()[b * len + t];
-    Tensor step_logits = Tensor::empty(DType::F32, {batch, steps, cfg_.vocab});
-    Tensor tokens = prompt;
-    int64_t step_len = len;
-    for (int64_t s = 0; s < steps; ++s) {
-      src.begin_pass();
-      const int64_t kv_len = len + s;
-      Tensor mask_view = Tensor::empty(DType::I64, {batch, kv_len});
-      for (int64_t b = 0; b < batch; ++b)
-        for (int64_t t = 0; t < kv_len; ++t) mask_view.i64()[b * kv_len + t] = key_mask.i64()[b * total + t];
-      Tensor x = run(src, tokens, positions, mask_view, batch, step_len, caches, true, nullptr);
-      // Only the last position of each row feeds the head.
-      Tensor last = Tensor::empty(DType::F32, {batch, cfg_.hidden});
-      for (int64_t b = 0; b < batch; ++b)
-        std::copy_n(x.f32() + ((b + 1) * step_len - 1) * cfg_.hidden, cfg_.hidden, last.f32() + b * cfg_.hidden);
-      Tensor logits = head(src, final_norm(src, last));
-      auto next = ops::argmax_rows(logits.f32(), batch, cfg_.vocab);
-      tokens = Tensor::empty(DType::I64, {batch, 1});
-      positions = Tensor::empty(DType::I64, {batch, 1});
-      for (int64_t b = 0; b < batch; ++b) {
-        std::copy_n(logits.f32() + b * cfg_.vocab, cfg_.vocab, step_logits.f32() + (b * steps + s) * cfg_.vocab);
-        generated.i64()[b * total + len + s] = next[b];
-        tokens.i64()[b] = next[b];
-        positions.i64()[b] = next_pos[b]++;
-      }
-      step_len = 1;
-    }
-    out["generated_ids"] = generated;
-    out["generation_logits"] = step_logits;
+    greedy_generate(in, opt.max_new_tokens, cfg_.max_positions, "max_position_embeddings",
+                    [&](const Tensor& tokens, const Tensor& positions, const Tensor& key_mask, int64_t past,
+                        int64_t capacity) {
+                      const int64_t batch = tokens.dim(0), len = tokens.dim(1);
+                      if (past == 0) {
+                        for (auto& c : caches) c.reset(batch, capacity, cfg_.kv_heads * cfg_.head_dim);
+                      }
+                      src.begin_pass();
+                      Tensor x = run(src, tokens, positions, key_mask, batch, len, caches, true, nullptr);
+                      return head(src, final_norm(src, last_positions(x, batch, len)));
+                    },
+                    out);
   }
 
  private:
-  std::pair<int64_t, int64_t> check_ids(const Tensor& ids) const {
-    expect_dtype(ids, DType::I64, "input_ids");
-    if (ids.rank() != 2) fail(ErrorCode::invalid_argument, "input_ids: expected [batch, seq], got " + shape_string(ids.shape()));
-    const int64_t batch = ids.dim(0), len = ids.dim(1);
-    if (batch == 0 || len == 0) fail(ErrorCode::invalid_argument, "input_ids is empty " + shape_string(ids.shape()));
-    if (len > cfg_.max_positions) {
-      fail(ErrorCode::invalid_argument, "sequence of " + std::to_string(len) +
-                                            " tokens exceeds max_position_embeddings " +
-                                            std::to_string(cfg_.max_positions));
-    }
-    return {batch, len};
-  }
-
-  static Tensor broadcast_rows(const Tensor& row, int64_t batch) {
-    const int64_t len = row.numel();
-    Tensor t = Tensor::empty(DType::I64, {batch, len});
-    for (int64_t b = 0; b < batch; ++b) std::copy_n(row.i64(), len, t.i64() + b * len);
-    return t;
-  }
-
-  static Tensor mask_or_ones(const Tensor* mask, int64_t batch, int64_t len) {
-    if (mask != nullptr) {
-      expect_dtype(*mask, DType::I64, "attention_mask");
-      expect_shape(*mask, {batch, len}, "attention_mask");
-      return *mask;
-    }
-    Tensor ones = Tensor::empty(DType::I64, {batch, len});
-    std::fill_n(ones.i64(), batch * len, 1);
-    return ones;
-  }
-
   // Embeds `ids` [batch, len] and runs every layer. With `cached`, keys/values are appended to
   // caches[layer] and attention covers the cache; otherwise caches[0] is scratch per layer.
   Tensor run(ComponentSource& src, const Tensor& ids, const Tensor& positions, const Tensor& key_mask,
@@ -179,8 +92,7 @@ class Llama final : public Model {
       ComponentRef embed = src.acquire("embed");
       x = ops::embedding(embed->get("weight"), ids);
     }
-    const int64_t plane = batch * len * cfg_.hidden;
-    if (hidden_states) std::copy_n(x.f32(), plane, hidden_states->f32());
+    if (hidden_states) store_layer(*hidden_states, 0, x);
     const int64_t q_width = cfg_.heads * cfg_.head_dim, kv_width = cfg_.kv_heads * cfg_.head_dim;
     for (int64_t l = 0; l < cfg_.layers; ++l) {
       ComponentRef layer = src.acquire(layer_id(l));
@@ -218,7 +130,7 @@ class Llama final : public Model {
       ops::activate(g, cfg_.act);
       ops::multiply(g, ops::linear(n2, w.get("mlp.up_proj.weight"), w.find("mlp.up_proj.bias")));
       ops::add(x, ops::linear(g, w.get("mlp.down_proj.weight"), w.find("mlp.down_proj.bias")));
-      if (hidden_states) std::copy_n(x.f32(), plane, hidden_states->f32() + (l + 1) * plane);
+      if (hidden_states) store_layer(*hidden_states, l + 1, x);
     }
     return x;
   }

@@ -87,7 +87,7 @@ ComponentRef LayerCache::acquire(const std::string& id) {
       // Miss: fetch on this thread. The loading entry makes concurrent askers wait.
       stats_.misses++;
       entries_[id] = Entry{};
-      schedule_prefetch_after(index, lock);
+      schedule_prefetch(index + 1, static_cast<size_t>(options_.prefetch));
       lock.unlock();
       std::shared_ptr<LoadedComponent> data;
       try {
@@ -120,7 +120,7 @@ ComponentRef LayerCache::acquire(const std::string& id) {
     e.used = true;
     lru_.splice(lru_.begin(), lru_, e.lru);
     result = e.data;
-    schedule_prefetch_after(index, lock);
+    schedule_prefetch(index + 1, static_cast<size_t>(options_.prefetch));
   }
   stats_.wait_ns += now_ns() - wait_start;
   evict_locked();
@@ -128,25 +128,21 @@ ComponentRef LayerCache::acquire(const std::string& id) {
   return result;
 }
 
-void LayerCache::begin_pass() {
+void LayerCache::begin_pass(std::string_view first_id) {
   if (options_.prefetch <= 0 || streamed_order_.empty()) return;
   std::unique_lock lock(mutex_);
-  // Prefetch the first streamed components as if the one before the first had been used.
-  const std::string& first = streamed_order_.front();
-  if (!entries_.count(first)) {
-    entries_[first] = Entry{};
-    entries_[first].prefetched = true;
-    stats_.prefetch_issued++;
-    queue_.push_back(first);
+  size_t start = 0;
+  if (!first_id.empty()) {
+    auto it = order_index_.find(std::string(first_id));
+    if (it == order_index_.end()) return;  // resident or unknown: nothing to fetch ahead
+    start = it->second;
   }
-  schedule_prefetch_after(0, lock);
-  changed_.notify_all();
+  // The first `prefetch` streamed components from `start` on.
+  schedule_prefetch(start, static_cast<size_t>(options_.prefetch));
 }
 
-void LayerCache::schedule_prefetch_after(size_t index, std::unique_lock<std::mutex>&) {
-  for (int k = 1; k <= options_.prefetch; ++k) {
-    const size_t j = index + static_cast<size_t>(k);
-    if (j >= streamed_order_.size()) break;
+void LayerCache::schedule_prefetch(size_t first, size_t count) {
+  for (size_t j = first; j < first + count && j < streamed_order_.size(); ++j) {
     const std::string& next = streamed_order_[j];
     if (entries_.count(next)) continue;
     Entry e;

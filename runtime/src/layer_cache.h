@@ -28,7 +28,7 @@ class LayerCache final : public ComponentSource {
   ~LayerCache() override;
 
   ComponentRef acquire(const std::string& id) override;
-  void begin_pass() override;
+  void begin_pass(std::string_view first_id = {}) override;
 
   void load_resident();
   void warm(const std::vector<std::string>& ids);
@@ -46,7 +46,8 @@ class LayerCache final : public ComponentSource {
   };
 
   std::shared_ptr<LoadedComponent> fetch_counted(const std::string& id);
-  void schedule_prefetch_after(size_t order_index, std::unique_lock<std::mutex>& lock);
+  // Marks streamed_order_[first, first+count) as loading and queues them (mutex held).
+  void schedule_prefetch(size_t first, size_t count);
   void evict_locked();
   void worker();
   bool is_resident(const std::string& id) const { return resident_ids_.count(id) > 0; }

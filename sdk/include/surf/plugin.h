@@ -66,8 +66,9 @@ class ComponentSource {
   virtual ~ComponentSource() = default;
   virtual ComponentRef acquire(const std::string& id) = 0;
   // Called by a model at the start of each pass over the layers (each generation step), so the
-  // runtime can prefetch the first streamed components.
-  virtual void begin_pass() {}
+  // runtime can prefetch the first streamed components from `first_id` on in execution order
+  // (empty: from the start).
+  virtual void begin_pass(std::string_view first_id = {}) { (void)first_id; }
 };
 
 struct RunOptions {
