@@ -33,6 +33,7 @@ std::shared_ptr<ByteBuffer> BufferPool::acquire(size_t size) {
     }
   }
   if (!buf) buf = std::make_unique<ByteBuffer>();
+  if (buf->capacity() < size) log_debug("buffer pool: new allocation of " + std::to_string(size) + " bytes (had " + std::to_string(buf->capacity()) + ")");
   buf->resize(size);
   std::weak_ptr<State> weak = state_;
   return std::shared_ptr<ByteBuffer>(buf.release(), [weak](ByteBuffer* b) {
@@ -102,8 +103,9 @@ class StoreProvider final : public ComponentProvider {
     const ManifestComponent* c = manifest_.find(id);
     if (c == nullptr) fail(ErrorCode::not_found, "component '" + id + "' is not in the store " + describe());
     auto buf = pool_->acquire(0);
+    StreamingChecksum sum;
     try {
-      backend_->get(c->key, *buf);
+      backend_->get_blocks(c->key, *buf, [&](const std::byte* data, size_t size) { sum.update(data, size); });
     } catch (const Error& e) {
       if (e.code() == ErrorCode::not_found) {
         fail(ErrorCode::not_found, "component '" + id + "': chunk missing from the store (" + e.what() + ")");
@@ -114,17 +116,16 @@ class StoreProvider final : public ComponentProvider {
       fail(ErrorCode::corrupt, "component '" + id + "': chunk is " + std::to_string(buf->size()) +
                                    " bytes, the manifest says " + std::to_string(c->bytes));
     }
-    const std::string sum = checksum_of(buf->data(), buf->size());
-    if (sum != c->checksum) {
+    if (sum.hex() != c->checksum) {
       fail(ErrorCode::corrupt, "component '" + id + "': checksum mismatch (manifest " + c->checksum +
-                                   ", chunk " + sum + ")");
+                                   ", chunk " + sum.hex() + ")");
     }
-    return {decode(id, buf), buf->size()};
+    return {decode(id, buf), buf->size()};  // verified above: no second pass over the bytes
   }
 
   std::shared_ptr<LoadedComponent> decode(const std::string& id, const std::shared_ptr<ByteBuffer>& buf) {
     auto scratch = pool_->acquire(0);
-    DecodedChunk d = decode_chunk(buf->data(), buf->size(), id, *scratch);
+    DecodedChunk d = decode_chunk(buf->data(), buf->size(), id, *scratch, /*verify_checksum=*/false);
     std::vector<RawTensor> raw;
     for (const auto& t : d.tensors) raw.push_back({t.name, t.dtype, t.shape, t.data, t.length});
     if (d.compression == Compression::zstd) return materialize(id, raw, scratch, scratch->capacity(), *pool_);

@@ -1,5 +1,8 @@
 #include "layer_cache.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <chrono>
 
 #include "surf/log.h"
@@ -179,6 +182,9 @@ void LayerCache::evict_locked() {
 }
 
 void LayerCache::worker() {
+  // Fetching fills the gaps compute leaves; at equal priority it would steal cycles from the
+  // BLAS threads, whose statically split matmuls then wait for the slowest thread.
+  ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
   std::unique_lock lock(mutex_);
   while (true) {
     changed_.wait(lock, [&] { return stop_ || !queue_.empty(); });

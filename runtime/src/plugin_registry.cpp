@@ -76,16 +76,15 @@ std::vector<std::string> plugin_search_path(const std::vector<std::string>& expl
 #ifdef SURF_PLUGIN_INSTALL_DIR
   dirs.push_back(SURF_PLUGIN_INSTALL_DIR);
 #endif
-  // Uninstalled build tree: executables live in build/<part>/..., plugins in build/plugins/<name>/.
+  // Uninstalled: an executable inside this build tree uses the build tree's plugins.
+#ifdef SURF_BUILD_ROOT
   std::error_code ec;
-  const fs::path exe_dir = boost::dll::program_location().parent_path().string();
-  for (const fs::path& cand : {exe_dir / "plugins", exe_dir.parent_path() / "plugins",
-                               exe_dir.parent_path().parent_path() / "plugins"}) {
-    if (fs::is_directory(cand, ec)) {
-      dirs.push_back(fs::weakly_canonical(cand, ec).string());
-      break;
-    }
+  const std::string exe = boost::dll::program_location().string();
+  const fs::path build_plugins = fs::path(SURF_BUILD_ROOT) / "plugins";
+  if (exe.rfind(std::string(SURF_BUILD_ROOT) + "/", 0) == 0 && fs::is_directory(build_plugins, ec)) {
+    dirs.push_back(build_plugins.string());
   }
+#endif
   return dirs;
 }
 

@@ -50,6 +50,10 @@ class FilesystemBackend final : public StorageBackend {
   std::string describe() const override { return "file:" + root_.string(); }
 
   void get(const std::string& key, ByteBuffer& out) override {
+    get_blocks(key, out, [](const std::byte*, size_t) {});
+  }
+
+  void get_blocks(const std::string& key, ByteBuffer& out, const BlockFn& on_block) override {
     const fs::path p = path_of(key);
     int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) io_error("cannot open", p);
@@ -59,7 +63,17 @@ class FilesystemBackend final : public StorageBackend {
       io_error("cannot stat", p);
     }
     out.resize(static_cast<size_t>(st.st_size));
-    read_all(fd, p, 0, out.data(), out.size());
+    constexpr size_t kBlock = 4u << 20;  // small enough to be hashed while still in cache
+    try {
+      for (size_t at = 0; at < out.size(); at += kBlock) {
+        const size_t n = std::min(kBlock, out.size() - at);
+        read_all(fd, p, at, out.data() + at, n);
+        on_block(out.data() + at, n);
+      }
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
     ::close(fd);
   }
 

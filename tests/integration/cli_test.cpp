@@ -123,6 +123,13 @@ TEST(CliErrors, ConfigKeyOfTheWrongType) {
   expect_one_line_error(r, "'num_hidden_layers' must be an integer");
 }
 
+TEST(CliErrors, T5CheckpointUnderTheLlamaModelType) {
+  test::TempDir d;
+  const fs::path m = copy_with_config(d, test::fixtures_dir() / "t5-tiny-random", "model_type", "llama");
+  auto r = surf_cmd({"run", m.string(), "--inputs", (m / "golden.safetensors").string(), "--output", d.str("o")});
+  expect_one_line_error(r, "config.json: missing key 'hidden_size'");
+}
+
 TEST(CliErrors, MissingTensorIsNamed) {
   test::TempDir d;
   const fs::path m = copy_with_config(d, llama(), "model_type", "llama");

@@ -1,5 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstring>
+
 #include "surf/config.h"
 #include "surf/tensor.h"
 
@@ -29,6 +32,29 @@ TEST(DTypes, SixteenBitConversionsBothWays) {
   EXPECT_EQ(out[0], 0x7bff);
   EXPECT_EQ(out[1], 0x7c00);  // overflow -> inf
   EXPECT_EQ(out[2], 0x0000);  // below half the smallest subnormal -> 0
+}
+
+TEST(DTypes, LargeConversionsMatchTheScalarRule) {
+  // Above 2^18 elements the streaming-store paths run; every element must still be exact.
+  const size_t n = (1u << 18) + 13;
+  std::vector<uint16_t> bits(n);
+  for (size_t i = 0; i < n; ++i) bits[i] = static_cast<uint16_t>(i * 2654435761u >> 7);
+  Tensor bf = Tensor::empty(DType::F32, {static_cast<int64_t>(n)});
+  Tensor hf = Tensor::empty(DType::F32, {static_cast<int64_t>(n)});
+  convert_to_f32(DType::BF16, bits.data(), bf.f32(), n);
+  convert_to_f32(DType::F16, bits.data(), hf.f32(), n);
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t b;
+    std::memcpy(&b, bf.f32() + i, 4);
+    ASSERT_EQ(b, static_cast<uint32_t>(bits[i]) << 16) << i;
+    float small;
+    convert_to_f32(DType::F16, &bits[i], &small, 1);  // the scalar path
+    if (std::isnan(small)) {
+      ASSERT_TRUE(std::isnan(hf.f32()[i])) << i;
+    } else {
+      ASSERT_EQ(hf.f32()[i], small) << i;
+    }
+  }
 }
 
 TEST(TensorTest, ReshapeSharesStorageAndChecksCount) {

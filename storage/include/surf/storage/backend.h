@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -19,6 +20,13 @@ class StorageBackend {
   virtual std::string describe() const = 0;
   // Whole object into `out` (resized). Error(not_found) if absent.
   virtual void get(const std::string& key, ByteBuffer& out) = 0;
+  // Same, calling on_block(data, size) for consecutive pieces as they arrive, so a caller can
+  // checksum while the bytes are still in cache. Default: one call after the whole object.
+  using BlockFn = std::function<void(const std::byte* data, size_t size)>;
+  virtual void get_blocks(const std::string& key, ByteBuffer& out, const BlockFn& on_block) {
+    get(key, out);
+    on_block(out.data(), out.size());
+  }
   // Bytes [offset, offset+length) into dst. Error(invalid_argument) if beyond the object.
   virtual void get_range(const std::string& key, uint64_t offset, uint64_t length, void* dst) = 0;
   virtual void put(const std::string& key, const void* data, size_t size) = 0;

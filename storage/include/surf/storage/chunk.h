@@ -46,13 +46,28 @@ struct DecodedChunk {
 void encode_chunk(const std::string& component, const std::vector<ChunkTensorIn>& tensors,
                   Compression compression, int zstd_level, ByteBuffer& out);
 
-// Verifies magic, version, component id (if expected non-empty), checksum, table bounds.
+// Verifies magic, version, component id (if expected non-empty), table bounds and, unless the
+// caller already verified the whole chunk against its manifest checksum, the data checksum.
 // `scratch` receives decompressed bytes when compressed. Errors are Error(corrupt) naming the
 // component; a newer format version is Error(unsupported) naming both versions.
 DecodedChunk decode_chunk(const std::byte* data, size_t size, std::string_view expected_component,
-                          ByteBuffer& scratch);
+                          ByteBuffer& scratch, bool verify_checksum = true);
 
 // "xxh3:" + 16 lowercase hex digits of XXH3-64.
 std::string checksum_of(const void* data, size_t size);
+
+// The same checksum computed piece by piece.
+class StreamingChecksum {
+ public:
+  StreamingChecksum();
+  ~StreamingChecksum();
+  StreamingChecksum(const StreamingChecksum&) = delete;
+  StreamingChecksum& operator=(const StreamingChecksum&) = delete;
+  void update(const void* data, size_t size);
+  std::string hex() const;
+
+ private:
+  void* state_;
+};
 
 }  // namespace surf

@@ -1,0 +1,23 @@
+// Small helpers for benchmark binaries: timing, memory, cached synthetic checkpoints.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <string>
+
+namespace surf::bench {
+
+inline double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+// Median wall time of `runs` calls of fn (after `warmup` untimed calls).
+double median_seconds(int runs, int warmup, const std::function<void()>& fn);
+// Resident set size now and its peak (VmRSS / VmHWM), bytes.
+uint64_t rss_bytes();
+uint64_t peak_rss_bytes();
+// Resets the peak (Linux clear_refs 5); returns false if not supported.
+bool reset_peak_rss();
+// Work directory for benchmark data (SURF_BENCH_DIR, default /tmp/surf-bench).
+std::string work_dir();
+
+}  // namespace surf::bench

@@ -1,0 +1,181 @@
+// Streamed forward of a TinyLlama-shaped bf16 checkpoint from a filesystem chunk store.
+// Prints forward times (seq 1 and seq N), transfer alone, compute alone, the overlap ratio
+// streamed / max(transfer, compute) (goal <= 1.15), peak RSS against the memory budget, and
+// prefill matmul GFLOP/s through the SDK against raw OpenBLAS sgemm on the same shapes (goal >= 70%).
+//
+//   build/tests/bench/stream_bench [--preset tinyllama-1.1b] [--cache 2] [--prefetch 1] [--seq 128] [--runs 3]
+#include <cblas.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <random>
+
+#include "bench_util.h"
+#include "component_provider.h"
+#include "surf/ops.h"
+#include "surf/runtime.h"
+#include "surf/storage/backend.h"
+#include "surf/storage/safetensors.h"
+
+using namespace surf;
+namespace fs = std::filesystem;
+
+namespace {
+
+Tensor random_ids(int64_t len, int64_t vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  Tensor t = Tensor::empty(DType::I64, {1, len});
+  for (int64_t i = 0; i < len; ++i) t.i64()[i] = static_cast<int64_t>(rng() % static_cast<uint32_t>(vocab));
+  return t;
+}
+
+Tensor random_f32(Shape shape, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> d(-0.05f, 0.05f);
+  Tensor t = Tensor::empty(DType::F32, std::move(shape));
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = d(rng);
+  return t;
+}
+
+std::string arg(int argc, char** argv, const std::string& name, const std::string& fallback) {
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (argv[i] == "--" + name) return argv[i + 1];
+  }
+  return fallback;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string preset = arg(argc, argv, "preset", "tinyllama-1.1b");
+  const uint64_t cache = std::stoull(arg(argc, argv, "cache", "2"));
+  const int prefetch = std::stoi(arg(argc, argv, "prefetch", "1"));
+  const int64_t seq = std::stoll(arg(argc, argv, "seq", "128"));
+  const int runs = std::stoi(arg(argc, argv, "runs", "3"));
+  const fs::path hf = fs::path(bench::work_dir()) / (preset + "-bf16");
+  const fs::path store = fs::path(bench::work_dir()) / (preset + "-bf16-store");
+  if (!fs::exists(hf / "config.json")) {
+    std::printf("synthesising %s (bf16) into %s ...\n", preset.c_str(), hf.c_str());
+    SynthOptions so;
+    so.preset = preset;
+    synth_checkpoint(hf.string(), so);
+  }
+  if (!fs::exists(store / "manifest.json")) {
+    std::printf("chunking into %s ...\n", store.c_str());
+    chunk_checkpoint(hf.string(), store.string(), {});
+  }
+  const ModelConfig cfg = ModelConfig::parse(read_text_file(hf / "config.json"));
+  const int64_t vocab = cfg.get_int("vocab_size");
+  const int64_t hidden = cfg.get_int("hidden_size");
+  const int64_t inter = cfg.get_int("intermediate_size");
+  const int64_t heads = cfg.get_int("num_attention_heads");
+  const int64_t kv_heads = cfg.get_int("num_key_value_heads", heads);
+  const int64_t kv_width = kv_heads * (hidden / heads);
+  const Tensor ids1 = random_ids(1, vocab, 1), ids_n = random_ids(seq, vocab, 2);
+  std::printf("model %s (bf16 store), cache %llu layers, prefetch %d, seq 1 and %lld, median of %d runs\n",
+              preset.c_str(), static_cast<unsigned long long>(cache), prefetch, static_cast<long long>(seq), runs);
+
+  // 1. Streamed: the cache is smaller than the model.
+  const uint64_t rss_before = bench::rss_bytes();
+  const bool peak_ok = bench::reset_peak_rss();
+  double streamed1 = 0, streamed_n = 0;
+  uint64_t resident_bytes = 0, largest_stored = 0, streamed_count = 0, peak = 0;
+  std::string stats_text;
+  {
+    OpenOptions o;
+    o.cache_layers = cache;
+    o.prefetch = prefetch;
+    auto s = Session::open(store.string(), o);
+    for (const auto& c : s->info().components) {
+      if (!c.resident) {
+        largest_stored = std::max(largest_stored, c.raw_bytes);
+        streamed_count++;
+      }
+    }
+    streamed1 = bench::median_seconds(runs, 1, [&] { s->forward({{"input_ids", ids1}}); });
+    streamed_n = bench::median_seconds(runs, 1, [&] { s->forward({{"input_ids", ids_n}}); });
+    const CacheStats st = s->cache_stats();
+    resident_bytes = st.resident_bytes;
+    stats_text = st.to_text();
+    peak = bench::peak_rss_bytes();
+  }
+  const uint64_t layer_f32 = largest_stored * 2;  // bf16 on disk, f32 in memory
+
+  // 2. Transfer alone: read + verify + decode + convert every streamed component in order.
+  auto pool = std::make_shared<BufferPool>(8);
+  auto provider = make_store_provider(std::shared_ptr<StorageBackend>(open_filesystem_backend(store)), pool);
+  std::vector<std::string> streamed_ids;
+  for (const auto& c : provider->manifest().components) {
+    if (c.role == ComponentRole::streamed) streamed_ids.push_back(c.id);
+  }
+  uint64_t bytes = 0;
+  const double transfer = bench::median_seconds(runs, 1, [&] {
+    bytes = 0;
+    for (const auto& id : streamed_ids) bytes += provider->fetch(id).bytes_fetched;
+  });
+  provider.reset();
+  pool.reset();
+
+  // 3. Compute alone: every component cached before timing.
+  double compute1 = 0, compute_n = 0;
+  {
+    OpenOptions o;
+    o.cache_layers = streamed_count;
+    o.prefetch = 0;
+    o.warmup = {"all"};
+    auto s = Session::open(store.string(), o);
+    compute1 = bench::median_seconds(runs, 1, [&] { s->forward({{"input_ids", ids1}}); });
+    compute_n = bench::median_seconds(runs, 1, [&] { s->forward({{"input_ids", ids_n}}); });
+  }
+
+  std::printf("\n%-34s %10s %10s\n", "", "seq 1", ("seq " + std::to_string(seq)).c_str());
+  std::printf("%-34s %9.1fms %9.1fms\n", "streamed forward", streamed1 * 1e3, streamed_n * 1e3);
+  std::printf("%-34s %9.1fms %9.1fms   (%.0f MB, %.2f GB/s)\n", "transfer alone (all streamed)", transfer * 1e3,
+              transfer * 1e3, bytes / 1e6, bytes / transfer / 1e9);
+  std::printf("%-34s %9.1fms %9.1fms\n", "compute alone (all cached)", compute1 * 1e3, compute_n * 1e3);
+  const double r1 = streamed1 / std::max(transfer, compute1), rn = streamed_n / std::max(transfer, compute_n);
+  std::printf("%-34s %10.3f %10.3f   goal <= 1.15\n", "streamed / max(transfer, compute)", r1, rn);
+  std::printf("cache: %s\n", stats_text.c_str());
+
+  // Memory: peak RSS growth of the streamed phase against its budget.
+  const uint64_t activations = static_cast<uint64_t>(seq) * (4 * hidden + 2 * kv_width + 3 * inter + 2 * vocab) * 4;
+  const uint64_t budget = resident_bytes + (cache + static_cast<uint64_t>(prefetch)) * layer_f32 + activations;
+  if (peak_ok) {
+    const uint64_t grew = peak - rss_before;
+    std::printf("\npeak RSS growth %.0f MB; budget resident %.0f + (cache %llu + prefetch %d) x layer %.0f MB + "
+                "activations %.0f MB = %.0f MB; ratio %.3f (goal <= 1.10)\n",
+                grew / 1e6, resident_bytes / 1e6, static_cast<unsigned long long>(cache), prefetch, layer_f32 / 1e6,
+                activations / 1e6, budget / 1e6, static_cast<double>(grew) / static_cast<double>(budget));
+  }
+
+  // 4. Prefill matmuls: SDK linear vs raw sgemm, same shapes and buffers.
+  std::printf("\nprefill matmuls, M=%lld (2 OpenBLAS threads):\n", static_cast<long long>(seq));
+  struct Shape2 { int64_t n, k; const char* what; };
+  const Shape2 shapes[] = {{hidden, hidden, "q/o_proj"}, {kv_width, hidden, "k/v_proj"},
+                           {inter, hidden, "gate/up_proj"}, {hidden, inter, "down_proj"}};
+  double total_sdk = 0, total_raw = 0, total_flop = 0;
+  for (const auto& sh : shapes) {
+    const Tensor x = random_f32({seq, sh.k}, 3), w = random_f32({sh.n, sh.k}, 4);
+    Tensor y = Tensor::empty(DType::F32, {seq, sh.n});
+    const double flop = 2.0 * static_cast<double>(seq) * static_cast<double>(sh.n) * static_cast<double>(sh.k);
+    const double t_sdk = bench::median_seconds(7, 2, [&] { ops::linear(x, w); });
+    const double t_raw = bench::median_seconds(7, 2, [&] {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, seq, sh.n, sh.k, 1.0f, x.f32(), sh.k, w.f32(), sh.k, 0.0f,
+                  y.f32(), sh.n);
+    });
+    std::printf("  %-13s N=%-5lld K=%-5lld sdk %6.1f GFLOP/s  sgemm %6.1f GFLOP/s  ratio %.2f\n", sh.what,
+                static_cast<long long>(sh.n), static_cast<long long>(sh.k), flop / t_sdk / 1e9, flop / t_raw / 1e9,
+                t_raw / t_sdk);
+    total_sdk += t_sdk;
+    total_raw += t_raw;
+    total_flop += flop;
+  }
+  std::printf("  all shapes: sdk %.1f GFLOP/s, sgemm %.1f GFLOP/s, ratio %.2f (goal >= 0.70)\n", total_flop / total_sdk / 1e9,
+              total_flop / total_raw / 1e9, total_raw / total_sdk);
+  // The whole forward: matmul FLOPs of all layers + head against the compute-alone time.
+  const double fwd_flop = 2.0 * static_cast<double>(seq) * static_cast<double>(bytes / 2);
+  std::printf("  whole forward (compute alone, seq %lld): %.1f GFLOP/s of weight matmuls = %.2f of sgemm\n",
+              static_cast<long long>(seq), fwd_flop / compute_n / 1e9, (fwd_flop / compute_n) / (total_flop / total_raw));
+  return 0;
+}
