@@ -1,4 +1,5 @@
 // surf: chunk, serve, run, generate, inspect, check and list plugins.
+#include <cctype>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -26,9 +27,10 @@ const char* kUsage =
     "  inspect   SOURCE                      model type, components, sizes\n"
     "  plugins                               architecture plugins found and why others were skipped\n"
     "  check     FIXTURE_DIR...              run golden fixtures through their plugins\n"
+    "  serve     --store STORE [--port N]    serve chunk stores over WebSocket\n"
     "  synth     --arch llama --preset P --out DIR   random-weight checkpoint of a real shape\n"
     "\n"
-    "SOURCE is a chunk store directory or a HuggingFace checkpoint directory.\n"
+    "SOURCE is a chunk store directory, a HuggingFace checkpoint directory or ws://host:port/model.\n"
     "Run `surf COMMAND --help` for the options of a command.\n";
 
 const std::vector<Flag> kPluginFlags = {
@@ -365,6 +367,68 @@ int cmd_check(const std::vector<std::string>& argv) {
   return failed == 0 ? 0 : 1;
 }
 
+int cmd_serve(const std::vector<std::string>& argv) {
+  const auto flags = join({{{"store", true, "chunk store to serve: DIR or NAME=DIR (repeatable)", true},
+                            {"name", true, "model name for a single --store (default: its directory name)"},
+                            {"host", true, "address to bind (default 127.0.0.1)"},
+                            {"port", true, "port (default 8765; 0 = any free port)"},
+                            {"cache-mb", true, "server-side chunk cache in MB (default 256)"},
+                            {"token-file", true, "require the bearer token in this file"},
+                            {"max-connections", true, "refuse connections beyond this (default 256)"},
+                            {"max-request-bytes", true, "largest request accepted (default 65536)"},
+                            {"threads", true, "I/O threads (default 2)"}}});
+  if (wants_help(argv)) {
+    print_help("serve --store STORE [--store NAME=STORE ...] [--host 127.0.0.1] [--port 8765] [options]",
+               "Serves chunk stores over WebSocket (docs/protocol.md) until SIGINT/SIGTERM. The same port\n"
+               "answers GET /healthz and GET /metrics (Prometheus). Prints 'listening on HOST:PORT'.",
+               flags);
+    return 0;
+  }
+  Args a = cli::parse(argv, flags);
+  require_positional(a, 0, "no positional arguments (use --store)");
+  ServeOptions o;
+  for (const auto& st : a.all("store")) {
+    const size_t eq = st.find('=');
+    std::string name, dir;
+    if (eq != std::string::npos && st.rfind("s3://", 0) != 0) {
+      name = st.substr(0, eq);
+      dir = st.substr(eq + 1);
+    } else {
+      dir = st;
+      std::string trimmed = dir;
+      while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
+      name = trimmed.substr(trimmed.find_last_of('/') + 1);
+    }
+    o.stores.emplace_back(name, dir);
+  }
+  if (o.stores.empty()) throw std::invalid_argument("missing required option --store");
+  if (a.has("name")) {
+    if (o.stores.size() != 1) throw std::invalid_argument("--name applies to a single --store; use NAME=DIR");
+    o.stores[0].first = a.get("name");
+  }
+  o.host = a.get("host", "127.0.0.1");
+  const long long port = a.get_int("port", 8765);
+  if (port < 0 || port > 65535) throw std::invalid_argument("--port must be in 0..65535");
+  o.port = static_cast<uint16_t>(port);
+  o.cache_bytes = static_cast<uint64_t>(std::max(0LL, a.get_int("cache-mb", 256))) * 1000000ull;
+  o.max_connections = static_cast<size_t>(std::max(1LL, a.get_int("max-connections", 256)));
+  o.max_request_bytes = static_cast<size_t>(std::max(256LL, a.get_int("max-request-bytes", 65536)));
+  o.threads = static_cast<int>(std::max(1LL, a.get_int("threads", 2)));
+  if (a.has("token-file")) {
+    std::ifstream in(a.get("token-file"));
+    if (!in) fail(ErrorCode::not_found, "cannot read token file '" + a.get("token-file") + "'");
+    std::getline(in, o.token);
+    while (!o.token.empty() && std::isspace(static_cast<unsigned char>(o.token.back()))) o.token.pop_back();
+    if (o.token.empty()) fail(ErrorCode::invalid_argument, "token file '" + a.get("token-file") + "' is empty");
+  }
+  serve(o, [&](uint16_t bound) {
+    std::cout << "listening on " << o.host << ":" << bound << " (";
+    for (size_t i = 0; i < o.stores.size(); ++i) std::cout << (i ? ", " : "") << o.stores[i].first;
+    std::cout << ")" << std::endl;
+  });
+  return 0;
+}
+
 int cmd_synth(const std::vector<std::string>& argv) {
   const auto flags = join({{{"arch", true, "architecture (llama)"},
                             {"preset", true, "tiny | small | medium | tinyllama-1.1b"},
@@ -407,6 +471,7 @@ int main(int argc, char** argv) {
     if (cmd == "inspect") return cmd_inspect(rest);
     if (cmd == "check") return cmd_check(rest);
     if (cmd == "synth") return cmd_synth(rest);
+    if (cmd == "serve") return cmd_serve(rest);
     std::cerr << "surf: error: unknown command '" << cmd << "' (see surf --help)\n";
     return 2;
   } catch (const std::invalid_argument& e) {

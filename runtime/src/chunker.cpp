@@ -4,6 +4,7 @@
 
 #include "component_provider.h"
 #include "plugin_registry.h"
+#include "store_backend.h"
 #include "surf/log.h"
 #include "surf/runtime.h"
 #include "surf/storage/backend.h"
@@ -24,11 +25,6 @@ std::optional<DType> target_dtype(const std::string& name) {
   fail(ErrorCode::invalid_argument, "unknown --dtype '" + name + "' (keep, f32, bf16, f16)");
 }
 
-std::shared_ptr<StorageBackend> open_output(const std::string& out) {
-  if (out.rfind("s3://", 0) == 0) fail(ErrorCode::unsupported, "S3 output is not available in this build yet");
-  return open_filesystem_backend(out, true);
-}
-
 }  // namespace
 
 std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, const ChunkOptions& options) {
@@ -42,7 +38,7 @@ std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, 
   auto plugin = registry.find(type);
   const ComponentPlan plan = plugin->plan(config);
   const auto resolved = resolve_plan(plan, *ck);
-  auto backend = open_output(out);
+  auto backend = open_store_backend(out, true);
 
   Manifest m;
   m.architecture = plugin->name();

@@ -101,4 +101,9 @@ std::unique_ptr<ComponentProvider> make_hf_provider(std::shared_ptr<HfCheckpoint
                                                     const std::string& model_type, const std::string& plugin_name,
                                                     std::shared_ptr<BufferPool> pool);
 
+struct OpenOptions;
+// ws://host:port[/model]: a weight server (docs/protocol.md).
+std::unique_ptr<ComponentProvider> make_ws_provider(const std::string& url, const OpenOptions& options,
+                                                    std::shared_ptr<BufferPool> pool);
+
 }  // namespace surf

@@ -136,11 +136,14 @@ CacheStats Session::cache_stats() const { return impl_->cache->stats(); }
 void Session::reset_cache_stats() { impl_->cache->reset_stats(); }
 const ModelInfo& Session::info() const { return impl_->info; }
 
-SourceDescription open_source(const std::string& source, const OpenOptions&, PluginRegistry& registry,
+SourceDescription open_source(const std::string& source, const OpenOptions& options, PluginRegistry& registry,
                               std::shared_ptr<BufferPool> pool) {
   SourceDescription d;
   if (source.rfind("ws://", 0) == 0 || source.rfind("wss://", 0) == 0) {
-    fail(ErrorCode::unsupported, "weight-server sources (" + source + ") are not available in this build yet");
+    d.kind = "ws";
+    d.provider = make_ws_provider(source, options, pool);
+    d.plugin = registry.find(d.provider->manifest().model_type);
+    return d;
   }
   if (source.rfind("s3://", 0) == 0) {
     fail(ErrorCode::unsupported, "S3 sources (" + source + ") are not available in this build yet");

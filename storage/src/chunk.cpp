@@ -4,7 +4,7 @@
 #include <zstd.h>
 
 #include <cstring>
-#include <msgpack.hpp>
+#include "surf/storage/msgpack_util.h"
 
 namespace surf {
 
@@ -12,11 +12,6 @@ namespace {
 
 constexpr const char* kMagic = "SURFCHNK";
 constexpr size_t kAlign = 64;
-
-struct BufferWriter {
-  ByteBuffer& out;
-  void write(const char* data, size_t size) { out.append(data, size); }
-};
 
 size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
@@ -30,10 +25,6 @@ void put_be32(std::byte* p, uint32_t v) {
 [[noreturn]] void corrupt(std::string_view component, const std::string& what) {
   fail(ErrorCode::corrupt, "chunk" + (component.empty() ? std::string() : " '" + std::string(component) + "'") +
                                ": " + what);
-}
-
-bool reference_bins(msgpack::type::object_type type, std::size_t, void*) {
-  return type == msgpack::type::BIN;
 }
 
 }  // namespace
@@ -89,8 +80,8 @@ void encode_chunk(const std::string& component, const std::vector<ChunkTensorIn>
     raw_size += t.length;
   }
   out.clear();
-  BufferWriter w{out};
-  msgpack::packer<BufferWriter> pk(w);
+  mp::BufferWriter w{out};
+  msgpack::packer<mp::BufferWriter> pk(w);
   pk.pack_map(9);
   pk.pack(std::string("magic"));
   pk.pack(std::string(kMagic));
@@ -118,17 +109,11 @@ void encode_chunk(const std::string& component, const std::vector<ChunkTensorIn>
     pk.pack(std::string("length"));
     pk.pack(static_cast<uint64_t>(t.length));
   }
-  // "pad" (fixstr 4) + bin8 header (2) + p bytes, then "data" (fixstr 5) + bin32 header (5).
-  size_t pad = 0;
-  while ((out.size() + 4 + 2 + pad + 5 + 5) % kAlign != 0) ++pad;
-  pk.pack(std::string("pad"));
-  std::vector<char> zeros(pad, 0);
-  pk.pack_bin(static_cast<uint32_t>(pad));
-  pk.pack_bin_body(zeros.data(), static_cast<uint32_t>(pad));
+  // Pad so the tensor bytes (after "data" (fixstr 5) and a bin32 header (5)) start 64-aligned.
+  mp::pack_alignment_pad(pk, out, 5 + 5);
   pk.pack(std::string("data"));
   const size_t header_at = out.size();
-  const std::byte bin32[5] = {std::byte{0xc6}, {}, {}, {}, {}};
-  out.append(bin32, 5);
+  mp::append_bin32_header(out, 0);  // length patched once known
   const size_t blob_at = out.size();
   size_t blob_size = 0;
   auto fill_raw = [&](std::byte* dst) {
@@ -167,7 +152,7 @@ DecodedChunk decode_chunk(const std::byte* data, size_t size, std::string_view e
   msgpack::object_handle oh;
   std::size_t off = 0;
   try {
-    oh = msgpack::unpack(reinterpret_cast<const char*>(data), size, off, reference_bins, nullptr);
+    oh = msgpack::unpack(reinterpret_cast<const char*>(data), size, off, mp::reference_bins, nullptr);
   } catch (const msgpack::insufficient_bytes&) {
     corrupt(expected, "truncated (" + std::to_string(size) + " bytes)");
   } catch (const std::exception& e) {

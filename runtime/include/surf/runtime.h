@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <future>
 #include <memory>
 #include <string>
@@ -46,6 +47,9 @@ struct OpenOptions {
   int prefetch = 1;            // components fetched ahead in execution order
   std::vector<std::string> warmup;  // component ids loaded at open; "all" = every component
   std::string token;           // bearer token for ws:// sources
+  int retry_attempts = 6;      // network sources: attempts per fetch before a typed error
+  int retry_backoff_ms = 100;  // first backoff; doubles per attempt, capped at 2 s
+  int request_timeout_ms = 60000;
 };
 
 struct ModelInfo {
@@ -138,6 +142,22 @@ struct SynthOptions {
 };
 std::vector<std::string> synth_presets(const std::string& arch);
 void synth_checkpoint(const std::string& out_dir, const SynthOptions& options);
+
+// --- the weight server ---
+
+struct ServeOptions {
+  // (model name, store) pairs; a store is a chunk store directory (or s3://bucket/prefix).
+  std::vector<std::pair<std::string, std::string>> stores;
+  std::string host = "127.0.0.1";
+  uint16_t port = 8765;        // 0: any free port (reported through on_listening)
+  uint64_t cache_bytes = 256ull << 20;
+  std::string token;           // non-empty: clients must present it
+  size_t max_connections = 256;
+  size_t max_request_bytes = 64 * 1024;
+  int threads = 2;
+};
+// Serves until SIGINT/SIGTERM. on_listening receives the bound port once accepting.
+void serve(const ServeOptions& options, const std::function<void(uint16_t port)>& on_listening);
 
 // Runs a golden fixture (HF checkpoint + golden.safetensors + golden.json) through its plugin.
 struct CheckOptions {

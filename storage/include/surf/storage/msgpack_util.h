@@ -1,0 +1,54 @@
+// msgpack helpers shared by the chunk codec and the wire protocol. Include only from .cpp files:
+// msgpack stays out of public headers.
+#pragma once
+
+#include <msgpack.hpp>
+#include <string_view>
+
+#include "surf/storage/buffer.h"
+
+namespace surf::mp {
+
+// Appends packed bytes to a ByteBuffer.
+struct BufferWriter {
+  ByteBuffer& out;
+  void write(const char* data, size_t size) { out.append(data, size); }
+};
+
+// Unpack callback: BIN fields reference the input buffer instead of being copied (msgpack-c
+// copies them by default at ~0.4 GB/s).
+inline bool reference_bins(msgpack::type::object_type type, std::size_t, void*) {
+  return type == msgpack::type::BIN;
+}
+
+// The value of key `name` in a map object, or nullptr.
+inline const msgpack::object* field(const msgpack::object& map, std::string_view name) {
+  if (map.type != msgpack::type::MAP) return nullptr;
+  for (uint32_t i = 0; i < map.via.map.size; ++i) {
+    const auto& kv = map.via.map.ptr[i];
+    if (kv.key.type == msgpack::type::STR && std::string_view(kv.key.via.str.ptr, kv.key.via.str.size) == name) {
+      return &kv.val;
+    }
+  }
+  return nullptr;
+}
+
+// Packs the key "pad" and a zero bin so that, after `tail` more bytes, the buffer size is a
+// multiple of `align`. The pad key and bin8 header take 4 + 2 bytes.
+inline void pack_alignment_pad(msgpack::packer<BufferWriter>& pk, ByteBuffer& out, size_t tail, size_t align = 64) {
+  size_t pad = 0;
+  while ((out.size() + 4 + 2 + pad + tail) % align != 0) ++pad;
+  static const char zeros[64] = {};
+  pk.pack(std::string_view("pad"));
+  pk.pack_bin(static_cast<uint32_t>(pad));
+  pk.pack_bin_body(zeros, static_cast<uint32_t>(pad));
+}
+
+// Appends a bin32 header (0xc6 + big-endian length) for `size` bytes that the caller sends next.
+inline void append_bin32_header(ByteBuffer& out, uint32_t size) {
+  const std::byte h[5] = {std::byte{0xc6}, std::byte(size >> 24), std::byte(size >> 16), std::byte(size >> 8),
+                          std::byte(size)};
+  out.append(h, 5);
+}
+
+}  // namespace surf::mp
