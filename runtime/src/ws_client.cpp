@@ -65,12 +65,23 @@ struct Reply {
 };
 using ReplyPtr = std::shared_ptr<const Reply>;
 
-class WsConnection : public std::enable_shared_from_this<WsConnection> {
+// Received-message buffers kept warm between messages; shared with the buffers' deleters so a
+// buffer released after its connection is gone still has somewhere to go.
+struct BufferFreeList {
+  std::mutex mutex;
+  std::vector<std::unique_ptr<beast::flat_buffer>> free;
+};
+
+// Handlers capture `this`: they only run on the connection's own thread, which the destructor
+// joins, so no handler outlives the object and the thread never holds the last reference.
+class WsConnection {
  public:
   WsConnection(const WsUrl& url, std::string token) : url_(url), token_(std::move(token)), ws_(net::make_strand(ioc_)) {}
 
   ~WsConnection() {
-    close();
+    fail_all("connection closed");
+    work_.reset();
+    ioc_.stop();
     if (thread_.joinable()) thread_.join();
   }
 
@@ -79,7 +90,7 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
     auto ready = std::make_shared<std::promise<void>>();
     auto done = ready->get_future();
     auto resolver = std::make_shared<tcp::resolver>(ioc_);
-    auto self = shared_from_this();
+    WsConnection* self = this;
     resolver->async_resolve(url_.host, url_.port, [self, resolver, ready, timeout_ms](beast::error_code ec, tcp::resolver::results_type results) {
       if (ec) return ready->set_exception(std::make_exception_ptr(Error(ErrorCode::network, "cannot resolve " + self->url_.host + ": " + ec.message())));
       beast::get_lowest_layer(self->ws_).expires_after(std::chrono::milliseconds(timeout_ms));
@@ -133,9 +144,9 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
       future = pending_[id].get_future();
       reserve_hint_ = std::max(reserve_hint_, expected_bytes + 4096);
     }
-    net::post(ws_.get_executor(), [self = shared_from_this(), msg] {
-      self->outbox_.push_back(msg);
-      if (self->outbox_.size() == 1) self->write();
+    net::post(ws_.get_executor(), [this, msg] {
+      outbox_.push_back(msg);
+      if (outbox_.size() == 1) write();
     });
     return future;
   }
@@ -145,19 +156,13 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
     return !dead_;
   }
 
+  // Fails pending requests and closes the socket; the object stays valid until destroyed.
   void close() {
     fail_all("connection closed");
-    net::post(ws_.get_executor(), [self = weak_from_this()] {
-      if (auto s = self.lock()) {
-        beast::error_code ignored;
-        beast::get_lowest_layer(s->ws_).socket().close(ignored);
-      }
+    net::post(ws_.get_executor(), [this] {
+      beast::error_code ignored;
+      beast::get_lowest_layer(ws_).socket().close(ignored);
     });
-    work_.reset();
-    if (thread_.joinable() && std::this_thread::get_id() != thread_.get_id()) {
-      // Give the close a moment, then stop the loop outright.
-      ioc_.stop();
-    }
   }
 
  private:
@@ -167,30 +172,31 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
     {
       std::lock_guard lock(mutex_);
       hint = reserve_hint_;
-      if (!free_.empty()) {
-        b = std::move(free_.back());
-        free_.pop_back();
+    }
+    {
+      std::lock_guard lock(buffers_->mutex);
+      if (!buffers_->free.empty()) {
+        b = std::move(buffers_->free.back());
+        buffers_->free.pop_back();
       }
     }
     if (!b) b = std::make_unique<beast::flat_buffer>();
     b->consume(b->size());
     if (b->capacity() < hint) b->reserve(hint);  // one allocation, no growth copies mid-message
-    std::weak_ptr<WsConnection> weak = weak_from_this();
-    return std::shared_ptr<beast::flat_buffer>(b.release(), [weak](beast::flat_buffer* p) {
-      if (auto s = weak.lock()) {
-        std::lock_guard lock(s->mutex_);
-        if (s->free_.size() < 4) {
-          s->free_.emplace_back(p);
-          return;
-        }
+    return std::shared_ptr<beast::flat_buffer>(b.release(), [list = buffers_](beast::flat_buffer* p) {
+      std::lock_guard lock(list->mutex);
+      if (list->free.size() < 4) {
+        list->free.emplace_back(p);
+      } else {
+        delete p;
       }
-      delete p;
     });
   }
 
   void read() {
     auto buf = take_buffer();
-    ws_.async_read(*buf, [self = shared_from_this(), buf](beast::error_code ec, size_t) {
+    ws_.async_read(*buf, [this, buf](beast::error_code ec, size_t) {
+      WsConnection* self = this;
       if (ec) return self->fail_all("connection to " + self->url_.host + ":" + self->url_.port + " lost: " + ec.message());
       auto reply = std::make_shared<Reply>();
       reply->buffer = buf;
@@ -219,10 +225,10 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
 
   void write() {
     const auto& msg = outbox_.front();
-    ws_.async_write(net::buffer(msg->data(), msg->size()), [self = shared_from_this()](beast::error_code ec, size_t) {
-      if (ec) return self->fail_all("sending to the weight server failed: " + ec.message());
-      self->outbox_.pop_front();
-      if (!self->outbox_.empty()) self->write();
+    ws_.async_write(net::buffer(msg->data(), msg->size()), [this](beast::error_code ec, size_t) {
+      if (ec) return fail_all("sending to the weight server failed: " + ec.message());
+      outbox_.pop_front();
+      if (!outbox_.empty()) write();
     });
   }
 
@@ -249,7 +255,7 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
 
   mutable std::mutex mutex_;
   std::map<uint64_t, std::promise<ReplyPtr>> pending_;
-  std::vector<std::unique_ptr<beast::flat_buffer>> free_;
+  std::shared_ptr<BufferFreeList> buffers_ = std::make_shared<BufferFreeList>();
   uint64_t next_id_ = 1;
   size_t reserve_hint_ = 1 << 16;
   bool dead_ = false;

@@ -1,0 +1,304 @@
+// The real `surf serve` on 127.0.0.1: goldens through the server, several models, concurrent
+// clients, a server killed mid-pass, corrupt chunks, protocol errors, /healthz and /metrics.
+#include <utility>
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+#include <fstream>
+#include <thread>
+
+#include "../server_process.h"
+#include "../test_util.h"
+#include "surf/runtime.h"
+#include "surf/storage/msgpack_util.h"
+#include "surf/storage/safetensors.h"
+#include "wire.h"
+
+using namespace surf;
+namespace fs = std::filesystem;
+namespace net = boost::asio;
+namespace beast = boost::beast;
+using tcp = net::ip::tcp;
+
+namespace {
+
+// Stores of the fixtures, chunked once for the whole suite.
+struct Stores {
+  test::TempDir dir;
+  std::string llama, t5;
+  Stores() {
+    ChunkOptions o;
+    o.plugin_dirs = {test::plugin_dir()};
+    llama = dir.str("llama");
+    t5 = dir.str("t5");
+    chunk_checkpoint((test::fixtures_dir() / "llama-tiny-random").string(), llama, o);
+    chunk_checkpoint((test::fixtures_dir() / "t5-tiny-random").string(), t5, o);
+  }
+};
+Stores& stores() {
+  static Stores s;
+  return s;
+}
+
+TensorMap llama_inputs() {
+  const TensorMap g = read_safetensors(test::fixtures_dir() / "llama-tiny-random" / "golden.safetensors");
+  return {{"input_ids", g.at("input_ids")}, {"attention_mask", g.at("attention_mask")}, {"position_ids", g.at("position_ids")}};
+}
+
+OpenOptions options(uint64_t cache = 1, int prefetch = 2) {
+  OpenOptions o;
+  o.plugin_dirs = {test::plugin_dir()};
+  o.cache_layers = cache;
+  o.prefetch = prefetch;
+  return o;
+}
+
+// A protocol-level client for sending requests a well-behaved client never would.
+class RawClient {
+ public:
+  explicit RawClient(int port, const std::string& bearer = "") : ws_(ioc_) {
+    tcp::resolver resolver(ioc_);
+    net::connect(ws_.next_layer(), resolver.resolve("127.0.0.1", std::to_string(port)));
+    ws_.set_option(beast::websocket::stream_base::decorator([bearer](beast::websocket::request_type& req) {
+      if (!bearer.empty()) req.set(beast::http::field::authorization, "Bearer " + bearer);
+    }));
+    ws_.handshake("127.0.0.1", "/");
+    ws_.binary(true);
+  }
+  // Sends raw bytes, returns (code or "ok", message).
+  std::pair<std::string, std::string> send(const void* data, size_t size, bool binary = true) {
+    ws_.binary(binary);
+    ws_.write(net::buffer(data, size));
+    beast::flat_buffer in;
+    ws_.read(in);
+    auto oh = msgpack::unpack(static_cast<const char*>(in.data().data()), in.size());
+    const msgpack::object* ok = mp::field(oh.get(), "ok");
+    if (ok && ok->via.boolean) return {"ok", ""};
+    const msgpack::object* err = mp::field(oh.get(), "error");
+    return {mp::field(*err, "code")->as<std::string>(), mp::field(*err, "message")->as<std::string>()};
+  }
+  std::pair<std::string, std::string> send(const ByteBuffer& b) { return send(b.data(), b.size()); }
+
+ private:
+  net::io_context ioc_;
+  beast::websocket::stream<tcp::socket> ws_;
+};
+
+std::string http_get(int port, const std::string& target) {
+  net::io_context ioc;
+  tcp::resolver resolver(ioc);
+  beast::tcp_stream stream(ioc);
+  stream.connect(resolver.resolve("127.0.0.1", std::to_string(port)));
+  beast::http::request<beast::http::empty_body> req(beast::http::verb::get, target, 11);
+  req.set(beast::http::field::host, "127.0.0.1");
+  beast::http::write(stream, req);
+  beast::flat_buffer buf;
+  beast::http::response<beast::http::string_body> res;
+  beast::http::read(stream, buf, res);
+  return std::to_string(res.result_int()) + "\n" + res.body();
+}
+
+uint64_t metric(const std::string& text, const std::string& name) {
+  const size_t at = text.find("\n" + name + " ");
+  if (at == std::string::npos) return 0;
+  return std::stoull(text.substr(at + name.size() + 2));
+}
+
+}  // namespace
+
+TEST(WeightServer, GoldensMatchThroughTheServer) {
+  test::ServerProcess server({"--store", stores().llama});
+  CheckOptions o;
+  o.source = server.url("llama");
+  o.plugin_dirs = {test::plugin_dir()};
+  o.cache_layers = 1;
+  o.prefetch = 2;
+  const CheckReport r = check_fixture((test::fixtures_dir() / "llama-tiny-random").string(), o);
+  ASSERT_FALSE(r.lines.empty());
+  for (const auto& l : r.lines) EXPECT_TRUE(l.passed) << l.tensor << " " << l.note;
+}
+
+TEST(WeightServer, TwoModelsOnOneServer) {
+  test::ServerProcess server({"--store", stores().llama, "--store", "seq2seq=" + stores().t5});
+  for (const auto& [model, fixture] : {std::pair<std::string, std::string>{"llama", "llama-tiny-random"}, {"seq2seq", "t5-tiny-random"}}) {
+    CheckOptions o;
+    o.source = server.url(model);
+    o.plugin_dirs = {test::plugin_dir()};
+    const CheckReport r = check_fixture((test::fixtures_dir() / fixture).string(), o);
+    ASSERT_FALSE(r.lines.empty()) << model;
+    for (const auto& l : r.lines) EXPECT_TRUE(l.passed) << model << " " << l.tensor << " " << l.note;
+  }
+  // Without a model name the client refuses to guess between two.
+  try {
+    Session::open(server.url(), options());
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("serves 2 models (llama, seq2seq)"), std::string::npos) << e.what();
+  }
+}
+
+TEST(WeightServer, SixteenConcurrentClients) {
+  test::ServerProcess server({"--store", stores().llama, "--threads", "2"});
+  const TensorMap in = llama_inputs();
+  const TensorMap local = Session::open(stores().llama, options())->forward(in);
+  std::vector<std::thread> clients;
+  std::atomic<int> correct{0};
+  std::vector<std::string> errors(16);
+  for (int i = 0; i < 16; ++i) {
+    clients.emplace_back([&, i] {
+      try {
+        auto s = Session::open(server.url("llama"), options(1, i % 3));
+        if (test::bitwise_equal(s->forward(in).at("logits"), local.at("logits"))) correct++;
+      } catch (const std::exception& e) {
+        errors[i] = e.what();
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  for (const auto& e : errors) EXPECT_EQ(e, "");
+  EXPECT_EQ(correct.load(), 16);
+}
+
+TEST(WeightServer, ServerKilledMidPassAndRestarted) {
+  // A model big enough that a pass takes a while: 8 layers of ~6 MB chunks.
+  test::TempDir d;
+  SynthOptions so;
+  so.preset = "small";
+  synth_checkpoint(d.str("hf"), so);
+  ChunkOptions co;
+  co.plugin_dirs = {test::plugin_dir()};
+  chunk_checkpoint(d.str("hf"), d.str("store"), co);
+  const TensorMap in{{"input_ids", read_safetensors(d.path() / "hf" / "inputs.safetensors").at("input_ids")}};
+  const TensorMap local = Session::open(d.str("store"), options())->forward(in);
+
+  test::ServerProcess server({"--store", d.str("store"), "--cache-mb", "0"});
+  auto s = Session::open(server.url("store"), options(1, 1));
+  auto pending = s->forward_async(in);
+  std::this_thread::sleep_for(std::chrono::milliseconds(15));
+  server.kill_hard();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  server.restart();
+  const TensorMap out = pending.get();
+  EXPECT_TRUE(test::bitwise_equal(out.at("logits"), local.at("logits")));
+  EXPECT_TRUE(test::bitwise_equal(s->forward(in).at("logits"), local.at("logits")));
+}
+
+TEST(WeightServer, NoServerWithinTheRetryBudgetIsAClearError) {
+  test::ServerProcess server({"--store", stores().llama});
+  OpenOptions o = options(1, 0);
+  o.retry_attempts = 3;
+  o.retry_backoff_ms = 50;
+  auto s = Session::open(server.url("llama"), o);
+  server.kill_hard();
+  try {
+    s->forward(llama_inputs());
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_EQ(e.code(), ErrorCode::network);
+    EXPECT_NE(m.find("component 'layers.0'"), std::string::npos) << m;
+    EXPECT_NE(m.find("failed 3 attempts"), std::string::npos) << m;
+  }
+}
+
+TEST(WeightServer, CorruptChunkOnDiskIsAChecksumErrorNotWrongNumbers) {
+  test::TempDir d;
+  fs::copy(stores().llama, d.path() / "llama", fs::copy_options::recursive);
+  test::ServerProcess server({"--store", d.str("llama")});
+  {
+    std::fstream f(d.path() / "llama/chunks/layers.1.msgpack", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(3000);
+    f.put('\x42');
+  }
+  auto s = Session::open(server.url("llama"), options(1, 0));
+  try {
+    s->forward(llama_inputs());
+    FAIL() << "expected a checksum error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::corrupt);
+    EXPECT_NE(std::string(e.what()).find("component 'layers.1'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("checksum mismatch"), std::string::npos) << e.what();
+  }
+}
+
+TEST(WeightServer, BadRequestsGetErrorAnswersAndTheServerKeepsServing) {
+  test::TempDir d;
+  std::ofstream(d.path() / "token") << "s3cret\n";
+  test::ServerProcess server({"--store", stores().llama, "--token-file", d.str("token"), "--max-request-bytes", "4096"});
+  RawClient c(server.port());
+  ByteBuffer b;
+  wire::encode_get_manifest(b, 1, "llama");
+  EXPECT_EQ(c.send(b).first, "unauthorized");
+  wire::encode_hello(b, 2, "wrong");
+  EXPECT_EQ(c.send(b).first, "unauthorized");
+  wire::encode_hello(b, 3, "s3cret");
+  EXPECT_EQ(c.send(b).first, "ok");
+  wire::encode_get_manifest(b, 4, "nope");
+  EXPECT_EQ(c.send(b).first, "not_found");
+  wire::encode_get_chunk(b, 5, "llama", "layers.99");
+  EXPECT_EQ(c.send(b).first, "not_found");
+  wire::encode_get_chunk(b, 6, "llama", "../manifest");
+  EXPECT_EQ(c.send(b).first, "bad_request");
+  wire::encode_get_chunk(b, 7, "llama", "/etc/passwd");
+  EXPECT_EQ(c.send(b).first, "bad_request");
+  wire::encode_get_chunk(b, 8, "llama", std::string(6000, 'a'));
+  EXPECT_EQ(c.send(b).first, "too_large");
+  EXPECT_EQ(c.send("hello", 5).first, "bad_request");         // not msgpack
+  EXPECT_EQ(c.send("{}", 2, false).first, "bad_request");     // a text message
+  wire::encode_hello(b, 9, "s3cret");
+  b.data()[b.size() - 1] = std::byte{0};  // a map whose op we do not know is built below instead
+  ByteBuffer unknown;
+  {
+    mp::BufferWriter w{unknown};
+    msgpack::packer<mp::BufferWriter> pk(w);
+    pk.pack_map(2);
+    pk.pack(std::string("id"));
+    pk.pack(10);
+    pk.pack(std::string("op"));
+    pk.pack(std::string("delete_everything"));
+  }
+  EXPECT_EQ(c.send(unknown).first, "bad_request");
+  wire::encode_get_chunk(b, 11, "llama", "layers.0");
+  EXPECT_EQ(c.send(b).first, "ok");  // the connection still serves
+  // The bearer header on the upgrade request authenticates too; the Session API uses it.
+  RawClient bearer(server.port(), "s3cret");
+  wire::encode_get_manifest(b, 1, "llama");
+  EXPECT_EQ(bearer.send(b).first, "ok");
+  OpenOptions wrong = options();
+  wrong.token = "guess";
+  try {
+    Session::open(server.url("llama"), wrong);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::unauthorized);
+  }
+  OpenOptions right = options();
+  right.token = "s3cret";
+  EXPECT_NO_THROW(Session::open(server.url("llama"), right)->forward(llama_inputs()));
+}
+
+TEST(WeightServer, HealthzAndMetricsMoveWithTraffic) {
+  test::ServerProcess server({"--store", stores().llama});
+  EXPECT_EQ(http_get(server.port(), "/healthz"), "200\nok\n");
+  EXPECT_EQ(http_get(server.port(), "/nope").substr(0, 3), "404");
+  const std::string before = http_get(server.port(), "/metrics");
+  EXPECT_EQ(before.substr(0, 3), "200");
+  EXPECT_EQ(metric(before, "surf_bytes_served_total"), 0u);
+  auto s = Session::open(server.url("llama"), options(1, 0));
+  s->forward(llama_inputs());
+  const std::string after = http_get(server.port(), "/metrics");
+  // 2 resident components at open + 3 layers + lm_head.
+  EXPECT_NE(after.find("surf_requests_total{op=\"get_chunk\"} 6"), std::string::npos) << after;
+  EXPECT_GT(metric(after, "surf_bytes_served_total"), 100000u);
+  EXPECT_EQ(metric(after, "surf_cache_misses_total"), 6u);
+  EXPECT_EQ(metric(after, "surf_active_connections"), 1u);
+  EXPECT_GE(metric(after, "surf_request_duration_seconds_count"), 8u);  // + hello, get_manifest
+  s->forward(llama_inputs());
+  const std::string third = http_get(server.port(), "/metrics");
+  EXPECT_EQ(metric(third, "surf_cache_hits_total"), 4u);
+}

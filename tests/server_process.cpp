@@ -1,0 +1,98 @@
+#include "server_process.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <stdexcept>
+#include <thread>
+
+#include "test_util.h"
+
+namespace surf::test {
+
+ServerProcess::ServerProcess(std::vector<std::string> args, int port) : args_(std::move(args)), port_(port) { start(); }
+
+ServerProcess::~ServerProcess() { stop(); }
+
+std::string ServerProcess::url(const std::string& model) const {
+  return "ws://127.0.0.1:" + std::to_string(port_) + (model.empty() ? "" : "/" + model);
+}
+
+void ServerProcess::start() {
+  int fds[2];
+  if (::pipe(fds) != 0) throw std::runtime_error("pipe failed");
+  std::vector<std::string> argv = {surf_exe(), "serve", "--host", "127.0.0.1", "--port", std::to_string(port_)};
+  argv.insert(argv.end(), args_.begin(), args_.end());
+  pid_ = ::fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    ::dup2(fds[1], 1);
+    ::close(fds[0]);
+    std::vector<char*> a;
+    for (auto& s : argv) a.push_back(s.data());
+    a.push_back(nullptr);
+    ::execv(a[0], a.data());
+    std::_Exit(127);
+  }
+  ::close(fds[1]);
+  // Wait (bounded) for "listening on 127.0.0.1:PORT".
+  std::string out;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (out.find('\n') == std::string::npos) {
+    if (std::chrono::steady_clock::now() > deadline) break;
+    pollfd p{fds[0], POLLIN, 0};
+    if (::poll(&p, 1, 100) > 0) {
+      char buf[256];
+      const ssize_t n = ::read(fds[0], buf, sizeof buf);
+      if (n <= 0) break;
+      out.append(buf, static_cast<size_t>(n));
+    }
+  }
+  ::close(fds[0]);
+  const size_t at = out.find("listening on 127.0.0.1:");
+  if (at == std::string::npos) {
+    stop();
+    throw std::runtime_error("surf serve did not start: '" + out + "'");
+  }
+  port_ = std::stoi(out.substr(at + 23));
+}
+
+void ServerProcess::kill_hard() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+void ServerProcess::stop() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGTERM);
+  for (int i = 0; i < 500; ++i) {
+    if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
+      pid_ = -1;
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  kill_hard();
+}
+
+void ServerProcess::restart() {
+  stop();
+  // The port was just released; SO_REUSEADDR lets the new server bind it at once.
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    try {
+      start();
+      return;
+    } catch (const std::runtime_error&) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  throw std::runtime_error("surf serve could not restart on port " + std::to_string(port_));
+}
+
+}  // namespace surf::test

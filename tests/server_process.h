@@ -1,0 +1,31 @@
+// Starts `surf serve` on 127.0.0.1 with a free port and stops it by its pid.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace surf::test {
+
+class ServerProcess {
+ public:
+  // args: extra arguments after `surf serve` (stores, token file, ...). port 0 = any free port.
+  explicit ServerProcess(std::vector<std::string> args, int port = 0);
+  ~ServerProcess();
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+
+  int port() const { return port_; }
+  std::string url(const std::string& model = "") const;
+  void kill_hard();   // SIGKILL, as if the machine died
+  void stop();        // SIGTERM, then SIGKILL after 5 s
+  void restart();     // same arguments, same port
+  bool running() const { return pid_ > 0; }
+
+ private:
+  void start();
+  std::vector<std::string> args_;
+  int port_;
+  int pid_ = -1;
+};
+
+}  // namespace surf::test
