@@ -480,6 +480,8 @@ void serve(const ServeOptions& options, const std::function<void(uint16_t)>& on_
         beast::error_code ignored;
         socket.close(ignored);
       } else {
+        beast::error_code ignored;
+        socket.set_option(tcp::no_delay(true), ignored);
         std::make_shared<HttpSession>(std::move(socket), state)->run();
       }
       accept();

@@ -10,6 +10,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
 #include <chrono>
+#include <cstring>
 #include <deque>
 #include <future>
 #include <map>
@@ -61,7 +62,42 @@ WsUrl parse_ws_url(const std::string& url) {
 struct Reply {
   std::shared_ptr<beast::flat_buffer> buffer;
   msgpack::object_handle handle;
+  // Checksum of the bytes from data_offset to the end, computed while they arrived (empty if
+  // the answer's layout was not recognised in its first bytes).
+  size_t data_offset = 0;
+  std::string streamed_checksum;
   const msgpack::object& root() const { return handle.get(); }
+};
+
+// Hashes a chunk answer's data while the message is still arriving, piece by piece in cache,
+// instead of a second pass over hundreds of megabytes afterwards.
+struct IncomingMessage {
+  std::shared_ptr<beast::flat_buffer> buffer;
+  size_t data_offset = std::string::npos;  // found from the header in the first bytes
+  size_t hashed = 0;
+  bool give_up = false;
+  StreamingChecksum sum;
+
+  void on_bytes() {
+    const auto* p = static_cast<const unsigned char*>(buffer->data().data());
+    const size_t size = buffer->size();
+    if (data_offset == std::string::npos && !give_up) {
+      // The chunk answer's header ends with the key "data" (fixstr a4) and a bin32 header (c6).
+      static const unsigned char marker[] = {0xa4, 'd', 'a', 't', 'a', 0xc6};
+      const size_t window = std::min<size_t>(size, 4096);
+      for (size_t i = 0; i + 10 <= window; ++i) {
+        if (std::memcmp(p + i, marker, sizeof marker) == 0 && (i + 10) % 64 == 0) {
+          data_offset = hashed = i + 10;
+          break;
+        }
+      }
+      if (data_offset == std::string::npos && size >= 4096) give_up = true;
+    }
+    if (data_offset != std::string::npos && size > hashed) {
+      sum.update(p + hashed, size - hashed);
+      hashed = size;
+    }
+  }
 };
 using ReplyPtr = std::shared_ptr<const Reply>;
 
@@ -97,6 +133,8 @@ class WsConnection {
       beast::get_lowest_layer(self->ws_).async_connect(results, [self, ready](beast::error_code cec, const tcp::endpoint&) {
         if (cec) return ready->set_exception(std::make_exception_ptr(Error(ErrorCode::network, "cannot connect to " + self->url_.host + ":" + self->url_.port + ": " + cec.message())));
         beast::get_lowest_layer(self->ws_).expires_never();
+        beast::error_code ignored;
+        beast::get_lowest_layer(self->ws_).socket().set_option(tcp::no_delay(true), ignored);  // small requests go out at once
         self->ws_.set_option(websocket::stream_base::timeout::suggested(beast::role_type::client));
         const std::string token = self->token_;
         self->ws_.set_option(websocket::stream_base::decorator([token](websocket::request_type& req) {
@@ -194,12 +232,24 @@ class WsConnection {
   }
 
   void read() {
-    auto buf = take_buffer();
-    ws_.async_read(*buf, [this, buf](beast::error_code ec, size_t) {
+    auto msg = std::make_shared<IncomingMessage>();
+    msg->buffer = take_buffer();
+    read_more(msg);
+  }
+
+  void read_more(const std::shared_ptr<IncomingMessage>& msg) {
+    ws_.async_read_some(*msg->buffer, 1 << 20, [this, msg](beast::error_code ec, size_t) {
       WsConnection* self = this;
       if (ec) return self->fail_all("connection to " + self->url_.host + ":" + self->url_.port + " lost: " + ec.message());
+      msg->on_bytes();
+      if (!ws_.is_message_done()) return read_more(msg);
+      const auto& buf = msg->buffer;
       auto reply = std::make_shared<Reply>();
       reply->buffer = buf;
+      if (msg->data_offset != std::string::npos) {
+        reply->data_offset = msg->data_offset;
+        reply->streamed_checksum = msg->sum.hex();
+      }
       uint64_t id = 0;
       try {
         reply->handle = msgpack::unpack(static_cast<const char*>(buf->data().data()), buf->size(), mp::reference_bins, nullptr);
@@ -324,7 +374,11 @@ class WsProvider final : public ComponentProvider {
       if (data == nullptr || data->type != msgpack::type::BIN) fail(ErrorCode::network, "chunk answer without data");
       const auto* bytes = reinterpret_cast<const std::byte*>(data->via.bin.ptr);
       const size_t size = data->via.bin.size;
-      const std::string sum = checksum_of(bytes, size);
+      // Use the checksum computed on arrival when it covered exactly this bin.
+      const bool streamed = !r->streamed_checksum.empty() &&
+                            bytes == static_cast<const std::byte*>(r->buffer->data().data()) + r->data_offset &&
+                            r->data_offset + size == r->buffer->size();
+      const std::string sum = streamed ? r->streamed_checksum : checksum_of(bytes, size);
       if (size != c->bytes || sum != c->checksum) {
         fail(ErrorCode::corrupt, "component '" + id + "' from " + describe() + ": checksum mismatch (manifest " +
                                      c->checksum + ", " + std::to_string(c->bytes) + " bytes; received " + sum + ", " +

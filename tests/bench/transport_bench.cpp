@@ -1,0 +1,139 @@
+// One 200 MB and one 20 MB chunk from `surf serve` to the client, checksummed, decoded and ready
+// for compute, against a plain TCP transfer of the same bytes on loopback in the same run
+// (goal: ratio >= 0.8), and the aggregate rate of 8 clients.
+//
+//   build/tests/bench/transport_bench [--runs 5]
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "../server_process.h"
+#include "../test_util.h"
+#include "bench_util.h"
+#include "component_provider.h"
+#include "surf/runtime.h"
+#include "surf/storage/backend.h"
+#include "surf/storage/chunk.h"
+
+using namespace surf;
+
+namespace {
+
+// A store with two single-tensor components of the given sizes.
+void write_store(const std::string& dir, const std::vector<std::pair<std::string, size_t>>& components) {
+  auto backend = open_filesystem_backend(dir, true);
+  Manifest m;
+  m.architecture = "bench";
+  m.model_type = "bench";
+  m.config_json = "{}";
+  ByteBuffer chunk;
+  for (const auto& [id, bytes] : components) {
+    std::vector<float> values(bytes / 4);
+    for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i % 1000) * 0.001f;
+    encode_chunk(id, {{"weight", DType::F32, {static_cast<int64_t>(values.size())}, values.data(), bytes}},
+                 Compression::none, 0, chunk);
+    backend->put(chunk_key(id), chunk.data(), chunk.size());
+    ManifestComponent c;
+    c.id = id;
+    c.key = chunk_key(id);
+    c.bytes = chunk.size();
+    c.raw_bytes = bytes;
+    c.checksum = checksum_of(chunk.data(), chunk.size());
+    c.tensors.push_back({"weight", id, DType::F32, {static_cast<int64_t>(values.size())}});
+    m.components.push_back(c);
+    m.execution_order.push_back(id);
+  }
+  const std::string text = m.to_json();
+  backend->put("manifest.json", text.data(), text.size());
+}
+
+// Plain TCP: a sender thread writes `bytes` in 1 MiB writes; the receiver reads into a warm buffer.
+double raw_tcp_seconds(size_t bytes, int runs) {
+  int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::listen(listener, 1);
+  std::vector<char> src(bytes, 1), dst(bytes, 0);
+  std::thread sender([&] {
+    int s = ::accept(listener, nullptr, nullptr);
+    for (int r = 0; r < runs + 1; ++r) {
+      char go;
+      if (::read(s, &go, 1) != 1) break;
+      for (size_t at = 0; at < bytes;) {
+        const ssize_t n = ::write(s, src.data() + at, std::min<size_t>(1 << 20, bytes - at));
+        if (n <= 0) break;
+        at += static_cast<size_t>(n);
+      }
+    }
+    ::close(s);
+  });
+  int c = ::socket(AF_INET, SOCK_STREAM, 0);
+  ::connect(c, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  const double t = bench::median_seconds(runs, 1, [&] {
+    const char go = 1;
+    if (::write(c, &go, 1) != 1) return;
+    for (size_t at = 0; at < bytes;) {
+      const ssize_t n = ::read(c, dst.data() + at, bytes - at);
+      if (n <= 0) break;
+      at += static_cast<size_t>(n);
+    }
+  });
+  ::close(c);
+  sender.join();
+  ::close(listener);
+  return t;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int runs = 7;
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::string(argv[i]) == "--runs") runs = std::stoi(argv[i + 1]);
+  }
+  ::setenv("SURF_EXE", SURF_EXE_PATH, 0);
+  test::TempDir dir;
+  const size_t big = 200u * 1000 * 1000, small = 20u * 1000 * 1000;
+  write_store(dir.str("store"), {{"big", big}, {"small", small}});
+  test::ServerProcess server({"--store", dir.str("store"), "--cache-mb", "1000", "--threads", "2"});
+  OpenOptions o;
+  std::printf("surf serve on 127.0.0.1:%d; median of %d runs after one warm-up\n\n", server.port(), runs);
+  std::printf("%-8s %14s %14s %8s\n", "chunk", "surf MB/s", "raw TCP MB/s", "ratio");
+  for (const auto& [id, bytes] : {std::pair<std::string, size_t>{"big", big}, {"small", small}}) {
+    auto pool = std::make_shared<BufferPool>(8);
+    auto provider = make_ws_provider(server.url("store"), o, pool);
+    const uint64_t chunk_bytes = provider->manifest().find(id)->bytes;
+    const double t = bench::median_seconds(runs, 1, [&] {
+      FetchResult r = provider->fetch(id);
+      if (r.component->get("weight").numel() != static_cast<int64_t>(bytes / 4)) std::abort();
+    });
+    const double raw = raw_tcp_seconds(chunk_bytes, runs);
+    std::printf("%-8s %14.0f %14.0f %8.2f   (goal >= 0.80)\n", (id + " " + std::to_string(bytes / 1000000) + "MB").c_str(),
+                chunk_bytes / t / 1e6, chunk_bytes / raw / 1e6, raw / t);
+  }
+  // 8 clients, each its own connection, each fetching the 20 MB chunk `runs` times.
+  std::atomic<uint64_t> total{0};
+  const double t0 = bench::now_s();
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 8; ++c) {
+    clients.emplace_back([&] {
+      auto pool = std::make_shared<BufferPool>(4);
+      auto provider = make_ws_provider(server.url("store"), o, pool);
+      for (int r = 0; r < runs; ++r) total += provider->fetch("small").bytes_fetched;
+    });
+  }
+  for (auto& t : clients) t.join();
+  const double el = bench::now_s() - t0;
+  std::printf("\n8 clients x %d x 20 MB: aggregate %.0f MB/s (%.0f MB in %.2f s)\n", runs, total / el / 1e6, total / 1e6, el);
+  return 0;
+}
