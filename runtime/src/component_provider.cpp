@@ -89,7 +89,7 @@ class StoreProvider final : public ComponentProvider {
       backend_->get("manifest.json", text);
     } catch (const Error& e) {
       if (e.code() == ErrorCode::not_found) {
-        fail(ErrorCode::not_found, backend_->describe() + " is not a chunk store (no manifest.json)");
+        fail(ErrorCode::not_found, backend_->describe() + " is not a chunk store (no manifest.json: " + e.what() + ")");
       }
       throw;
     }

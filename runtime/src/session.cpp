@@ -6,6 +6,7 @@
 #include "layer_cache.h"
 #include "plugin_registry.h"
 #include "session_source.h"
+#include "store_backend.h"
 #include "surf/runtime.h"
 #include "surf/storage/backend.h"
 #include "surf/storage/safetensors.h"
@@ -145,14 +146,17 @@ SourceDescription open_source(const std::string& source, const OpenOptions& opti
     d.plugin = registry.find(d.provider->manifest().model_type);
     return d;
   }
-  if (source.rfind("s3://", 0) == 0) {
-    fail(ErrorCode::unsupported, "S3 sources (" + source + ") are not available in this build yet");
+  if (is_s3_url(source)) {
+    d.kind = "s3";
+    d.provider = make_store_provider(open_store_backend(source, false), pool);
+    d.plugin = registry.find(d.provider->manifest().model_type);
+    return d;
   }
   const fs::path path(source);
   if (!fs::exists(path)) fail(ErrorCode::not_found, "source '" + source + "' does not exist");
   if (fs::is_regular_file(path / "manifest.json")) {
     d.kind = "store";
-    d.provider = make_store_provider(std::shared_ptr<StorageBackend>(open_filesystem_backend(path)), pool);
+    d.provider = make_store_provider(open_store_backend(source, false), pool);
     d.plugin = registry.find(d.provider->manifest().model_type);
     return d;
   }
