@@ -48,12 +48,21 @@ std::shared_ptr<ByteBuffer> BufferPool::acquire(size_t size) {
   });
 }
 
+namespace {
+// Matrices this large stay 16-bit in memory (the ops convert them panel by panel); smaller
+// tensors (norms, biases, small tables) are converted to f32 once.
+bool keep_16bit(const RawTensor& t) {
+  return (t.dtype == DType::F16 || t.dtype == DType::BF16) && t.shape.size() >= 2 && t.length / 2 >= (1u << 16);
+}
+size_t converted_size(const RawTensor& t) { return (t.length * 2 + 63) / 64 * 64; }
+}  // namespace
+
 std::shared_ptr<LoadedComponent> materialize(const std::string& id, const std::vector<RawTensor>& raw,
                                              std::shared_ptr<const void> holder, size_t holder_bytes,
                                              BufferPool& pool) {
   size_t convert_bytes = 0;
   for (const auto& t : raw) {
-    if (t.dtype == DType::F16 || t.dtype == DType::BF16) convert_bytes += (t.length * 2 + 63) / 64 * 64;
+    if ((t.dtype == DType::F16 || t.dtype == DType::BF16) && !keep_16bit(t)) convert_bytes += converted_size(t);
   }
   std::shared_ptr<ByteBuffer> converted;
   if (convert_bytes) converted = pool.acquire(convert_bytes);
@@ -61,11 +70,11 @@ std::shared_ptr<LoadedComponent> materialize(const std::string& id, const std::v
   size_t at = 0;
   bool uses_holder = false;
   for (const auto& t : raw) {
-    if (t.dtype == DType::F16 || t.dtype == DType::BF16) {
+    if ((t.dtype == DType::F16 || t.dtype == DType::BF16) && !keep_16bit(t)) {
       float* dst = reinterpret_cast<float*>(converted->data() + at);
       convert_to_f32(t.dtype, t.data, dst, t.length / 2);
       tensors.emplace_back(t.name, Tensor::view(DType::F32, t.shape, dst, converted));
-      at += (t.length * 2 + 63) / 64 * 64;
+      at += converted_size(t);
     } else {
       if (reinterpret_cast<uintptr_t>(t.data) % dtype_size(t.dtype) != 0) {
         fail(ErrorCode::corrupt, "component '" + id + "': tensor '" + t.name + "' is misaligned");
@@ -76,6 +85,17 @@ std::shared_ptr<LoadedComponent> materialize(const std::string& id, const std::v
   }
   const uint64_t memory = (uses_holder ? holder_bytes : 0) + convert_bytes;
   return std::make_shared<LoadedComponent>(id, std::move(tensors), memory);
+}
+
+std::shared_ptr<LoadedComponent> decode_into_component(const std::string& id, std::shared_ptr<const void> holder,
+                                                       const std::byte* chunk, size_t size, BufferPool& pool) {
+  // Decompression needs a buffer of its own; plain chunks are used in place.
+  auto scratch = chunk_is_compressed(chunk, size) ? pool.acquire(0) : std::make_shared<ByteBuffer>();
+  DecodedChunk d = decode_chunk(chunk, size, id, *scratch, /*verify_checksum=*/false);
+  std::vector<RawTensor> raw;
+  for (const auto& t : d.tensors) raw.push_back({t.name, t.dtype, t.shape, t.data, t.length});
+  if (d.compression == Compression::zstd) return materialize(id, raw, scratch, scratch->capacity(), pool);
+  return materialize(id, raw, std::move(holder), size, pool);
 }
 
 namespace {
@@ -124,12 +144,7 @@ class StoreProvider final : public ComponentProvider {
   }
 
   std::shared_ptr<LoadedComponent> decode(const std::string& id, const std::shared_ptr<ByteBuffer>& buf) {
-    auto scratch = pool_->acquire(0);
-    DecodedChunk d = decode_chunk(buf->data(), buf->size(), id, *scratch, /*verify_checksum=*/false);
-    std::vector<RawTensor> raw;
-    for (const auto& t : d.tensors) raw.push_back({t.name, t.dtype, t.shape, t.data, t.length});
-    if (d.compression == Compression::zstd) return materialize(id, raw, scratch, scratch->capacity(), *pool_);
-    return materialize(id, raw, buf, buf->capacity(), *pool_);
+    return decode_into_component(id, buf, buf->data(), buf->size(), *pool_);
   }
 
  private:

@@ -59,11 +59,17 @@ struct RawTensor {
   size_t length;
 };
 
-// f32/i64 tensors become views into `holder` (no copy); f16/bf16 are converted into one pooled
-// buffer. The result keeps `holder` alive only if some tensor references it.
+// f32/i64 tensors and large f16/bf16 matrices become views into `holder` (no copy; the SDK's
+// matmuls and embedding take 16-bit weights); small f16/bf16 tensors are converted to f32 into
+// one pooled buffer. The result keeps `holder` alive only if some tensor references it.
 std::shared_ptr<LoadedComponent> materialize(const std::string& id, const std::vector<RawTensor>& raw,
                                              std::shared_ptr<const void> holder, size_t holder_bytes,
                                              BufferPool& pool);
+
+// Decodes a chunk whose whole-object checksum the caller has verified and materialises it;
+// `holder` owns the chunk bytes (tensors of plain chunks point into them).
+std::shared_ptr<LoadedComponent> decode_into_component(const std::string& id, std::shared_ptr<const void> holder,
+                                                       const std::byte* chunk, size_t size, BufferPool& pool);
 
 struct FetchResult {
   std::shared_ptr<LoadedComponent> component;

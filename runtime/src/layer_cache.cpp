@@ -89,6 +89,7 @@ ComponentRef LayerCache::acquire(const std::string& id) {
     if (it == entries_.end()) {
       // Miss: fetch on this thread. The loading entry makes concurrent askers wait.
       stats_.misses++;
+      evict_locked(1);  // free a buffer first, so the fetch reuses its pages
       entries_[id] = Entry{};
       schedule_prefetch(index + 1, static_cast<size_t>(options_.prefetch));
       lock.unlock();
@@ -148,6 +149,7 @@ void LayerCache::schedule_prefetch(size_t first, size_t count) {
   for (size_t j = first; j < first + count && j < streamed_order_.size(); ++j) {
     const std::string& next = streamed_order_[j];
     if (entries_.count(next)) continue;
+    evict_locked(1);
     Entry e;
     e.prefetched = true;
     entries_[next] = std::move(e);
@@ -157,10 +159,10 @@ void LayerCache::schedule_prefetch(size_t first, size_t count) {
   changed_.notify_all();
 }
 
-void LayerCache::evict_locked() {
+void LayerCache::evict_locked(size_t room) {
   const uint64_t max_entries = options_.max_components + static_cast<uint64_t>(options_.prefetch);
   auto over = [&] {
-    return entries_.size() > max_entries || (options_.max_bytes && stats_.cached_bytes > options_.max_bytes);
+    return entries_.size() + room > max_entries || (options_.max_bytes && stats_.cached_bytes > options_.max_bytes);
   };
   // Walk from least recently used; pinned entries (held by a model) and unused prefetches stay.
   for (int pass = 0; pass < 2 && over(); ++pass) {
@@ -170,6 +172,7 @@ void LayerCache::evict_locked() {
       const bool pinned = e.data.use_count() > 1;
       const bool fresh_prefetch = e.prefetched && !e.used;
       if (pinned || (pass == 0 && fresh_prefetch)) continue;
+      if (room > 0 && fresh_prefetch) continue;  // never drop a prefetch to make room for another
       stats_.evictions++;
       if (fresh_prefetch) stats_.prefetch_wasted++;
       stats_.cached_bytes -= e.data->memory_bytes();

@@ -48,7 +48,8 @@ class LayerCache final : public ComponentSource {
   std::shared_ptr<LoadedComponent> fetch_counted(const std::string& id);
   // Marks streamed_order_[first, first+count) as loading and queues them (mutex held).
   void schedule_prefetch(size_t first, size_t count);
-  void evict_locked();
+  // Evicts least recently used entries until `room` more fit (pinned ones and unused prefetches stay).
+  void evict_locked(size_t room = 0);
   void worker();
   bool is_resident(const std::string& id) const { return resident_ids_.count(id) > 0; }
 

@@ -384,15 +384,9 @@ class WsProvider final : public ComponentProvider {
                                      c->checksum + ", " + std::to_string(c->bytes) + " bytes; received " + sum + ", " +
                                      std::to_string(size) + " bytes)");
       }
-      auto scratch = pool_->acquire(0);
-      DecodedChunk d = decode_chunk(bytes, size, id, *scratch, /*verify_checksum=*/false);
-      std::vector<RawTensor> raw;
-      for (const auto& t : d.tensors) raw.push_back({t.name, t.dtype, t.shape, t.data, t.length});
       FetchResult out;
       out.bytes_fetched = size;
-      out.component = d.compression == Compression::zstd
-                          ? materialize(id, raw, scratch, scratch->capacity(), *pool_)
-                          : materialize(id, raw, r, r->buffer->capacity(), *pool_);
+      out.component = decode_into_component(id, r, bytes, size, *pool_);
       return out;
     });
   }

@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
+#include "gemv16.h"
 #include "surf/ops.h"
 
 namespace surf::ops {
@@ -43,23 +45,59 @@ void check_linear(const Tensor& x, const Tensor& w, const Tensor* bias, int64_t 
           std::string(what) + ": bias " + (bias ? shape_string(bias->shape()) : "") +
               " does not match output width " + std::to_string(n));
   expect_dtype(x, DType::F32, what);
-  expect_dtype(w, DType::F32, what);
+  if (!is_float(w.dtype())) {
+    fail(ErrorCode::invalid_argument, std::string(what) + ": weight has dtype " + dtype_name(w.dtype()));
+  }
 }
 
 }  // namespace
 
 void set_blas_threads(int threads) { openblas_set_num_threads(threads); }
 
+namespace {
+
+// 16-bit weights stay 16-bit in the cache; matmuls convert them panel by panel into a warm
+// per-thread scratch (a few MB) and run sgemm on the panel.
+constexpr int64_t kPanelElements = 1 << 20;
+
+float* panel_scratch(int64_t elements) {
+  thread_local std::vector<float> scratch;
+  if (static_cast<int64_t>(scratch.size()) < elements) scratch.resize(static_cast<size_t>(elements));
+  return scratch.data();
+}
+
+const std::byte* row_bytes(const Tensor& w, int64_t row, int64_t width) {
+  return static_cast<const std::byte*>(w.raw()) + row * width * static_cast<int64_t>(dtype_size(w.dtype()));
+}
+
+}  // namespace
+
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
   const int64_t n = w.dim(0), k = w.dim(1);
   check_linear(x, w, bias, k, n, "linear");
   const int64_t m = rows_of(x);
   Tensor y = Tensor::empty(DType::F32, with_last(x.shape(), n));
-  if (m == 1) {
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, n, k, 1.0f, w.f32(), k, x.f32(), 1, 0.0f, y.f32(), 1);
+  if (m > 0 && w.dtype() == DType::F32) {
+    if (m == 1) {
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, n, k, 1.0f, w.f32(), k, x.f32(), 1, 0.0f, y.f32(), 1);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, x.f32(), k, w.f32(), k, 0.0f, y.f32(), n);
+    }
+  } else if (m > 0 && m <= detail::kFusedMaxRows && detail::fused16_available()) {
+    detail::gemv16_nk(w.dtype(), w.raw(), x.f32(), y.f32(), m, n, k);
   } else if (m > 0) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, x.f32(), k, w.f32(), k, 0.0f,
-                y.f32(), n);
+    // Panels of rows of w [n, k]: each gives a block of output columns.
+    const int64_t rows = std::max<int64_t>(1, std::min(n, kPanelElements / std::max<int64_t>(k, 1)));
+    float* panel = panel_scratch(rows * k);
+    for (int64_t r0 = 0; r0 < n; r0 += rows) {
+      const int64_t r = std::min(rows, n - r0);
+      convert_to_f32(w.dtype(), row_bytes(w, r0, k), panel, static_cast<size_t>(r * k));
+      if (m == 1) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, r, k, 1.0f, panel, k, x.f32(), 1, 0.0f, y.f32() + r0, 1);
+      } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, r, k, 1.0f, x.f32(), k, panel, k, 0.0f, y.f32() + r0, n);
+      }
+    }
   }
   add_bias(y.f32(), m, n, bias);
   return y;
@@ -70,11 +108,24 @@ Tensor linear_in_out(const Tensor& x, const Tensor& w, const Tensor* bias) {
   check_linear(x, w, bias, k, n, "linear_in_out");
   const int64_t m = rows_of(x);
   Tensor y = Tensor::empty(DType::F32, with_last(x.shape(), n));
-  if (m == 1) {
-    cblas_sgemv(CblasRowMajor, CblasTrans, k, n, 1.0f, w.f32(), n, x.f32(), 1, 0.0f, y.f32(), 1);
+  if (m > 0 && w.dtype() == DType::F32) {
+    if (m == 1) {
+      cblas_sgemv(CblasRowMajor, CblasTrans, k, n, 1.0f, w.f32(), n, x.f32(), 1, 0.0f, y.f32(), 1);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, x.f32(), k, w.f32(), n, 0.0f, y.f32(), n);
+    }
+  } else if (m > 0 && m <= detail::kFusedMaxRows && detail::fused16_available()) {
+    detail::gemv16_kn(w.dtype(), w.raw(), x.f32(), y.f32(), m, n, k);
   } else if (m > 0) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, x.f32(), k, w.f32(), n,
-                0.0f, y.f32(), n);
+    // Panels of rows of w [k, n] (a slice of the reduction): accumulate into y.
+    const int64_t rows = std::max<int64_t>(1, std::min(k, kPanelElements / std::max<int64_t>(n, 1)));
+    float* panel = panel_scratch(rows * n);
+    for (int64_t r0 = 0; r0 < k; r0 += rows) {
+      const int64_t r = std::min(rows, k - r0);
+      convert_to_f32(w.dtype(), row_bytes(w, r0, n), panel, static_cast<size_t>(r * n));
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, r, 1.0f, x.f32() + r0, k, panel, n,
+                  r0 == 0 ? 0.0f : 1.0f, y.f32(), n);
+    }
   }
   add_bias(y.f32(), m, n, bias);
   return y;
@@ -210,16 +261,16 @@ Tensor embedding(const Tensor& table, const Tensor& ids) {
   require(table.rank() == 2, "embedding: table must be 2-D, got " + shape_string(table.shape()));
   expect_dtype(ids, DType::I64, "token ids");
   const int64_t v = table.dim(0), h = table.dim(1), n = ids.numel();
+  if (!is_float(table.dtype())) fail(ErrorCode::invalid_argument, "embedding: table has dtype " + std::string(dtype_name(table.dtype())));
   Tensor out = Tensor::empty(DType::F32, {n, h});
   const int64_t* id = ids.i64();
-  const float* src = table.f32();
   for (int64_t i = 0; i < n; ++i) {
     if (id[i] < 0 || id[i] >= v) {
       fail(ErrorCode::invalid_argument, "token id " + std::to_string(id[i]) + " at position " +
                                             std::to_string(i) + " is out of range [0, " +
                                             std::to_string(v) + ")");
     }
-    std::memcpy(out.f32() + i * h, src + id[i] * h, static_cast<size_t>(h) * 4);
+    convert_to_f32(table.dtype(), row_bytes(table, id[i], h), out.f32() + i * h, static_cast<size_t>(h));
   }
   return out;
 }

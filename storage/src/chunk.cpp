@@ -29,6 +29,12 @@ void put_be32(std::byte* p, uint32_t v) {
 
 }  // namespace
 
+bool chunk_is_compressed(const std::byte* data, size_t size) {
+  // The compression field sits in the header, before the data: look for its value.
+  const std::string_view head(reinterpret_cast<const char*>(data), std::min<size_t>(size, 4096));
+  return head.find("\xab" "compression" "\xa4" "zstd") != std::string_view::npos;
+}
+
 const char* compression_name(Compression c) { return c == Compression::zstd ? "zstd" : "none"; }
 
 Compression compression_from_name(std::string_view name) {

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "surf/ops.h"
 
@@ -183,4 +184,35 @@ TEST(KVCache, AppendsPerBatchRowAndRefusesOverflow) {
   EXPECT_EQ(c.k()[3], 2);  // batch row 1 starts at capacity 3
   c.append(k, v, 1);
   EXPECT_THROW(c.append(k, v, 1), Error);
+}
+
+namespace {
+// A bf16 or f16 copy of w (values chosen exactly representable) and its exact f32 twin.
+std::pair<Tensor, Tensor> sixteen_bit(DType dtype, Shape shape, uint32_t seed) {
+  Tensor f = Tensor::empty(DType::F32, shape);
+  for (int64_t i = 0; i < f.numel(); ++i) f.f32()[i] = static_cast<float>(static_cast<int>((i * 7 + seed) % 33) - 16) / 16.0f;
+  Tensor h = Tensor::empty(dtype, shape);
+  convert_from_f32(dtype, f.f32(), h.raw_mutable(), static_cast<size_t>(f.numel()));
+  return {h, f};
+}
+}  // namespace
+
+TEST(Linear, SixteenBitWeightsMatchTheirF32Twin) {
+  // Shapes large enough for several conversion panels (panel = 2^20 elements).
+  for (DType dtype : {DType::BF16, DType::F16}) {
+    for (int64_t m : {1, 3, 40}) {
+      auto [w16, w32] = sixteen_bit(dtype, {700, 3000}, 5);  // 2.1M elements: 3 panels
+      Tensor x = Tensor::empty(DType::F32, {m, 3000});
+      for (int64_t i = 0; i < x.numel(); ++i) x.f32()[i] = static_cast<float>(i % 13) / 8.0f - 0.7f;
+      const Tensor a = ops::linear(x, w16), b = ops::linear(x, w32);
+      for (int64_t i = 0; i < a.numel(); ++i) ASSERT_NEAR(a.f32()[i], b.f32()[i], 1e-3) << i;
+      auto [v16, v32] = sixteen_bit(dtype, {3000, 700}, 9);
+      const Tensor c = ops::linear_in_out(x, v16), d = ops::linear_in_out(x, v32);
+      for (int64_t i = 0; i < c.numel(); ++i) ASSERT_NEAR(c.f32()[i], d.f32()[i], 1e-3) << i;
+    }
+    auto [t16, t32] = sixteen_bit(dtype, {50, 8}, 3);
+    const Tensor ids = Tensor::from_i64({3}, {49, 0, 7});
+    const Tensor e16 = ops::embedding(t16, ids), e32 = ops::embedding(t32, ids);
+    EXPECT_EQ(std::memcmp(e16.raw(), e32.raw(), e16.nbytes()), 0);
+  }
 }

@@ -9,6 +9,8 @@
 
 namespace surf::ops {
 
+// Weights (w, embedding tables) may be F32, BF16 or F16: 16-bit weights are converted panel by
+// panel (exactly) into f32 scratch; the arithmetic is f32 either way. Activations are f32.
 // y[M,N] = x[M,K] * w[N,K]^T (+ bias[N]): nn.Linear layout. M == 1 uses sgemv.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias = nullptr);
 // y[M,N] = x[M,K] * w[K,N] (+ bias[N]): GPT-2 Conv1D layout.

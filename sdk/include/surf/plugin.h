@@ -46,7 +46,9 @@ struct ComponentPlan {
   std::vector<std::string> ignored_prefixes;
 };
 
-// A component's tensors, materialised by the runtime (floats as f32).
+// A component's tensors, materialised by the runtime: f32 and i64 as stored; f16/bf16 matrices of
+// 64K+ elements stay 16-bit (ops::linear, linear_in_out and embedding take them; call
+// Tensor::to_f32() for anything else); smaller f16/bf16 tensors arrive as f32.
 class Component {
  public:
   virtual ~Component() = default;

@@ -53,6 +53,9 @@ void encode_chunk(const std::string& component, const std::vector<ChunkTensorIn>
 DecodedChunk decode_chunk(const std::byte* data, size_t size, std::string_view expected_component,
                           ByteBuffer& scratch, bool verify_checksum = true);
 
+// Whether the chunk's data is compressed (cheap: reads the header only). False if unreadable.
+bool chunk_is_compressed(const std::byte* data, size_t size);
+
 // "xxh3:" + 16 lowercase hex digits of XXH3-64.
 std::string checksum_of(const void* data, size_t size);
 
