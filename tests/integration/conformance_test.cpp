@@ -3,6 +3,7 @@
 // dropping its plugin into plugins/ and its fixture into tests/fixtures/.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "../test_util.h"
@@ -162,4 +163,30 @@ TEST(Session, AsyncForwardMatchesBlocking) {
   TensorMap blocking = s->forward(in);
   EXPECT_TRUE(test::bitwise_equal(f1.get().at("logits"), blocking.at("logits")));
   EXPECT_EQ(f2.get().at("generated_ids").dim(1), in.at("input_ids").dim(1) + 3);
+}
+
+// Big bf16 matrices stay 16-bit in the cache (the fixtures' are too small to): a bf16 store must
+// give what the same weights upcast to f32 at chunking time give.
+TEST(Streaming, SixteenBitWeightsInTheCacheMatchTheirF32Store) {
+  test::TempDir d;
+  SynthOptions so;
+  so.preset = "small";  // 512-wide layers: every projection is 16-bit in the cache
+  synth_checkpoint(d.str("hf"), so);
+  ChunkOptions co;
+  co.plugin_dirs = {test::plugin_dir()};
+  chunk_checkpoint(d.str("hf"), d.str("bf16"), co);
+  co.dtype = "f32";
+  chunk_checkpoint(d.str("hf"), d.str("f32"), co);
+  const Tensor ids = read_safetensors(d.path() / "hf" / "inputs.safetensors").at("input_ids");
+  OpenOptions o;
+  o.plugin_dirs = {test::plugin_dir()};
+  auto a = Session::open(d.str("bf16"), o), b = Session::open(d.str("f32"), o);
+  const TensorMap fa = a->forward({{"input_ids", ids}}), fb = b->forward({{"input_ids", ids}});
+  const Tensor& la = fa.at("logits");
+  const Tensor& lb = fb.at("logits");
+  ASSERT_EQ(la.shape(), lb.shape());
+  for (int64_t i = 0; i < la.numel(); ++i) ASSERT_NEAR(la.f32()[i], lb.f32()[i], 5e-5 + 5e-5 * std::fabs(lb.f32()[i])) << i;
+  const TensorMap ga = a->generate({{"input_ids", ids}}, 4), gb = b->generate({{"input_ids", ids}}, 4);
+  EXPECT_TRUE(test::bitwise_equal(ga.at("generated_ids"), gb.at("generated_ids")));
+  EXPECT_LT(a->cache_stats().peak_cached_bytes, b->cache_stats().peak_cached_bytes * 6 / 10);  // half the memory
 }
