@@ -166,14 +166,6 @@ bool token_matches(const std::string& want, std::string_view got) {
   return diff == 0;
 }
 
-bool valid_name(std::string_view s) {
-  if (s.empty() || s.size() > 200 || s.find("..") != std::string_view::npos) return false;
-  for (char c : s) {
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.')) return false;
-  }
-  return true;
-}
-
 class WsSession : public std::enable_shared_from_this<WsSession> {
  public:
   WsSession(tcp::socket&& socket, std::shared_ptr<ServerState> state, bool authed)
@@ -316,7 +308,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
         }
       }, 1, start);
     }
-    if (!valid_name(model)) return answer_error(id, "bad_request", "invalid model name '" + model + "'", start);
+    if (!is_valid_component_id(model)) return answer_error(id, "bad_request", "invalid model name '" + model + "'", start);
     auto mit = state_->models.find(model);
     if (mit == state_->models.end()) return answer_error(id, "not_found", "no model '" + model + "'", start);
     const ServedModel& m = mit->second;
@@ -328,7 +320,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
         pk.pack(m.manifest_text);
       }, 2, start);
     }
-    if (!valid_name(component)) {
+    if (!is_valid_component_id(component)) {
       return answer_error(id, "bad_request", "invalid component name '" + component + "': only [A-Za-z0-9_.-], no '..'",
                           start);
     }
@@ -451,7 +443,7 @@ void serve(const ServeOptions& options, const std::function<void(uint16_t)>& on_
   auto state = std::make_shared<ServerState>(options);
   if (options.stores.empty()) fail(ErrorCode::invalid_argument, "serve: no store given (--store DIR)");
   for (const auto& [name, source] : options.stores) {
-    if (!valid_name(name)) fail(ErrorCode::invalid_argument, "serve: invalid model name '" + name + "'");
+    if (!is_valid_component_id(name)) fail(ErrorCode::invalid_argument, "serve: invalid model name '" + name + "'");
     if (state->models.count(name)) fail(ErrorCode::invalid_argument, "serve: two stores named '" + name + "'");
     ServedModel m;
     m.name = name;

@@ -6,12 +6,16 @@ using nlohmann::json;
 
 namespace surf {
 
-void validate_component_id(const std::string& id) {
-  bool ok = !id.empty() && id.size() <= 200 && id.find("..") == std::string::npos && id != ".";
+bool is_valid_component_id(std::string_view id) {
+  if (id.empty() || id.size() > 200 || id.find("..") != std::string_view::npos || id == ".") return false;
   for (char c : id) {
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.')) ok = false;
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.')) return false;
   }
-  if (!ok) {
+  return true;
+}
+
+void validate_component_id(const std::string& id) {
+  if (!is_valid_component_id(id)) {
     fail(ErrorCode::invalid_argument, "invalid component name '" + id +
                                           "': only [A-Za-z0-9_.-] allowed, no '..' or '/'");
   }

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "surf/plugin.h"
@@ -43,7 +44,9 @@ struct Manifest {
   static Manifest from_json(const std::string& text);  // Error(corrupt/unsupported) on bad input
 };
 
-// Component ids become file names: [A-Za-z0-9_.-]+, no "..". Error(invalid_argument) otherwise.
+// Component ids (and served model names) become file names: [A-Za-z0-9_.-]+, at most 200
+// characters, no "..". validate_component_id throws Error(invalid_argument) otherwise.
+bool is_valid_component_id(std::string_view id);
 void validate_component_id(const std::string& id);
 std::string chunk_key(const std::string& component_id);
 
