@@ -21,7 +21,7 @@ struct BertConfig {
     layers = c.get_int("num_hidden_layers");
     heads = c.get_int("num_attention_heads");
     vocab = c.get_int("vocab_size");
-    positions = c.get_int("max_position_embeddings", 512);
+    positions = c.get_int("max_position_embeddings", 512);  // (vocab also sizes the MLM head)
     type_vocab = c.get_int("type_vocab_size", 2);
     eps = c.get_float("layer_norm_eps", 1e-12);
     act = ops::activation_from_name(c.get_string("hidden_act", "gelu"));
@@ -108,9 +108,32 @@ class Bert final : public Model {
       for (int64_t i = 0; i < pooled.numel(); ++i) pooled.f32()[i] = std::tanh(pooled.f32()[i]);
       out["pooler_output"] = pooled;
     }
+    pre_training_heads(src, x, t, out);
   }
 
  private:
+  // BertForPreTraining checkpoints carry cls.predictions (masked-LM) and cls.seq_relationship
+  // (next-sentence) heads; when present their logits are returned under HF's names.
+  void pre_training_heads(ComponentSource& src, const Tensor& x, const TokenInputs& t, TensorMap& out) {
+    ComponentRef heads = src.acquire("heads");
+    if (const Tensor* dense = heads->find("transform.dense.weight")) {
+      Tensor h = ops::linear(x, *dense, heads->find("transform.dense.bias"));
+      ops::activate(h, cfg_.act);
+      h = ops::layer_norm(h, heads->get("transform.LayerNorm.weight"), heads->get("transform.LayerNorm.bias"),
+                          static_cast<float>(cfg_.eps));
+      const Tensor* decoder = heads->find("decoder.weight");
+      ComponentRef embed;
+      if (decoder == nullptr) {  // tied to the word embeddings
+        embed = src.acquire("embed");
+        decoder = &embed->get("word_embeddings.weight");
+      }
+      out["prediction_logits"] = ops::linear(h, *decoder, heads->find("bias")).reshape({t.batch, t.len, cfg_.vocab});
+    }
+    if (const Tensor* nsp = heads->find("seq_relationship.weight"); nsp && out.count("pooler_output")) {
+      out["seq_relationship_logits"] = ops::linear(out.at("pooler_output"), *nsp, heads->find("seq_relationship.bias"));
+    }
+  }
+
   BertConfig cfg_;
 };
 
@@ -154,8 +177,19 @@ struct BertArchitecture {
     p.components.push_back({"pooler", ComponentRole::resident,
                             {t("dense.weight", "pooler.dense.weight", false), t("dense.bias", "pooler.dense.bias", false)}});
     p.execution_order.push_back("pooler");
-    p.ignored_suffixes = {"embeddings.position_ids"};
-    p.ignored_prefixes = {"cls.", "bert.cls."};
+    // Pre-training heads, when the checkpoint has them (they sit outside the "bert." prefix).
+    auto head = [](const std::string& name, const std::string& hf) { return TensorSpec{name, {hf}, false}; };
+    p.components.push_back({"heads", ComponentRole::resident,
+                            {head("transform.dense.weight", "cls.predictions.transform.dense.weight"),
+                             head("transform.dense.bias", "cls.predictions.transform.dense.bias"),
+                             head("transform.LayerNorm.weight", "cls.predictions.transform.LayerNorm.weight"),
+                             head("transform.LayerNorm.bias", "cls.predictions.transform.LayerNorm.bias"),
+                             head("bias", "cls.predictions.bias"),
+                             head("decoder.weight", "cls.predictions.decoder.weight"),
+                             head("seq_relationship.weight", "cls.seq_relationship.weight"),
+                             head("seq_relationship.bias", "cls.seq_relationship.bias")}});
+    p.execution_order.push_back("heads");
+    p.ignored_suffixes = {"embeddings.position_ids", "cls.predictions.decoder.bias"};
     return p;
   }
 

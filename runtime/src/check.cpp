@@ -177,6 +177,9 @@ CheckReport check_fixture(const std::string& fixture_dir, const CheckOptions& op
                         "encoder_hidden_states", "decoder_last_hidden_state", "decoder_hidden_states"}) {
     add(k, out, k);
   }
+  // The reference names BERT's pre-training head outputs differently from HF.
+  add("mlm_logits", out, "prediction_logits");
+  add("nsp_logits", out, "seq_relationship_logits");
   if (expected("logits_default_positions") && inputs.count("position_ids")) {
     TensorMap no_pos = inputs;
     no_pos.erase("position_ids");
