@@ -68,17 +68,19 @@ void ServerProcess::kill_hard() {
   pid_ = -1;
 }
 
-void ServerProcess::stop() {
-  if (pid_ <= 0) return;
+int ServerProcess::stop() {
+  if (pid_ <= 0) return -1;
   ::kill(pid_, SIGTERM);
   for (int i = 0; i < 500; ++i) {
-    if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
-      return;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   kill_hard();
+  return 128 + SIGKILL;
 }
 
 void ServerProcess::restart() {

@@ -17,7 +17,8 @@ class ServerProcess {
   int port() const { return port_; }
   std::string url(const std::string& model = "") const;
   void kill_hard();   // SIGKILL, as if the machine died
-  void stop();        // SIGTERM, then SIGKILL after 5 s
+  // SIGTERM, then SIGKILL after 5 s; returns the exit status (128 + signal if killed), -1 if not running.
+  int stop();
   void restart();     // same arguments, same port
   bool running() const { return pid_ > 0; }
 

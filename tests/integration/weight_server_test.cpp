@@ -302,3 +302,23 @@ TEST(WeightServer, HealthzAndMetricsMoveWithTraffic) {
   const std::string third = http_get(server.port(), "/metrics");
   EXPECT_EQ(metric(third, "surf_cache_hits_total"), 4u);
 }
+
+TEST(WeightServer, ConnectionLimitAndCleanShutdown) {
+  test::ServerProcess server({"--store", stores().llama, "--max-connections", "2"});
+  OpenOptions o = options(1, 0);
+  o.retry_attempts = 2;
+  o.retry_backoff_ms = 20;
+  auto a = Session::open(server.url("llama"), o);
+  auto b = Session::open(server.url("llama"), o);
+  try {
+    Session::open(server.url("llama"), o);
+    FAIL() << "a third connection should be refused";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::network) << e.what();
+  }
+  EXPECT_NO_THROW(a->forward(llama_inputs()));  // the admitted clients still work
+  b.reset();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_NO_THROW(Session::open(server.url("llama"), o));  // a slot freed up
+  EXPECT_EQ(server.stop(), 0);  // SIGTERM: orderly exit
+}
