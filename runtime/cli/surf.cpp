@@ -42,6 +42,7 @@ const std::vector<Flag> kCacheFlags = {
     {"cache-mb", true, "also bound the cache in megabytes"},
     {"prefetch", true, "components fetched ahead (default 1)"},
     {"warmup", true, "comma-separated component ids to load at open, or 'all'"},
+    {"spare-buffers", true, "freed buffers kept for reuse (default 2; fewer saves memory, costs speed)"},
     {"stats-json", true, "write cache statistics as JSON to this file"},
     {"token", true, "bearer token for ws:// sources"},
 };
@@ -96,6 +97,7 @@ OpenOptions open_options(const Args& a) {
   o.prefetch = static_cast<int>(prefetch);
   o.cache_bytes = static_cast<uint64_t>(mb) * 1000000ull;
   o.warmup = split_commas(a.get("warmup"));
+  o.spare_buffers = static_cast<int>(std::max(0LL, a.get_int("spare-buffers", 2)));
   o.token = a.get("token");
   return o;
 }

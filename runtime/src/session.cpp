@@ -70,9 +70,9 @@ Session::~Session() = default;
 
 std::unique_ptr<Session> Session::open(const std::string& source, const OpenOptions& options) {
   auto impl = std::make_unique<Impl>(options);
-  // A few spare buffers: the next load reuses warm pages (fresh ones cost far more) without the
-  // pool holding more than a constant beyond the cache itself.
-  impl->pool = std::make_shared<BufferPool>(2);
+  // Spare buffers: the next load reuses warm pages (fresh ones cost far more) while the pool
+  // holds only a constant beyond the cache itself.
+  impl->pool = std::make_shared<BufferPool>(static_cast<size_t>(std::max(0, options.spare_buffers)));
   SourceDescription src = open_source(source, options, impl->registry, impl->pool);
   impl->plugin = src.plugin;
   impl->provider = std::move(src.provider);

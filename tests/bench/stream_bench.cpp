@@ -4,6 +4,7 @@
 // prefill matmul GFLOP/s through the SDK against raw OpenBLAS sgemm on the same shapes (goal >= 70%).
 //
 //   build/tests/bench/stream_bench [--preset tinyllama-1.1b] [--cache 2] [--prefetch 1] [--seq 128] [--runs 3]
+//                                  [--spare-buffers 2]
 #include <cblas.h>
 
 #include <algorithm>
@@ -54,6 +55,7 @@ int main(int argc, char** argv) {
   const int prefetch = std::stoi(arg(argc, argv, "prefetch", "1"));
   const int64_t seq = std::stoll(arg(argc, argv, "seq", "128"));
   const int runs = std::stoi(arg(argc, argv, "runs", "3"));
+  const int spares = std::stoi(arg(argc, argv, "spare-buffers", "2"));
   const fs::path hf = fs::path(bench::work_dir()) / (preset + "-bf16");
   const fs::path store = fs::path(bench::work_dir()) / (preset + "-bf16-store");
   if (!fs::exists(hf / "config.json")) {
@@ -87,6 +89,7 @@ int main(int argc, char** argv) {
     OpenOptions o;
     o.cache_layers = cache;
     o.prefetch = prefetch;
+    o.spare_buffers = spares;
     auto s = Session::open(store.string(), o);
     for (const auto& c : s->info().components) {
       if (!c.resident) {
@@ -148,11 +151,11 @@ int main(int argc, char** argv) {
   if (peak_ok) {
     const uint64_t grew = peak - rss_before;
     std::printf("\npeak RSS growth %.0f MB; budget: resident %.0f + (cache %llu + prefetch %d) x largest component %.0f MB"
-                " + activations %.0f MB = %.0f MB; ratio %.3f (goal <= 1.10); counting the pool's two spare"
-                " buffers (2 x %.0f MB): %.3f\n",
+                " + activations %.0f MB = %.0f MB; ratio %.3f (goal <= 1.10); counting the pool's %d spare"
+                " buffer(s) (x %.0f MB): %.3f\n",
                 grew / 1e6, resident_bytes / 1e6, static_cast<unsigned long long>(cache), prefetch, layer_bytes / 1e6,
-                activations / 1e6, budget / 1e6, static_cast<double>(grew) / static_cast<double>(budget), layer_bytes / 1e6,
-                static_cast<double>(grew) / static_cast<double>(budget + 2 * layer_bytes));
+                activations / 1e6, budget / 1e6, static_cast<double>(grew) / static_cast<double>(budget), spares,
+                layer_bytes / 1e6, static_cast<double>(grew) / static_cast<double>(budget + spares * layer_bytes));
   }
 
   // 4. Prefill matmuls: SDK linear (f32 weights, and bf16 weights as the cache holds them) vs raw

@@ -46,6 +46,10 @@ struct OpenOptions {
   uint64_t cache_bytes = 0;    // 0: no byte bound
   int prefetch = 1;            // components fetched ahead in execution order
   std::vector<std::string> warmup;  // component ids loaded at open; "all" = every component
+  // Freed component buffers kept for reuse. Fetching into warm pages is several times faster
+  // than into fresh ones on VMs like this one; each spare costs up to the largest component's
+  // size in memory. 2 keeps streaming at full speed; 0-1 trades speed for memory.
+  int spare_buffers = 2;
   std::string token;           // bearer token for ws:// sources
   int retry_attempts = 6;      // network sources: attempts per fetch before a typed error
   int retry_backoff_ms = 100;  // first backoff; doubles per attempt, capped at 2 s
