@@ -327,12 +327,12 @@ int cmd_inspect(const std::vector<std::string>& argv) {
 }
 
 int cmd_check(const std::vector<std::string>& argv) {
-  const auto flags = join({{{"source", true, "hf (read the checkpoint in place) | store (chunk to a temp store first)"},
+  const auto flags = join({{{"source", true, "hf (in place) | store (chunked to a temp store) | ws (that store behind a weight server) | a SOURCE URL"},
                             {"cache-size", true, "cache size (default 1)"},
                             {"prefetch", true, "prefetch depth (default 1)"}},
                            kPluginFlags});
   if (wants_help(argv)) {
-    print_help("check FIXTURE_DIR... [--plugin-dir DIR] [--source hf|store]",
+    print_help("check FIXTURE_DIR... [--plugin-dir DIR] [--source hf|store|ws]",
                "Runs each fixture (HF checkpoint + golden.safetensors + golden.json) through the plugin\n"
                "serving its model_type and compares every expected tensor with golden.json's rule and\n"
                "fp32 tolerance (generated ids exactly). Exit status 0 only if all pass.",

@@ -121,7 +121,8 @@ CheckReport check_fixture(const std::string& fixture_dir, const CheckOptions& op
 
   std::string source = fixture_dir;
   fs::path tmp_store;
-  if (options.source == "store") {
+  std::unique_ptr<WeightServer> server;
+  if (options.source == "store" || options.source == "ws") {
     tmp_store = fs::temp_directory_path() /
                 ("surf-check-" + std::to_string(::getpid()) + "-" + dir.filename().string());
     fs::remove_all(tmp_store);
@@ -129,6 +130,13 @@ CheckReport check_fixture(const std::string& fixture_dir, const CheckOptions& op
     co.plugin_dirs = options.plugin_dirs;
     chunk_checkpoint(fixture_dir, tmp_store.string(), co);
     source = tmp_store.string();
+    if (options.source == "ws") {
+      ServeOptions so;
+      so.stores = {{"fixture", source}};
+      so.port = 0;
+      server = std::make_unique<WeightServer>(so);
+      source = "ws://127.0.0.1:" + std::to_string(server->port()) + "/fixture";
+    }
   } else if (options.source != "hf") {
     source = options.source;  // a ready source (ws://..., a store path)
   }

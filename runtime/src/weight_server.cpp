@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
+#include <mutex>
 #include <unordered_map>
 
 #include "store_backend.h"
@@ -439,36 +440,20 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
 }  // namespace
 
-void serve(const ServeOptions& options, const std::function<void(uint16_t)>& on_listening) {
-  auto state = std::make_shared<ServerState>(options);
-  if (options.stores.empty()) fail(ErrorCode::invalid_argument, "serve: no store given (--store DIR)");
-  for (const auto& [name, source] : options.stores) {
-    if (!is_valid_component_id(name)) fail(ErrorCode::invalid_argument, "serve: invalid model name '" + name + "'");
-    if (state->models.count(name)) fail(ErrorCode::invalid_argument, "serve: two stores named '" + name + "'");
-    ServedModel m;
-    m.name = name;
-    m.backend = open_store_backend(source, false);
-    ByteBuffer text;
-    m.backend->get("manifest.json", text);
-    m.manifest_text.assign(reinterpret_cast<const char*>(text.data()), text.size());
-    m.manifest = Manifest::from_json(m.manifest_text);
-    state->models[name] = std::move(m);
-  }
-  net::io_context ioc(options.threads);
-  tcp::acceptor acceptor(ioc);
-  const tcp::endpoint endpoint(net::ip::make_address(options.host), options.port);
-  acceptor.open(endpoint.protocol());
-  acceptor.set_option(net::socket_base::reuse_address(true));
-  beast::error_code ec;
-  acceptor.bind(endpoint, ec);
-  if (ec) fail(ErrorCode::io, "serve: cannot bind " + options.host + ":" + std::to_string(options.port) + ": " + ec.message());
-  acceptor.listen(net::socket_base::max_listen_connections);
+struct WeightServer::Impl {
+  std::shared_ptr<ServerState> state;
+  net::io_context ioc;
+  tcp::acceptor acceptor{ioc};
+  std::vector<std::thread> threads;
+  std::once_flag stopped;
 
-  std::function<void()> accept = [&] {
-    acceptor.async_accept(net::make_strand(ioc), [&](beast::error_code aec, tcp::socket socket) {
-      if (aec) return;  // acceptor closed
-      if (state->metrics.connections.load() >= options.max_connections) {
-        log_warn("serve: refusing a connection: " + std::to_string(options.max_connections) + " already open");
+  explicit Impl(const ServeOptions& o) : state(std::make_shared<ServerState>(o)), ioc(std::max(1, o.threads)) {}
+
+  void accept() {
+    acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
+      if (ec) return;  // acceptor closed
+      if (state->metrics.connections.load() >= state->options.max_connections) {
+        log_warn("serve: refusing a connection: " + std::to_string(state->options.max_connections) + " already open");
         beast::error_code ignored;
         socket.close(ignored);
       } else {
@@ -478,21 +463,61 @@ void serve(const ServeOptions& options, const std::function<void(uint16_t)>& on_
       }
       accept();
     });
-  };
-  accept();
-  net::signal_set signals(ioc, SIGINT, SIGTERM);
-  signals.async_wait([&](beast::error_code, int) {
-    log_info("serve: shutting down");
-    beast::error_code ignored;
-    acceptor.close(ignored);
-    ioc.stop();
+  }
+};
+
+WeightServer::WeightServer(const ServeOptions& options) : impl_(std::make_unique<Impl>(options)) {
+  auto& state = *impl_->state;
+  if (options.stores.empty()) fail(ErrorCode::invalid_argument, "serve: no store given (--store DIR)");
+  for (const auto& [name, source] : options.stores) {
+    if (!is_valid_component_id(name)) fail(ErrorCode::invalid_argument, "serve: invalid model name '" + name + "'");
+    if (state.models.count(name)) fail(ErrorCode::invalid_argument, "serve: two stores named '" + name + "'");
+    ServedModel m;
+    m.name = name;
+    m.backend = open_store_backend(source, false);
+    ByteBuffer text;
+    m.backend->get("manifest.json", text);
+    m.manifest_text.assign(reinterpret_cast<const char*>(text.data()), text.size());
+    m.manifest = Manifest::from_json(m.manifest_text);
+    state.models[name] = std::move(m);
+  }
+  const tcp::endpoint endpoint(net::ip::make_address(options.host), options.port);
+  auto& acceptor = impl_->acceptor;
+  acceptor.open(endpoint.protocol());
+  acceptor.set_option(net::socket_base::reuse_address(true));
+  beast::error_code ec;
+  acceptor.bind(endpoint, ec);
+  if (ec) fail(ErrorCode::io, "serve: cannot bind " + options.host + ":" + std::to_string(options.port) + ": " + ec.message());
+  acceptor.listen(net::socket_base::max_listen_connections);
+  impl_->accept();
+  for (int i = 0; i < std::max(1, options.threads); ++i) impl_->threads.emplace_back([this] { impl_->ioc.run(); });
+}
+
+WeightServer::~WeightServer() { stop(); }
+
+uint16_t WeightServer::port() const { return impl_->acceptor.local_endpoint().port(); }
+
+void WeightServer::stop() {
+  std::call_once(impl_->stopped, [this] {
+    net::post(impl_->ioc, [this] {
+      beast::error_code ignored;
+      impl_->acceptor.close(ignored);
+      impl_->ioc.stop();
+    });
+    for (auto& t : impl_->threads) t.join();
+    impl_->state->loaders.join();
   });
-  if (on_listening) on_listening(acceptor.local_endpoint().port());
-  std::vector<std::thread> threads;
-  for (int i = 1; i < std::max(1, options.threads); ++i) threads.emplace_back([&] { ioc.run(); });
-  ioc.run();
-  for (auto& t : threads) t.join();
-  state->loaders.join();
+}
+
+void serve(const ServeOptions& options, const std::function<void(uint16_t)>& on_listening) {
+  // Signals are waited for on a context of their own; the server's threads keep serving meanwhile.
+  net::io_context signals_ioc;
+  net::signal_set signals(signals_ioc, SIGINT, SIGTERM);
+  WeightServer server(options);
+  if (on_listening) on_listening(server.port());
+  signals.async_wait([](beast::error_code, int) { log_info("serve: shutting down"); });
+  signals_ioc.run();
+  server.stop();
 }
 
 }  // namespace surf

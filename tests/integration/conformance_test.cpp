@@ -1,5 +1,5 @@
-// Every fixture through the plugin serving its model_type, from the HF directory and from a chunk
-// store, with small and large caches and prefetch depths. A new architecture is covered by
+// Every fixture through the plugin serving its model_type, from the HF directory, from a chunk
+// store and through a weight server, with small and large caches and prefetch depths. A new architecture is covered by
 // dropping its plugin into plugins/ and its fixture into tests/fixtures/.
 #include <gtest/gtest.h>
 
@@ -34,6 +34,7 @@ std::vector<Case> all_cases() {
         out.push_back({dir.string(), source, cache, prefetch});
       }
     }
+    out.push_back({dir.string(), "ws", 1, 1});  // the store behind an in-process weight server
   }
   return out;
 }

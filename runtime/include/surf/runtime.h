@@ -160,12 +160,27 @@ struct ServeOptions {
   size_t max_request_bytes = 64 * 1024;
   int threads = 2;
 };
+// A weight server running on its own threads from construction until stop() or destruction.
+class WeightServer {
+ public:
+  explicit WeightServer(const ServeOptions& options);  // Error if a store or the address is unusable
+  ~WeightServer();
+  WeightServer(const WeightServer&) = delete;
+  WeightServer& operator=(const WeightServer&) = delete;
+  uint16_t port() const;  // the bound port (useful with port 0)
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 // Serves until SIGINT/SIGTERM. on_listening receives the bound port once accepting.
 void serve(const ServeOptions& options, const std::function<void(uint16_t port)>& on_listening);
 
 // Runs a golden fixture (HF checkpoint + golden.safetensors + golden.json) through its plugin.
 struct CheckOptions {
-  std::string source = "hf";  // hf | store
+  std::string source = "hf";  // hf | store | ws (store served by an in-process weight server) | a SOURCE URL
   std::vector<std::string> plugin_dirs;
   uint64_t cache_layers = 1;
   int prefetch = 1;
