@@ -37,42 +37,16 @@ struct Gpt2Config {
 
 std::string layer_id(int64_t i) { return "layers." + std::to_string(i); }
 
-class Gpt2 final : public Model {
+class Gpt2 final : public CausalLM {
  public:
-  explicit Gpt2(const ModelConfig& c) : cfg_(c) {}
-
-  void forward(const TensorMap& in, const RunOptions& opt, ComponentSource& src, TensorMap& out) override {
-    const TokenInputs t = read_token_inputs(in, cfg_.positions, "n_positions");
-    std::vector<ops::KVCache> scratch(1);
-    Tensor hs;
-    if (opt.hidden_states) hs = Tensor::empty(DType::F32, {cfg_.layers + 1, t.batch, t.len, cfg_.embd});
-    src.begin_pass();
-    Tensor x = run(src, t.ids, t.positions, t.mask, t.batch, t.len, scratch, false, opt.hidden_states ? &hs : nullptr);
-    Tensor last = final_norm(src, x);
-    out["logits"] = head(src, last).reshape({t.batch, t.len, cfg_.vocab});
-    out["last_hidden_state"] = last.reshape({t.batch, t.len, cfg_.embd});
-    if (opt.hidden_states) out["hidden_states"] = hs;
-  }
-
-  void generate(const TensorMap& in, const RunOptions& opt, ComponentSource& src, TensorMap& out) override {
-    std::vector<ops::KVCache> caches(cfg_.layers);
-    greedy_generate(in, opt.max_new_tokens, cfg_.positions, "n_positions",
-                    [&](const Tensor& tokens, const Tensor& positions, const Tensor& key_mask, int64_t past,
-                        int64_t capacity) {
-                      const int64_t batch = tokens.dim(0), len = tokens.dim(1);
-                      if (past == 0) {
-                        for (auto& c : caches) c.reset(batch, capacity, cfg_.embd);
-                      }
-                      src.begin_pass();
-                      Tensor x = run(src, tokens, positions, key_mask, batch, len, caches, true, nullptr);
-                      return head(src, final_norm(src, last_positions(x, batch, len)));
-                    },
-                    out);
-  }
+  explicit Gpt2(const ModelConfig& c) : Gpt2(Gpt2Config(c)) {}
 
  private:
-  Tensor run(ComponentSource& src, const Tensor& ids, const Tensor& positions, const Tensor& key_mask, int64_t batch,
-             int64_t len, std::vector<ops::KVCache>& caches, bool cached, Tensor* hs) {
+  explicit Gpt2(const Gpt2Config& cfg)
+      : CausalLM({cfg.layers, cfg.embd, cfg.vocab, cfg.embd, cfg.positions, "n_positions"}), cfg_(cfg) {}
+
+  Tensor run_layers(ComponentSource& src, const Tensor& ids, const Tensor& positions, const Tensor& key_mask,
+                    int64_t batch, int64_t len, std::vector<ops::KVCache>& caches, bool cached, Tensor* hs) override {
     Tensor x;
     {
       ComponentRef embed = src.acquire("embed");
@@ -120,12 +94,12 @@ class Gpt2 final : public Model {
     return x;
   }
 
-  Tensor final_norm(ComponentSource& src, const Tensor& x) {
+  Tensor final_norm(ComponentSource& src, const Tensor& x) override {
     ComponentRef c = src.acquire("final_norm");
     return ops::layer_norm(x, c->get("weight"), c->get("bias"), static_cast<float>(cfg_.eps));
   }
 
-  Tensor head(ComponentSource& src, const Tensor& x) {
+  Tensor head(ComponentSource& src, const Tensor& x) override {
     if (cfg_.tied) {
       ComponentRef c = src.acquire("embed");
       return ops::linear(x, c->get("wte.weight"));

@@ -49,44 +49,19 @@ struct LlamaConfig {
 
 std::string layer_id(int64_t i) { return "layers." + std::to_string(i); }
 
-class Llama final : public Model {
+class Llama final : public CausalLM {
  public:
-  explicit Llama(const ModelConfig& c) : cfg_(c) {}
-
-  void forward(const TensorMap& in, const RunOptions& opt, ComponentSource& src, TensorMap& out) override {
-    const TokenInputs t = read_token_inputs(in, cfg_.max_positions, "max_position_embeddings");
-    std::vector<ops::KVCache> scratch(1);
-    Tensor hidden_states;
-    if (opt.hidden_states) hidden_states = Tensor::empty(DType::F32, {cfg_.layers + 1, t.batch, t.len, cfg_.hidden});
-    src.begin_pass();
-    Tensor x = run(src, t.ids, t.positions, t.mask, t.batch, t.len, scratch, false, opt.hidden_states ? &hidden_states : nullptr);
-    Tensor last = final_norm(src, x);
-    out["logits"] = head(src, last).reshape({t.batch, t.len, cfg_.vocab});
-    out["last_hidden_state"] = last.reshape({t.batch, t.len, cfg_.hidden});
-    if (opt.hidden_states) out["hidden_states"] = hidden_states;
-  }
-
-  void generate(const TensorMap& in, const RunOptions& opt, ComponentSource& src, TensorMap& out) override {
-    std::vector<ops::KVCache> caches(cfg_.layers);
-    greedy_generate(in, opt.max_new_tokens, cfg_.max_positions, "max_position_embeddings",
-                    [&](const Tensor& tokens, const Tensor& positions, const Tensor& key_mask, int64_t past,
-                        int64_t capacity) {
-                      const int64_t batch = tokens.dim(0), len = tokens.dim(1);
-                      if (past == 0) {
-                        for (auto& c : caches) c.reset(batch, capacity, cfg_.kv_heads * cfg_.head_dim);
-                      }
-                      src.begin_pass();
-                      Tensor x = run(src, tokens, positions, key_mask, batch, len, caches, true, nullptr);
-                      return head(src, final_norm(src, last_positions(x, batch, len)));
-                    },
-                    out);
-  }
+  explicit Llama(const ModelConfig& c) : Llama(LlamaConfig(c)) {}
 
  private:
-  // Embeds `ids` [batch, len] and runs every layer. With `cached`, keys/values are appended to
-  // caches[layer] and attention covers the cache; otherwise caches[0] is scratch per layer.
-  Tensor run(ComponentSource& src, const Tensor& ids, const Tensor& positions, const Tensor& key_mask,
-             int64_t batch, int64_t len, std::vector<ops::KVCache>& caches, bool cached, Tensor* hidden_states) {
+  explicit Llama(const LlamaConfig& cfg)
+      : CausalLM({cfg.layers, cfg.hidden, cfg.vocab, cfg.kv_heads * cfg.head_dim, cfg.max_positions,
+                  "max_position_embeddings"}),
+        cfg_(cfg) {}
+
+  Tensor run_layers(ComponentSource& src, const Tensor& ids, const Tensor& positions, const Tensor& key_mask,
+                    int64_t batch, int64_t len, std::vector<ops::KVCache>& caches, bool cached,
+                    Tensor* hidden_states) override {
     Tensor x;
     {
       ComponentRef embed = src.acquire("embed");
@@ -135,12 +110,12 @@ class Llama final : public Model {
     return x;
   }
 
-  Tensor final_norm(ComponentSource& src, const Tensor& x) {
+  Tensor final_norm(ComponentSource& src, const Tensor& x) override {
     ComponentRef norm = src.acquire("final_norm");
     return ops::rms_norm(x, norm->get("weight"), static_cast<float>(cfg_.eps));
   }
 
-  Tensor head(ComponentSource& src, const Tensor& x) {
+  Tensor head(ComponentSource& src, const Tensor& x) override {
     ComponentRef c = src.acquire(cfg_.tied ? "embed" : "lm_head");
     return ops::linear(x, c->get("weight"));
   }

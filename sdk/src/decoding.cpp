@@ -129,4 +129,33 @@ void greedy_generate(const TensorMap& inputs, int64_t max_new, int64_t max_posit
   out["generation_logits"] = step_logits;
 }
 
+void CausalLM::forward(const TensorMap& in, const RunOptions& opt, ComponentSource& src, TensorMap& out) {
+  const TokenInputs t = read_token_inputs(in, dims_.max_positions, dims_.limit_name);
+  std::vector<ops::KVCache> scratch(1);
+  Tensor hs;
+  if (opt.hidden_states) hs = Tensor::empty(DType::F32, {dims_.layers + 1, t.batch, t.len, dims_.hidden});
+  src.begin_pass();
+  Tensor x = run_layers(src, t.ids, t.positions, t.mask, t.batch, t.len, scratch, false, opt.hidden_states ? &hs : nullptr);
+  Tensor last = final_norm(src, x);
+  out["logits"] = head(src, last).reshape({t.batch, t.len, dims_.vocab});
+  out["last_hidden_state"] = last.reshape({t.batch, t.len, dims_.hidden});
+  if (opt.hidden_states) out["hidden_states"] = hs;
+}
+
+void CausalLM::generate(const TensorMap& in, const RunOptions& opt, ComponentSource& src, TensorMap& out) {
+  std::vector<ops::KVCache> caches(static_cast<size_t>(dims_.layers));
+  greedy_generate(in, opt.max_new_tokens, dims_.max_positions, dims_.limit_name,
+                  [&](const Tensor& tokens, const Tensor& positions, const Tensor& key_mask, int64_t past,
+                      int64_t capacity) {
+                    const int64_t batch = tokens.dim(0), len = tokens.dim(1);
+                    if (past == 0) {
+                      for (auto& c : caches) c.reset(batch, capacity, dims_.kv_width);
+                    }
+                    src.begin_pass();
+                    Tensor x = run_layers(src, tokens, positions, key_mask, batch, len, caches, true, nullptr);
+                    return head(src, final_norm(src, last_positions(x, batch, len)));
+                  },
+                  out);
+}
+
 }  // namespace surf

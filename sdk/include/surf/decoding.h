@@ -3,8 +3,12 @@
 #pragma once
 
 #include <functional>
+#include <string>
+#include <vector>
 #include <string_view>
 
+#include "surf/ops.h"
+#include "surf/plugin.h"
 #include "surf/tensor.h"
 
 namespace surf {
@@ -39,5 +43,32 @@ using DecoderStep = std::function<Tensor(const Tensor& tokens, const Tensor& pos
 // [batch, max_new, vocab]. Never stops early.
 void greedy_generate(const TensorMap& inputs, int64_t max_new_tokens, int64_t max_positions,
                      std::string_view limit_name, const DecoderStep& step, TensorMap& outputs);
+
+// A decoder-only causal LM (LLaMA, GPT-2 and kin): the architecture supplies the layer stack,
+// the final norm and the head; forward (logits, last_hidden_state, hidden_states) and greedy
+// generation with a KV cache are shared.
+class CausalLM : public Model {
+ public:
+  struct Dims {
+    int64_t layers, hidden, vocab, kv_width, max_positions;
+    std::string limit_name;  // the config key of max_positions, for messages
+  };
+  explicit CausalLM(Dims dims) : dims_(std::move(dims)) {}
+  void forward(const TensorMap& inputs, const RunOptions& options, ComponentSource& source, TensorMap& outputs) override;
+  void generate(const TensorMap& inputs, const RunOptions& options, ComponentSource& source, TensorMap& outputs) override;
+
+ protected:
+  // Embeds ids [batch, len] at `positions` and runs every layer. With `cached`, keys/values are
+  // appended to caches[layer] and attention covers the cache; otherwise caches[0] is per-layer
+  // scratch. Stores the residual stream into hidden_states ([layers+1, ...]) when given.
+  virtual Tensor run_layers(ComponentSource& source, const Tensor& ids, const Tensor& positions,
+                            const Tensor& key_mask, int64_t batch, int64_t len, std::vector<ops::KVCache>& caches,
+                            bool cached, Tensor* hidden_states) = 0;
+  virtual Tensor final_norm(ComponentSource& source, const Tensor& x) = 0;
+  virtual Tensor head(ComponentSource& source, const Tensor& x) = 0;
+
+ private:
+  Dims dims_;
+};
 
 }  // namespace surf
