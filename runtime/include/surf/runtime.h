@@ -81,7 +81,8 @@ class Session {
 
   TensorMap forward(const TensorMap& inputs, const RunOptions& options = {});
   TensorMap generate(const TensorMap& inputs, int64_t max_new_tokens);
-  // Run on a background thread; calls on one session are serialised.
+  // Run on a background thread; calls on one session are serialised. The session must outlive
+  // the futures it returned (wait for them before destroying it).
   std::future<TensorMap> forward_async(TensorMap inputs, RunOptions options = {});
   std::future<TensorMap> generate_async(TensorMap inputs, int64_t max_new_tokens);
 
