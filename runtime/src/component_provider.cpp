@@ -140,11 +140,8 @@ class StoreProvider final : public ComponentProvider {
       fail(ErrorCode::corrupt, "component '" + id + "': checksum mismatch (manifest " + c->checksum +
                                    ", chunk " + sum.hex() + ")");
     }
-    return {decode(id, buf), buf->size()};  // verified above: no second pass over the bytes
-  }
-
-  std::shared_ptr<LoadedComponent> decode(const std::string& id, const std::shared_ptr<ByteBuffer>& buf) {
-    return decode_into_component(id, buf, buf->data(), buf->size(), *pool_);
+    // Verified above against the manifest: decoding makes no second pass over the bytes.
+    return {decode_into_component(id, buf, buf->data(), buf->size(), *pool_), buf->size()};
   }
 
  private:

@@ -24,13 +24,6 @@ constexpr size_t kAlign = 64;
 
 size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
-void put_be32(std::byte* p, uint32_t v) {
-  p[0] = std::byte(v >> 24);
-  p[1] = std::byte(v >> 16);
-  p[2] = std::byte(v >> 8);
-  p[3] = std::byte(v);
-}
-
 [[noreturn]] void corrupt(std::string_view component, const std::string& what) {
   fail(ErrorCode::corrupt, "chunk" + (component.empty() ? std::string() : " '" + std::string(component) + "'") +
                                ": " + what);
@@ -175,7 +168,7 @@ void encode_chunk(const std::string& component, const std::vector<ChunkTensorIn>
   if (blob_size > 0xffffffffu) {
     fail(ErrorCode::too_large, "chunk '" + component + "' is over 4 GiB; split the component");
   }
-  put_be32(out.data() + header_at + 1, static_cast<uint32_t>(blob_size));
+  mp::set_bin32_length(out.data() + header_at, static_cast<uint32_t>(blob_size));
   const std::string sum = checksum_of(out.data() + blob_at, blob_size);
   pk.pack(std::string("checksum"));
   pk.pack(sum);

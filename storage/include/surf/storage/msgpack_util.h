@@ -44,10 +44,18 @@ inline void pack_alignment_pad(msgpack::packer<BufferWriter>& pk, ByteBuffer& ou
   pk.pack_bin_body(zeros, static_cast<uint32_t>(pad));
 }
 
-// Appends a bin32 header (0xc6 + big-endian length) for `size` bytes that the caller sends next.
+// Writes the length of a bin32 header (0xc6 + 4 bytes big-endian) that starts at `header`.
+inline void set_bin32_length(std::byte* header, uint32_t size) {
+  header[1] = std::byte(size >> 24);
+  header[2] = std::byte(size >> 16);
+  header[3] = std::byte(size >> 8);
+  header[4] = std::byte(size);
+}
+
+// Appends a bin32 header for `size` bytes that the caller sends next.
 inline void append_bin32_header(ByteBuffer& out, uint32_t size) {
-  const std::byte h[5] = {std::byte{0xc6}, std::byte(size >> 24), std::byte(size >> 16), std::byte(size >> 8),
-                          std::byte(size)};
+  std::byte h[5] = {std::byte{0xc6}};
+  set_bin32_length(h, size);
   out.append(h, 5);
 }
 
