@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -102,15 +103,6 @@ OpenOptions open_options(const Args& a) {
   return o;
 }
 
-void report_stats(const Args& a, const Session& s, double seconds) {
-  const CacheStats st = s.cache_stats();
-  std::cerr << "time: " << seconds * 1e3 << " ms\n" << st.to_text() << "\n";
-  if (a.has("stats-json")) {
-    std::ofstream out(a.get("stats-json"));
-    if (!out) fail(ErrorCode::io, "cannot write '" + a.get("stats-json") + "'");
-    out << st.to_json() << "\n";
-  }
-}
 
 void print_outputs(const TensorMap& out) {
   for (const auto& [name, t] : out) {
@@ -123,6 +115,24 @@ void print_outputs(const TensorMap& out) {
       for (int64_t i = 0; i < std::min<int64_t>(4, t.numel()); ++i) std::cout << " " << t.f32()[i];
     }
     std::cout << "\n";
+  }
+}
+
+// Opens SOURCE, times `work` on the session, writes and prints its outputs and the cache statistics.
+void run_and_report(const Args& a, const std::string& out_path,
+                    const std::function<TensorMap(Session&)>& work) {
+  auto session = Session::open(a.positional[0], open_options(a));
+  const auto t0 = std::chrono::steady_clock::now();
+  const TensorMap out = work(*session);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  write_safetensors(out_path, out);
+  print_outputs(out);
+  const CacheStats st = session->cache_stats();
+  std::cerr << "time: " << seconds * 1e3 << " ms\n" << st.to_text() << "\n";
+  if (a.has("stats-json")) {
+    std::ofstream stats(a.get("stats-json"));
+    if (!stats) fail(ErrorCode::io, "cannot write '" + a.get("stats-json") + "'");
+    stats << st.to_json() << "\n";
   }
 }
 
@@ -182,15 +192,9 @@ int cmd_run(const std::vector<std::string>& argv) {
   require_positional(a, 1, "one SOURCE");
   const std::string in_path = require(a, "inputs"), out_path = require(a, "output");
   const TensorMap inputs = pick_inputs(read_inputs(in_path));
-  auto session = Session::open(a.positional[0], open_options(a));
   RunOptions ro;
   ro.hidden_states = a.has("hidden-states");
-  const auto t0 = std::chrono::steady_clock::now();
-  const TensorMap out = session->forward(inputs, ro);
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  write_safetensors(out_path, out);
-  print_outputs(out);
-  report_stats(a, *session, secs);
+  run_and_report(a, out_path, [&](Session& s) { return s.forward(inputs, ro); });
   return 0;
 }
 
@@ -224,13 +228,7 @@ int cmd_generate(const std::vector<std::string>& argv) {
     inputs.erase("decoder_input_ids");
     inputs.erase("position_ids");
   }
-  auto session = Session::open(a.positional[0], open_options(a));
-  const auto t0 = std::chrono::steady_clock::now();
-  const TensorMap out = session->generate(inputs, steps);
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  write_safetensors(out_path, out);
-  print_outputs(out);
-  report_stats(a, *session, secs);
+  run_and_report(a, out_path, [&](Session& s) { return s.generate(inputs, steps); });
   return 0;
 }
 
