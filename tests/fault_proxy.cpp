@@ -8,22 +8,11 @@
 #include <cstring>
 #include <string>
 
+#include "test_util.h"
+
 namespace surf::test {
 
 namespace {
-int connect_to(int port) {
-  int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  if (::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(s);
-    return -1;
-  }
-  return s;
-}
-
 // Copies both ways until either side closes (bounded by a 30 s idle timeout).
 void relay(int a, int b) {
   std::vector<char> buf(1 << 16);
@@ -46,15 +35,7 @@ void relay(int a, int b) {
 
 FaultProxy::FaultProxy(int target_port, int drops, int errors)
     : target_port_(target_port), drops_left_(drops), errors_left_(errors) {
-  listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(listener_, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(listener_, reinterpret_cast<sockaddr*>(&a), &len);
-  port_ = ntohs(a.sin_port);
-  ::listen(listener_, 64);
+  listener_ = listen_loopback(&port_);
   thread_ = std::thread([this] { serve(); });
 }
 
@@ -91,7 +72,7 @@ void FaultProxy::serve() {
         ::close(client);
         return;
       }
-      int upstream = connect_to(target_port_);
+      int upstream = connect_loopback(target_port_);
       if (upstream >= 0) {
         relay(client, upstream);
         ::close(upstream);

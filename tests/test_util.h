@@ -38,4 +38,9 @@ CommandResult run_command(const std::vector<std::string>& argv);
 
 bool bitwise_equal(const Tensor& a, const Tensor& b);
 
+// Plain loopback sockets for test peers: a listener on a free 127.0.0.1 port (its port in *port),
+// and a connection to 127.0.0.1:port (-1 on failure).
+int listen_loopback(int* port, int backlog = 64);
+int connect_loopback(int port);
+
 }  // namespace surf::test

@@ -59,14 +59,8 @@ void write_store(const std::string& dir, const std::vector<std::pair<std::string
 class RawTcp {
  public:
   explicit RawTcp(size_t bytes) : src_(bytes, 1), dst_(bytes, 0) {
-    listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    socklen_t len = sizeof addr;
-    ::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
-    ::listen(listener_, 1);
+    int port = 0;
+    listener_ = test::listen_loopback(&port, 1);
     sender_ = std::thread([this] {
       int s = ::accept(listener_, nullptr, nullptr);
       char go;
@@ -79,8 +73,7 @@ class RawTcp {
       }
       ::close(s);
     });
-    client_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    ::connect(client_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    client_ = test::connect_loopback(port);
   }
   ~RawTcp() {
     ::shutdown(client_, SHUT_RDWR);
