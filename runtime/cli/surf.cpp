@@ -10,6 +10,7 @@
 
 #include "args.h"
 #include "surf/runtime.h"
+#include "synth.h"
 #include "surf/storage/safetensors.h"
 
 using namespace surf;

@@ -2,11 +2,11 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "component_provider.h"
-#include "layer_cache.h"
-#include "plugin_registry.h"
-#include "session_source.h"
-#include "store_backend.h"
+#include "sources/component_provider.h"
+#include "cache/layer_cache.h"
+#include "plugins/plugin_registry.h"
+#include "sources/open_source.h"
+#include "sources/store_backend.h"
 #include "surf/runtime.h"
 #include "surf/storage/backend.h"
 #include "surf/storage/safetensors.h"
@@ -137,43 +137,5 @@ void Session::warm_up(const std::vector<std::string>& ids) { impl_->cache->warm(
 CacheStats Session::cache_stats() const { return impl_->cache->stats(); }
 void Session::reset_cache_stats() { impl_->cache->reset_stats(); }
 const ModelInfo& Session::info() const { return impl_->info; }
-
-SourceDescription open_source(const std::string& source, const OpenOptions& options, PluginRegistry& registry,
-                              std::shared_ptr<BufferPool> pool) {
-  SourceDescription d;
-  if (source.rfind("ws://", 0) == 0 || source.rfind("wss://", 0) == 0) {
-    d.kind = "ws";
-    d.provider = make_ws_provider(source, options, pool);
-    d.plugin = registry.find(d.provider->manifest().model_type);
-    return d;
-  }
-  if (is_s3_url(source)) {
-    d.kind = "s3";
-    d.provider = make_store_provider(open_store_backend(source, false), pool);
-    d.plugin = registry.find(d.provider->manifest().model_type);
-    return d;
-  }
-  const fs::path path(source);
-  if (!fs::exists(path)) fail(ErrorCode::not_found, "source '" + source + "' does not exist");
-  if (fs::is_regular_file(path / "manifest.json")) {
-    d.kind = "store";
-    d.provider = make_store_provider(open_store_backend(source, false), pool);
-    d.plugin = registry.find(d.provider->manifest().model_type);
-    return d;
-  }
-  if (HfCheckpoint::looks_like(path)) {
-    d.kind = "hf";
-    auto ck = HfCheckpoint::open(path);
-    const ModelConfig config = ModelConfig::parse(ck->config_json());
-    const std::string type = config.model_type();
-    if (type.empty()) fail(ErrorCode::invalid_argument, "config.json in '" + source + "' has no model_type");
-    d.plugin = registry.find(type);
-    d.provider = make_hf_provider(ck, d.plugin->plan(config), type, d.plugin->name(), pool);
-    return d;
-  }
-  fail(ErrorCode::invalid_argument, "'" + source +
-                                        "' is neither a chunk store (manifest.json) nor a HuggingFace checkpoint "
-                                        "(config.json + model.safetensors[.index.json])");
-}
 
 }  // namespace surf

@@ -11,6 +11,7 @@
 #include "../test_util.h"
 #include "bench_util.h"
 #include "surf/runtime.h"
+#include "synth.h"
 #include "surf/storage/s3.h"
 
 using namespace surf;

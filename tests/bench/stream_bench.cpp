@@ -14,9 +14,10 @@
 #include <random>
 
 #include "bench_util.h"
-#include "component_provider.h"
+#include "sources/component_provider.h"
 #include "surf/ops.h"
 #include "surf/runtime.h"
+#include "synth.h"
 #include "surf/storage/backend.h"
 #include "surf/storage/safetensors.h"
 

@@ -17,7 +17,7 @@
 #include "../server_process.h"
 #include "../test_util.h"
 #include "bench_util.h"
-#include "component_provider.h"
+#include "sources/component_provider.h"
 #include "surf/runtime.h"
 #include "surf/storage/backend.h"
 #include "surf/storage/chunk.h"

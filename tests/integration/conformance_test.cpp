@@ -8,6 +8,7 @@
 
 #include "../test_util.h"
 #include "surf/runtime.h"
+#include "synth.h"
 #include "surf/storage/safetensors.h"
 
 using namespace surf;

@@ -15,9 +15,10 @@
 #include "../server_process.h"
 #include "../test_util.h"
 #include "surf/runtime.h"
+#include "synth.h"
 #include "surf/storage/msgpack_util.h"
 #include "surf/storage/safetensors.h"
-#include "wire.h"
+#include "transport/wire.h"
 
 using namespace surf;
 namespace fs = std::filesystem;

@@ -6,7 +6,7 @@
 #include <set>
 #include <thread>
 
-#include "layer_cache.h"
+#include "cache/layer_cache.h"
 
 using namespace surf;
 

@@ -1,7 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "../test_util.h"
-#include "plugin_registry.h"
+#include "plugins/plugin_registry.h"
 
 using namespace surf;
 

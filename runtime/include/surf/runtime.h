@@ -137,17 +137,6 @@ struct ChunkOptions {
 // HF checkpoint directory -> chunk store at `out` (a directory; s3:// later). Returns a summary.
 std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, const ChunkOptions& options);
 
-// Writes a random-weight HF checkpoint of a real model's shape (no download needed).
-struct SynthOptions {
-  std::string arch = "llama";
-  std::string preset = "tiny";
-  std::string dtype = "bf16";
-  uint64_t seed = 1;
-  uint64_t shard_bytes = 1ull << 30;
-};
-std::vector<std::string> synth_presets(const std::string& arch);
-void synth_checkpoint(const std::string& out_dir, const SynthOptions& options);
-
 // --- the weight server ---
 
 struct ServeOptions {

@@ -1,4 +1,4 @@
-#include "plugin_registry.h"
+#include "plugins/plugin_registry.h"
 
 #include <boost/dll/runtime_symbol_info.hpp>
 #include <boost/dll/shared_library.hpp>

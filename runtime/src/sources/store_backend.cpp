@@ -1,4 +1,4 @@
-#include "store_backend.h"
+#include "sources/store_backend.h"
 
 #include "surf/storage/s3.h"
 

@@ -2,9 +2,9 @@
 #include <filesystem>
 #include <sstream>
 
-#include "component_provider.h"
-#include "plugin_registry.h"
-#include "store_backend.h"
+#include "sources/component_provider.h"
+#include "plugins/plugin_registry.h"
+#include "sources/store_backend.h"
 #include "surf/log.h"
 #include "surf/runtime.h"
 #include "surf/storage/backend.h"

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "synth.h"
 #include "surf/runtime.h"
 #include "surf/storage/safetensors.h"
 

@@ -1,4 +1,4 @@
-#include "layer_cache.h"
+#include "cache/layer_cache.h"
 
 #include <sys/resource.h>
 #include <unistd.h>

@@ -4,8 +4,8 @@
 #include <memory>
 #include <string>
 
-#include "component_provider.h"
-#include "plugin_registry.h"
+#include "plugins/plugin_registry.h"
+#include "sources/component_provider.h"
 
 namespace surf {
 

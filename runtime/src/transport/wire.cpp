@@ -1,4 +1,4 @@
-#include "wire.h"
+#include "transport/wire.h"
 
 #include "surf/storage/msgpack_util.h"
 

@@ -20,14 +20,14 @@
 #include <mutex>
 #include <unordered_map>
 
-#include "store_backend.h"
+#include "sources/store_backend.h"
 #include "surf/log.h"
 #include "surf/runtime.h"
 #include "surf/version.h"
 #include "surf/storage/backend.h"
 #include "surf/storage/manifest.h"
 #include "surf/storage/msgpack_util.h"
-#include "wire.h"
+#include "transport/wire.h"
 
 namespace net = boost::asio;
 namespace beast = boost::beast;

@@ -11,7 +11,7 @@
 #include <thread>
 #include <unordered_map>
 
-#include "component_provider.h"
+#include "sources/component_provider.h"
 #include "surf/runtime.h"
 
 namespace surf {

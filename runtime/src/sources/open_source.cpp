@@ -1,0 +1,51 @@
+#include "sources/open_source.h"
+
+#include <filesystem>
+
+#include "sources/store_backend.h"
+#include "surf/runtime.h"
+#include "surf/storage/safetensors.h"
+
+namespace fs = std::filesystem;
+
+namespace surf {
+
+SourceDescription open_source(const std::string& source, const OpenOptions& options, PluginRegistry& registry,
+                              std::shared_ptr<BufferPool> pool) {
+  SourceDescription d;
+  if (source.rfind("ws://", 0) == 0 || source.rfind("wss://", 0) == 0) {
+    d.kind = "ws";
+    d.provider = make_ws_provider(source, options, pool);
+    d.plugin = registry.find(d.provider->manifest().model_type);
+    return d;
+  }
+  if (is_s3_url(source)) {
+    d.kind = "s3";
+    d.provider = make_store_provider(open_store_backend(source, false), pool);
+    d.plugin = registry.find(d.provider->manifest().model_type);
+    return d;
+  }
+  const fs::path path(source);
+  if (!fs::exists(path)) fail(ErrorCode::not_found, "source '" + source + "' does not exist");
+  if (fs::is_regular_file(path / "manifest.json")) {
+    d.kind = "store";
+    d.provider = make_store_provider(open_store_backend(source, false), pool);
+    d.plugin = registry.find(d.provider->manifest().model_type);
+    return d;
+  }
+  if (HfCheckpoint::looks_like(path)) {
+    d.kind = "hf";
+    auto ck = HfCheckpoint::open(path);
+    const ModelConfig config = ModelConfig::parse(ck->config_json());
+    const std::string type = config.model_type();
+    if (type.empty()) fail(ErrorCode::invalid_argument, "config.json in '" + source + "' has no model_type");
+    d.plugin = registry.find(type);
+    d.provider = make_hf_provider(ck, d.plugin->plan(config), type, d.plugin->name(), pool);
+    return d;
+  }
+  fail(ErrorCode::invalid_argument, "'" + source +
+                                        "' is neither a chunk store (manifest.json) nor a HuggingFace checkpoint "
+                                        "(config.json + model.safetensors[.index.json])");
+}
+
+}  // namespace surf
