@@ -4,15 +4,22 @@
 // blocks.N.up.{weight,bias} [I, H] / [I], blocks.N.down.{weight,bias} [H, I] / [H].
 // Block: x = x + down(gelu(up(layer_norm(x)))). Outputs last_hidden_state [B, L, H] and
 // pooler_output [B, H] = mean of last_hidden_state over positions whose attention_mask is 1.
-#include <surf/decoding.h>
-#include <surf/ops.h>
-#include <surf/plugin.h>
+#include <surf/layers.h>
+#include <surf/plan.h>
 
 namespace {
 
+using namespace surf;
+
+// The name table: a block's tensors, named as in the checkpoint after "blocks.N.".
+namespace names {
+constexpr TensorName embed{"weight", "embed.weight"};
+constexpr LinearName norm{"norm"}, up{"up"}, down{"down"};
+}  // namespace names
+
 struct Sizes {
   int64_t hidden, inter, layers, vocab;
-  explicit Sizes(const surf::ModelConfig& c)
+  explicit Sizes(const ModelConfig& c)
       : hidden(c.get_int("hidden_size")),
         inter(c.get_int("intermediate_size")),
         layers(c.get_int("num_layers")),
@@ -21,26 +28,19 @@ struct Sizes {
 
 std::string block(int64_t i) { return "blocks." + std::to_string(i); }
 
-class MlpModel final : public surf::Model {
+class MlpModel final : public Model {
  public:
-  explicit MlpModel(const surf::ModelConfig& c) : s_(c) {}
+  explicit MlpModel(const ModelConfig& c) : s_(c) {}
 
-  void forward(const surf::TensorMap& in, const surf::RunOptions&, surf::ComponentSource& src,
-               surf::TensorMap& out) override {
-    using namespace surf;
+  void forward(const TensorMap& in, const RunOptions&, ComponentSource& src, TensorMap& out) override {
     const TokenInputs t = read_token_inputs(in, 1 << 20, "the maximum length");
-    src.begin_pass();
-    Tensor x;
-    {
-      ComponentRef e = src.acquire("embed");
-      x = ops::embedding(e->get("weight"), t.ids);
-    }
+    Tensor x = ops::embedding(get(*src.acquire("embed"), names::embed), t.ids);
     for (int64_t l = 0; l < s_.layers; ++l) {
       ComponentRef b = src.acquire(block(l));  // streamed: held only while this block runs
-      Tensor h = ops::layer_norm(x, b->get("norm.weight"), b->get("norm.bias"), 1e-5f);
-      Tensor u = ops::linear(h, b->get("up.weight"), b->find("up.bias"));
+      Tensor h = ops::layer_norm(x, b->get(names::norm.weight()), b->get(names::norm.bias()), 1e-5f);
+      Tensor u = linear(h, *b, names::up);
       ops::activate(u, ops::Activation::gelu_erf);
-      ops::add(x, ops::linear(u, b->get("down.weight"), b->find("down.bias")));
+      ops::add(x, linear(u, *b, names::down));
     }
     Tensor pooled = Tensor::zeros(DType::F32, {t.batch, s_.hidden});
     for (int64_t b = 0; b < t.batch; ++b) {
@@ -61,22 +61,19 @@ class MlpModel final : public surf::Model {
 };
 
 struct MlpArchitecture {
-  static surf::ComponentPlan plan(const surf::ModelConfig& c) {
+  static ComponentPlan plan(const ModelConfig& c) {
     const Sizes s(c);
-    surf::ComponentPlan p;
-    p.components.push_back({"embed", surf::ComponentRole::resident, {{"weight", {"embed.weight"}, true}}});
-    p.execution_order.push_back("embed");
+    PlanBuilder p;
+    p.add("embed", ComponentRole::resident).tensor(names::embed);
     for (int64_t i = 0; i < s.layers; ++i) {
-      surf::ComponentSpec spec{block(i), surf::ComponentRole::streamed, {}};
-      for (const char* n : {"norm.weight", "norm.bias", "up.weight", "up.bias", "down.weight", "down.bias"}) {
-        spec.tensors.push_back({n, {block(i) + "." + n}, true});
-      }
-      p.components.push_back(std::move(spec));
-      p.execution_order.push_back(block(i));
+      p.add(block(i), ComponentRole::streamed, block(i) + ".")
+          .linear(names::norm, Bias::required)
+          .linear(names::up, Bias::required)
+          .linear(names::down, Bias::required);
     }
-    return p;
+    return p.build();
   }
-  static std::unique_ptr<surf::Model> create(const surf::ModelConfig& c) { return std::make_unique<MlpModel>(c); }
+  static std::unique_ptr<Model> create(const ModelConfig& c) { return std::make_unique<MlpModel>(c); }
 };
 
 }  // namespace

@@ -3,13 +3,33 @@
 #include <algorithm>
 #include <cmath>
 
-#include "surf/decoding.h"
-#include "surf/ops.h"
-#include "surf/plugin.h"
+#include "surf/layers.h"
+#include "surf/plan.h"
 
 namespace {
 
 using namespace surf;
+
+// The name table: inside a layer, a tensor's name is its HF name after "bert.encoder.layer.N.".
+namespace names {
+constexpr TensorName words{"word_embeddings.weight"}, positions{"position_embeddings.weight"},
+    types{"token_type_embeddings.weight"};
+constexpr LinearName embed_norm{"LayerNorm"};
+constexpr LinearName query{"attention.self.query"}, key{"attention.self.key"}, value{"attention.self.value"};
+constexpr LinearName attn_out{"attention.output.dense"}, attn_norm{"attention.output.LayerNorm"};
+constexpr LinearName inter{"intermediate.dense"}, out{"output.dense"}, out_norm{"output.LayerNorm"};
+constexpr LinearName pooler{"dense"};
+// Pre-training heads (outside the "bert." prefix): local name, HF name.
+constexpr std::pair<const char*, const char*> heads[] = {
+    {"transform.dense.weight", "cls.predictions.transform.dense.weight"},
+    {"transform.dense.bias", "cls.predictions.transform.dense.bias"},
+    {"transform.LayerNorm.weight", "cls.predictions.transform.LayerNorm.weight"},
+    {"transform.LayerNorm.bias", "cls.predictions.transform.LayerNorm.bias"},
+    {"bias", "cls.predictions.bias"},
+    {"decoder.weight", "cls.predictions.decoder.weight"},
+    {"seq_relationship.weight", "cls.seq_relationship.weight"},
+    {"seq_relationship.bias", "cls.seq_relationship.bias"}};
+}  // namespace names
 
 struct BertConfig {
   int64_t hidden, layers, heads, head_dim, vocab, positions, type_vocab;
@@ -36,14 +56,55 @@ struct BertConfig {
   }
 };
 
-std::string layer_id(int64_t i) { return "layers." + std::to_string(i); }
-
 class Bert final : public Model {
  public:
   explicit Bert(const ModelConfig& c) : cfg_(c) {}
 
   void forward(const TensorMap& in, const RunOptions& opt, ComponentSource& src, TensorMap& out) override {
     const TokenInputs t = read_token_inputs(in, cfg_.positions, "max_position_embeddings");
+    const Pass pass = Pass::batch(t);
+    Tensor hs;
+    if (opt.hidden_states) hs = Tensor::empty(DType::F32, {cfg_.layers + 1, t.batch, t.len, cfg_.hidden});
+    Tensor* record = opt.hidden_states ? &hs : nullptr;
+    Tensor x = embed(src, in, t, pass);
+    LayerContext(pass, -1, record).record(0, x);
+    const AttentionSpec spec = AttentionSpec::bidirectional(cfg_.heads, cfg_.head_dim);
+    for (int64_t l = 0; l < cfg_.layers; ++l) {
+      ComponentRef layer = src.acquire("layers." + std::to_string(l));
+      const Component& w = *layer;
+      LayerContext ctx(pass, l, record);
+      Tensor ctx_out = ctx.self_attention(linear(x, w, names::query), linear(x, w, names::key), linear(x, w, names::value), spec);
+      Tensor attn = linear(ctx_out, w, names::attn_out);
+      ops::add(attn, x);
+      attn = norm(attn, w, names::attn_norm);
+      Tensor mid = linear(attn, w, names::inter);
+      ops::activate(mid, cfg_.act);
+      Tensor y = linear(mid, w, names::out);
+      ops::add(y, attn);
+      x = norm(y, w, names::out_norm);
+      ctx.record(l + 1, x);
+    }
+    out["last_hidden_state"] = x.reshape({t.batch, t.len, cfg_.hidden});
+    if (opt.hidden_states) out["hidden_states"] = hs;
+    ComponentRef pooler = src.acquire("pooler");
+    if (pooler->find(names::pooler.weight())) {
+      Tensor first = Tensor::empty(DType::F32, {t.batch, cfg_.hidden});
+      for (int64_t b = 0; b < t.batch; ++b) {
+        std::copy_n(x.f32() + b * t.len * cfg_.hidden, cfg_.hidden, first.f32() + b * cfg_.hidden);
+      }
+      Tensor pooled = linear(first, *pooler, names::pooler);
+      for (int64_t i = 0; i < pooled.numel(); ++i) pooled.f32()[i] = std::tanh(pooled.f32()[i]);
+      out["pooler_output"] = pooled;
+    }
+    pre_training_heads(src, x, t, out);
+  }
+
+ private:
+  Tensor norm(const Tensor& x, const Component& w, const LinearName& n) const {
+    return ops::layer_norm(x, w.get(n.weight()), w.get(n.bias()), static_cast<float>(cfg_.eps));
+  }
+
+  Tensor embed(ComponentSource& src, const TensorMap& in, const TokenInputs& t, const Pass& pass) const {
     Tensor types;
     if (const Tensor* tt = optional_input(in, "token_type_ids")) {
       expect_dtype(*tt, DType::I64, "token_type_ids");
@@ -58,60 +119,13 @@ class Bert final : public Model {
     } else {
       types = Tensor::zeros(DType::I64, {t.batch, t.len});
     }
-    Tensor hs;
-    if (opt.hidden_states) hs = Tensor::empty(DType::F32, {cfg_.layers + 1, t.batch, t.len, cfg_.hidden});
-    src.begin_pass();
-    Tensor x;
-    {
-      ComponentRef e = src.acquire("embed");
-      x = ops::embedding(e->get("word_embeddings.weight"), t.ids);
-      ops::add(x, ops::embedding(e->get("token_type_embeddings.weight"), types));
-      ops::add(x, ops::embedding(e->get("position_embeddings.weight"), t.positions));
-      x = ops::layer_norm(x, e->get("LayerNorm.weight"), e->get("LayerNorm.bias"), static_cast<float>(cfg_.eps));
-    }
-    if (opt.hidden_states) store_layer(hs, 0, x);
-    const float eps = static_cast<float>(cfg_.eps);
-    for (int64_t l = 0; l < cfg_.layers; ++l) {
-      ComponentRef layer = src.acquire(layer_id(l));
-      const Component& w = *layer;
-      Tensor q = ops::linear(x, w.get("attention.self.query.weight"), w.find("attention.self.query.bias"));
-      Tensor k = ops::linear(x, w.get("attention.self.key.weight"), w.find("attention.self.key.bias"));
-      Tensor v = ops::linear(x, w.get("attention.self.value.weight"), w.find("attention.self.value.bias"));
-      ops::AttentionArgs a;
-      a.batch = t.batch;
-      a.q_len = a.kv_len = t.len;
-      a.heads = a.kv_heads = cfg_.heads;
-      a.head_dim = cfg_.head_dim;
-      a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(cfg_.head_dim)));
-      a.key_mask = t.mask.i64();
-      Tensor ctx = Tensor::empty(DType::F32, {t.batch * t.len, cfg_.hidden});
-      ops::attention(q.f32(), k.f32(), v.f32(), ctx.f32(), a);
-      Tensor attn = ops::linear(ctx, w.get("attention.output.dense.weight"), w.find("attention.output.dense.bias"));
-      ops::add(attn, x);
-      attn = ops::layer_norm(attn, w.get("attention.output.LayerNorm.weight"), w.get("attention.output.LayerNorm.bias"), eps);
-      Tensor mid = ops::linear(attn, w.get("intermediate.dense.weight"), w.find("intermediate.dense.bias"));
-      ops::activate(mid, cfg_.act);
-      Tensor y = ops::linear(mid, w.get("output.dense.weight"), w.find("output.dense.bias"));
-      ops::add(y, attn);
-      x = ops::layer_norm(y, w.get("output.LayerNorm.weight"), w.get("output.LayerNorm.bias"), eps);
-      if (opt.hidden_states) store_layer(hs, l + 1, x);
-    }
-    out["last_hidden_state"] = x.reshape({t.batch, t.len, cfg_.hidden});
-    if (opt.hidden_states) out["hidden_states"] = hs;
-    ComponentRef pooler = src.acquire("pooler");
-    if (const Tensor* pw = pooler->find("dense.weight")) {
-      Tensor first = Tensor::empty(DType::F32, {t.batch, cfg_.hidden});
-      for (int64_t b = 0; b < t.batch; ++b) {
-        std::copy_n(x.f32() + b * t.len * cfg_.hidden, cfg_.hidden, first.f32() + b * cfg_.hidden);
-      }
-      Tensor pooled = ops::linear(first, *pw, pooler->find("dense.bias"));
-      for (int64_t i = 0; i < pooled.numel(); ++i) pooled.f32()[i] = std::tanh(pooled.f32()[i]);
-      out["pooler_output"] = pooled;
-    }
-    pre_training_heads(src, x, t, out);
+    ComponentRef e = src.acquire("embed");
+    Tensor x = ops::embedding(get(*e, names::words), pass.ids());
+    ops::add(x, ops::embedding(get(*e, names::types), types));
+    ops::add(x, ops::embedding(get(*e, names::positions), pass.position_ids()));
+    return norm(x, *e, names::embed_norm);
   }
 
- private:
   // BertForPreTraining checkpoints carry cls.predictions (masked-LM) and cls.seq_relationship
   // (next-sentence) heads; when present their logits are returned under HF's names.
   void pre_training_heads(ComponentSource& src, const Tensor& x, const TokenInputs& t, TensorMap& out) {
@@ -119,13 +133,12 @@ class Bert final : public Model {
     if (const Tensor* dense = heads->find("transform.dense.weight")) {
       Tensor h = ops::linear(x, *dense, heads->find("transform.dense.bias"));
       ops::activate(h, cfg_.act);
-      h = ops::layer_norm(h, heads->get("transform.LayerNorm.weight"), heads->get("transform.LayerNorm.bias"),
-                          static_cast<float>(cfg_.eps));
+      h = norm(h, *heads, LinearName{"transform.LayerNorm"});
       const Tensor* decoder = heads->find("decoder.weight");
       ComponentRef embed;
       if (decoder == nullptr) {  // tied to the word embeddings
         embed = src.acquire("embed");
-        decoder = &embed->get("word_embeddings.weight");
+        decoder = &get(*embed, names::words);
       }
       out["prediction_logits"] = ops::linear(h, *decoder, heads->find("bias")).reshape({t.batch, t.len, cfg_.vocab});
     }
@@ -137,60 +150,42 @@ class Bert final : public Model {
   BertConfig cfg_;
 };
 
+// Task models (BertForMaskedLM, ...) save the encoder under "bert."; legacy TF conversions name
+// LayerNorm parameters gamma/beta.
+std::vector<std::string> bert_variants(const std::string& hf) {
+  std::vector<std::string> out = with_optional_prefix("bert.", hf);
+  for (const auto& [from, to] : {std::pair<std::string, std::string>{"LayerNorm.weight", "LayerNorm.gamma"},
+                                 {"LayerNorm.bias", "LayerNorm.beta"}}) {
+    if (hf.size() >= from.size() && hf.compare(hf.size() - from.size(), from.size(), from) == 0) {
+      for (const auto& s : with_optional_prefix("bert.", hf.substr(0, hf.size() - from.size()) + to)) out.push_back(s);
+    }
+  }
+  return out;
+}
+
 struct BertArchitecture {
   static ComponentPlan plan(const ModelConfig& c) {
     const BertConfig cfg(c);
-    // Task models (BertForMaskedLM, ...) save the encoder under "bert."; legacy TF conversions
-    // name LayerNorm parameters gamma/beta.
-    auto t = [](const std::string& name, const std::string& hf, bool required = true) {
-      std::vector<std::string> sources = with_optional_prefix("bert.", hf);
-      for (const auto& [from, to] : {std::pair<std::string, std::string>{"LayerNorm.weight", "LayerNorm.gamma"},
-                                     {"LayerNorm.bias", "LayerNorm.beta"}}) {
-        if (hf.size() >= from.size() && hf.compare(hf.size() - from.size(), from.size(), from) == 0) {
-          const std::string legacy = hf.substr(0, hf.size() - from.size()) + to;
-          for (const auto& s : with_optional_prefix("bert.", legacy)) sources.push_back(s);
-        }
-      }
-      return TensorSpec{name, sources, required};
-    };
-    ComponentPlan p;
-    ComponentSpec embed{"embed", ComponentRole::resident, {}};
-    for (const char* n : {"word_embeddings.weight", "position_embeddings.weight", "token_type_embeddings.weight",
-                          "LayerNorm.weight", "LayerNorm.bias"}) {
-      embed.tensors.push_back(t(n, std::string("embeddings.") + n));
-    }
-    p.components.push_back(std::move(embed));
-    p.execution_order.push_back("embed");
+    PlanBuilder p;
+    p.variants(bert_variants);
+    p.add("embed", ComponentRole::resident, "embeddings.")
+        .tensor(names::words)
+        .tensor(names::positions)
+        .tensor(names::types)
+        .linear(names::embed_norm, Bias::required);
     for (int64_t i = 0; i < cfg.layers; ++i) {
-      const std::string pre = "encoder.layer." + std::to_string(i) + ".";
-      ComponentSpec s{layer_id(i), ComponentRole::streamed, {}};
-      for (const char* n : {"attention.self.query", "attention.self.key", "attention.self.value",
-                            "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense",
-                            "output.dense", "output.LayerNorm"}) {
-        s.tensors.push_back(t(std::string(n) + ".weight", pre + n + ".weight"));
-        s.tensors.push_back(t(std::string(n) + ".bias", pre + n + ".bias"));
+      auto& layer = p.add("layers." + std::to_string(i), ComponentRole::streamed, "encoder.layer." + std::to_string(i) + ".");
+      for (const auto& n : {names::query, names::key, names::value, names::attn_out, names::attn_norm, names::inter,
+                            names::out, names::out_norm}) {
+        layer.linear(n, Bias::required);
       }
-      p.components.push_back(std::move(s));
-      p.execution_order.push_back(layer_id(i));
     }
     // BertModel(add_pooling_layer=False) checkpoints have no pooler: then no pooler_output.
-    p.components.push_back({"pooler", ComponentRole::resident,
-                            {t("dense.weight", "pooler.dense.weight", false), t("dense.bias", "pooler.dense.bias", false)}});
-    p.execution_order.push_back("pooler");
-    // Pre-training heads, when the checkpoint has them (they sit outside the "bert." prefix).
-    auto head = [](const std::string& name, const std::string& hf) { return TensorSpec{name, {hf}, false}; };
-    p.components.push_back({"heads", ComponentRole::resident,
-                            {head("transform.dense.weight", "cls.predictions.transform.dense.weight"),
-                             head("transform.dense.bias", "cls.predictions.transform.dense.bias"),
-                             head("transform.LayerNorm.weight", "cls.predictions.transform.LayerNorm.weight"),
-                             head("transform.LayerNorm.bias", "cls.predictions.transform.LayerNorm.bias"),
-                             head("bias", "cls.predictions.bias"),
-                             head("decoder.weight", "cls.predictions.decoder.weight"),
-                             head("seq_relationship.weight", "cls.seq_relationship.weight"),
-                             head("seq_relationship.bias", "cls.seq_relationship.bias")}});
-    p.execution_order.push_back("heads");
-    p.ignored_suffixes = {"embeddings.position_ids", "cls.predictions.decoder.bias"};
-    return p;
+    auto& pooler = p.add("pooler", ComponentRole::resident, "pooler.");
+    pooler.tensor({"dense.weight"}, false).tensor({"dense.bias"}, false);
+    auto& heads = p.add("heads", ComponentRole::resident);
+    for (const auto& [name, hf] : names::heads) heads.tensor_from(name, {hf}, false);
+    return p.ignore_suffix("embeddings.position_ids").ignore_suffix("cls.predictions.decoder.bias").build();
   }
 
   static std::unique_ptr<Model> create(const ModelConfig& c) { return std::make_unique<Bert>(c); }
@@ -198,4 +193,4 @@ struct BertArchitecture {
 
 }  // namespace
 
-SURF_PLUGIN(BertArchitecture, "bert", "0.1.0", "bert")
+SURF_PLUGIN(BertArchitecture, "bert", "0.2.0", "bert")

@@ -2,13 +2,20 @@
 // positions, head tied to wte. Conventions follow HF modeling_gpt2.py (shared/reference/README.md).
 #include <cmath>
 
-#include "surf/decoding.h"
-#include "surf/ops.h"
-#include "surf/plugin.h"
+#include "surf/causal_lm.h"
+#include "surf/plan.h"
 
 namespace {
 
 using namespace surf;
+
+// The name table: inside a block, a tensor's name is its HF name after "transformer.h.N.".
+namespace names {
+constexpr TensorName wte{"wte.weight"}, wpe{"wpe.weight"};
+constexpr LinearName ln_1{"ln_1"}, attn{"attn.c_attn"}, attn_proj{"attn.c_proj"}, ln_2{"ln_2"};
+constexpr LinearName fc{"mlp.c_fc"}, mlp_proj{"mlp.c_proj"};
+constexpr TensorName ln_f_weight{"weight", "ln_f.weight"}, ln_f_bias{"bias", "ln_f.bias"};
+}  // namespace names
 
 struct Gpt2Config {
   int64_t embd, layers, heads, head_dim, inner, vocab, positions;
@@ -35,7 +42,9 @@ struct Gpt2Config {
   }
 };
 
-std::string layer_id(int64_t i) { return "layers." + std::to_string(i); }
+Tensor layer_norm(const Tensor& x, const Component& w, const LinearName& n, double eps) {
+  return ops::layer_norm(x, w.get(n.weight()), w.get(n.bias()), static_cast<float>(eps));
+}
 
 class Gpt2 final : public CausalLM {
  public:
@@ -43,69 +52,41 @@ class Gpt2 final : public CausalLM {
 
  private:
   explicit Gpt2(const Gpt2Config& cfg)
-      : CausalLM({cfg.layers, cfg.embd, cfg.vocab, cfg.embd, cfg.positions, "n_positions"}), cfg_(cfg) {}
+      : CausalLM({cfg.layers, cfg.embd, cfg.vocab, cfg.positions, "n_positions"}), cfg_(cfg) {}
 
-  Tensor run_layers(ComponentSource& src, const Tensor& ids, const Tensor& positions, const Tensor& key_mask,
-                    int64_t batch, int64_t len, std::vector<ops::KVCache>& caches, bool cached, Tensor* hs) override {
-    Tensor x;
-    {
-      ComponentRef embed = src.acquire("embed");
-      x = ops::embedding(embed->get("wte.weight"), ids);
-      ops::add(x, ops::embedding(embed->get("wpe.weight"), positions));
-    }
-    if (hs) store_layer(*hs, 0, x);
-    const int64_t e = cfg_.embd;
-    for (int64_t l = 0; l < cfg_.layers; ++l) {
-      ComponentRef layer = src.acquire(layer_id(l));
-      const Component& w = *layer;
-      Tensor h = ops::layer_norm(x, w.get("ln_1.weight"), w.get("ln_1.bias"), static_cast<float>(cfg_.eps));
-      Tensor qkv = ops::linear_in_out(h, w.get("attn.c_attn.weight"), w.find("attn.c_attn.bias"));
-      if (qkv.dim(-1) != 3 * e) {
-        fail(ErrorCode::invalid_argument, "layer " + std::to_string(l) + ": attn.c_attn has " +
-                                              std::to_string(qkv.dim(-1)) + " outputs, expected 3 * n_embd");
-      }
-      ops::KVCache& cache = cached ? caches[l] : caches[0];
-      if (!cached) cache.reset(batch, len, e);
-      const int64_t past = cache.length();
-      cache.append(qkv.f32() + e, qkv.f32() + 2 * e, len, 3 * e);  // q | k | v along the last axis
-      ops::AttentionArgs a;
-      a.batch = batch;
-      a.q_len = len;
-      a.kv_len = cache.length();
-      a.kv_capacity = cache.capacity();
-      a.heads = a.kv_heads = cfg_.heads;
-      a.head_dim = cfg_.head_dim;
-      a.q_stride = 3 * e;
-      a.past = past;
-      double scale = cfg_.scale_weights ? 1.0 / std::sqrt(static_cast<double>(cfg_.head_dim)) : 1.0;
-      if (cfg_.scale_by_layer) scale /= static_cast<double>(l + 1);
-      a.scale = static_cast<float>(scale);
-      a.causal = true;
-      a.key_mask = key_mask.i64();
-      Tensor attn = Tensor::empty(DType::F32, {batch * len, e});
-      ops::attention(qkv.f32(), cache.k(), cache.v(), attn.f32(), a);
-      ops::add(x, ops::linear_in_out(attn, w.get("attn.c_proj.weight"), w.find("attn.c_proj.bias")));
-      Tensor h2 = ops::layer_norm(x, w.get("ln_2.weight"), w.get("ln_2.bias"), static_cast<float>(cfg_.eps));
-      Tensor m = ops::linear_in_out(h2, w.get("mlp.c_fc.weight"), w.find("mlp.c_fc.bias"));
-      ops::activate(m, cfg_.act);
-      ops::add(x, ops::linear_in_out(m, w.get("mlp.c_proj.weight"), w.find("mlp.c_proj.bias")));
-      if (hs) store_layer(*hs, l + 1, x);
-    }
+  Tensor embed(const Pass& pass, ComponentSource& src) override {
+    ComponentRef embed = src.acquire("embed");
+    Tensor x = ops::embedding(get(*embed, names::wte), pass.ids());
+    ops::add(x, ops::embedding(get(*embed, names::wpe), pass.position_ids()));
     return x;
   }
 
+  void layer(LayerContext& ctx, const Component& w, Tensor& x) override {
+    const int64_t e = cfg_.embd;
+    Tensor qkv = linear_in_out(layer_norm(x, w, names::ln_1, cfg_.eps), w, names::attn);  // q | k | v
+    if (qkv.dim(-1) != 3 * e) {
+      fail(ErrorCode::invalid_argument, "layer " + std::to_string(ctx.layer()) + ": attn.c_attn has " +
+                                            std::to_string(qkv.dim(-1)) + " outputs, expected 3 * n_embd");
+    }
+    AttentionSpec spec = AttentionSpec::causal_lm(cfg_.heads, cfg_.heads, cfg_.head_dim);
+    double scale = cfg_.scale_weights ? 1.0 / std::sqrt(static_cast<double>(cfg_.head_dim)) : 1.0;
+    if (cfg_.scale_by_layer) scale /= static_cast<double>(ctx.layer() + 1);
+    spec.scale = static_cast<float>(scale);
+    Tensor attn = ctx.self_attention(ops::columns(qkv, 0, e), ops::columns(qkv, e, e), ops::columns(qkv, 2 * e, e), spec);
+    ops::add(x, linear_in_out(attn, w, names::attn_proj));
+    Tensor m = linear_in_out(layer_norm(x, w, names::ln_2, cfg_.eps), w, names::fc);
+    ops::activate(m, cfg_.act);
+    ops::add(x, linear_in_out(m, w, names::mlp_proj));
+  }
+
   Tensor final_norm(ComponentSource& src, const Tensor& x) override {
-    ComponentRef c = src.acquire("final_norm");
-    return ops::layer_norm(x, c->get("weight"), c->get("bias"), static_cast<float>(cfg_.eps));
+    ComponentRef norm = src.acquire("final_norm");
+    return ops::layer_norm(x, get(*norm, names::ln_f_weight), get(*norm, names::ln_f_bias), static_cast<float>(cfg_.eps));
   }
 
   Tensor head(ComponentSource& src, const Tensor& x) override {
-    if (cfg_.tied) {
-      ComponentRef c = src.acquire("embed");
-      return ops::linear(x, c->get("wte.weight"));
-    }
-    ComponentRef c = src.acquire("lm_head");
-    return ops::linear(x, c->get("weight"));
+    if (cfg_.tied) return ops::linear(x, get(*src.acquire("embed"), names::wte));
+    return ops::linear(x, src.acquire("lm_head")->get("weight"));
   }
 
   Gpt2Config cfg_;
@@ -115,34 +96,22 @@ struct Gpt2Architecture {
   static ComponentPlan plan(const ModelConfig& c) {
     const Gpt2Config cfg(c);
     // Checkpoints saved from GPT2LMHeadModel carry the "transformer." prefix; GPT2Model's do not.
-    auto t = [](const std::string& name, const std::string& hf, bool required = true) {
-      return TensorSpec{name, with_optional_prefix("transformer.", hf), required};
-    };
-    ComponentPlan p;
-    p.components.push_back({"embed", ComponentRole::resident, {t("wte.weight", "wte.weight"), t("wpe.weight", "wpe.weight")}});
-    p.execution_order.push_back("embed");
+    PlanBuilder p("transformer.");
+    p.add("embed", ComponentRole::resident).tensor(names::wte).tensor(names::wpe);
     for (int64_t i = 0; i < cfg.layers; ++i) {
-      const std::string pre = "h." + std::to_string(i) + ".";
-      ComponentSpec s{layer_id(i), ComponentRole::streamed, {}};
-      for (const char* n : {"ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"}) {
-        s.tensors.push_back(t(std::string(n) + ".weight", pre + n + ".weight"));
-        s.tensors.push_back(t(std::string(n) + ".bias", pre + n + ".bias"));
+      auto& layer = p.add("layers." + std::to_string(i), ComponentRole::streamed, "h." + std::to_string(i) + ".");
+      for (const auto& n : {names::ln_1, names::attn, names::attn_proj, names::ln_2, names::fc, names::mlp_proj}) {
+        layer.linear(n, Bias::required);
       }
-      p.components.push_back(std::move(s));
-      p.execution_order.push_back(layer_id(i));
     }
-    p.components.push_back({"final_norm", ComponentRole::resident, {t("weight", "ln_f.weight"), t("bias", "ln_f.bias")}});
-    p.execution_order.push_back("final_norm");
-    if (!cfg.tied) {
-      p.components.push_back({"lm_head", ComponentRole::streamed, {TensorSpec{"weight", {"lm_head.weight"}, true}}});
-      p.execution_order.push_back("lm_head");
+    p.add("final_norm", ComponentRole::resident).tensor(names::ln_f_weight).tensor(names::ln_f_bias);
+    if (cfg.tied) {
+      p.ignore_suffix("lm_head.weight");  // some checkpoints store the tied copy
     } else {
-      p.ignored_suffixes.push_back("lm_head.weight");  // some checkpoints store the tied copy
+      p.add("lm_head", ComponentRole::streamed).tensor_from("weight", {"lm_head.weight"});
     }
     // Old checkpoints persisted these buffers; they are not parameters.
-    p.ignored_suffixes.push_back("attn.bias");
-    p.ignored_suffixes.push_back("attn.masked_bias");
-    return p;
+    return p.ignore_suffix("attn.bias").ignore_suffix("attn.masked_bias").build();
   }
 
   static std::unique_ptr<Model> create(const ModelConfig& c) { return std::make_unique<Gpt2>(c); }
@@ -150,4 +119,4 @@ struct Gpt2Architecture {
 
 }  // namespace
 
-SURF_PLUGIN(Gpt2Architecture, "gpt2", "0.1.0", "gpt2")
+SURF_PLUGIN(Gpt2Architecture, "gpt2", "0.2.0", "gpt2")

@@ -1,15 +1,21 @@
 // LlamaForCausalLM: RMSNorm pre-norm decoder, rotate-half RoPE, grouped-query attention,
 // SwiGLU MLP. Conventions follow HF modeling_llama.py (see shared/reference/README.md).
-#include <algorithm>
-#include <cmath>
-
-#include "surf/decoding.h"
-#include "surf/ops.h"
-#include "surf/plugin.h"
+#include "surf/causal_lm.h"
+#include "surf/plan.h"
 
 namespace {
 
 using namespace surf;
+
+// The name table: inside a layer, a tensor's name is its HF name after "model.layers.N.".
+namespace names {
+constexpr TensorName embed{"weight", "embed_tokens.weight"};
+constexpr TensorName attn_norm{"input_layernorm.weight"};
+constexpr LinearName q{"self_attn.q_proj"}, k{"self_attn.k_proj"}, v{"self_attn.v_proj"}, o{"self_attn.o_proj"};
+constexpr TensorName mlp_norm{"post_attention_layernorm.weight"};
+constexpr LinearName gate{"mlp.gate_proj"}, up{"mlp.up_proj"}, down{"mlp.down_proj"};
+constexpr TensorName final_norm{"weight", "norm.weight"};
+}  // namespace names
 
 struct LlamaConfig {
   int64_t hidden, layers, heads, kv_heads, head_dim, intermediate, vocab, max_positions;
@@ -38,16 +44,11 @@ struct LlamaConfig {
     }
     if (heads % kv_heads != 0) {
       fail(ErrorCode::invalid_argument, "llama config: num_attention_heads " + std::to_string(heads) +
-                                            " is not a multiple of num_key_value_heads " +
-                                            std::to_string(kv_heads));
+                                            " is not a multiple of num_key_value_heads " + std::to_string(kv_heads));
     }
-    if (c.has("rope_scaling")) {
-      fail(ErrorCode::unsupported, "llama config: rope_scaling is not supported yet");
-    }
+    if (c.has("rope_scaling")) fail(ErrorCode::unsupported, "llama config: rope_scaling is not supported yet");
   }
 };
-
-std::string layer_id(int64_t i) { return "layers." + std::to_string(i); }
 
 class Llama final : public CausalLM {
  public:
@@ -55,64 +56,31 @@ class Llama final : public CausalLM {
 
  private:
   explicit Llama(const LlamaConfig& cfg)
-      : CausalLM({cfg.layers, cfg.hidden, cfg.vocab, cfg.kv_heads * cfg.head_dim, cfg.max_positions,
-                  "max_position_embeddings"}),
-        cfg_(cfg) {}
+      : CausalLM({cfg.layers, cfg.hidden, cfg.vocab, cfg.max_positions, "max_position_embeddings"}),
+        cfg_(cfg),
+        rope_(cfg.head_dim, cfg.theta),
+        attention_(AttentionSpec::causal_lm(cfg.heads, cfg.kv_heads, cfg.head_dim)) {}
 
-  Tensor run_layers(ComponentSource& src, const Tensor& ids, const Tensor& positions, const Tensor& key_mask,
-                    int64_t batch, int64_t len, std::vector<ops::KVCache>& caches, bool cached,
-                    Tensor* hidden_states) override {
-    Tensor x;
-    {
-      ComponentRef embed = src.acquire("embed");
-      x = ops::embedding(embed->get("weight"), ids);
-    }
-    if (hidden_states) store_layer(*hidden_states, 0, x);
-    const int64_t q_width = cfg_.heads * cfg_.head_dim, kv_width = cfg_.kv_heads * cfg_.head_dim;
-    for (int64_t l = 0; l < cfg_.layers; ++l) {
-      ComponentRef layer = src.acquire(layer_id(l));
-      const Component& w = *layer;
-      Tensor n = ops::rms_norm(x, w.get("input_layernorm.weight"), static_cast<float>(cfg_.eps));
-      Tensor q = ops::linear(n, w.get("self_attn.q_proj.weight"), w.find("self_attn.q_proj.bias"));
-      Tensor k = ops::linear(n, w.get("self_attn.k_proj.weight"), w.find("self_attn.k_proj.bias"));
-      Tensor v = ops::linear(n, w.get("self_attn.v_proj.weight"), w.find("self_attn.v_proj.bias"));
-      if (q.dim(-1) != q_width || k.dim(-1) != kv_width || v.dim(-1) != kv_width) {
-        fail(ErrorCode::invalid_argument, "layer " + std::to_string(l) + ": q/k/v projections do not match the config's heads");
-      }
-      ops::rope(q, cfg_.heads, cfg_.head_dim, positions.i64(), cfg_.theta);
-      ops::rope(k, cfg_.kv_heads, cfg_.head_dim, positions.i64(), cfg_.theta);
-      ops::KVCache& cache = cached ? caches[l] : caches[0];
-      if (!cached) cache.reset(batch, len, kv_width);
-      const int64_t past = cache.length();
-      cache.append(k.f32(), v.f32(), len);
-      ops::AttentionArgs a;
-      a.batch = batch;
-      a.q_len = len;
-      a.kv_len = cache.length();
-      a.kv_capacity = cache.capacity();
-      a.heads = cfg_.heads;
-      a.kv_heads = cfg_.kv_heads;
-      a.head_dim = cfg_.head_dim;
-      a.past = past;
-      a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(cfg_.head_dim)));
-      a.causal = true;
-      a.key_mask = key_mask.i64();
-      Tensor attn = Tensor::empty(DType::F32, {batch * len, q_width});
-      ops::attention(q.f32(), cache.k(), cache.v(), attn.f32(), a);
-      ops::add(x, ops::linear(attn, w.get("self_attn.o_proj.weight"), w.find("self_attn.o_proj.bias")));
-      Tensor n2 = ops::rms_norm(x, w.get("post_attention_layernorm.weight"), static_cast<float>(cfg_.eps));
-      Tensor g = ops::linear(n2, w.get("mlp.gate_proj.weight"), w.find("mlp.gate_proj.bias"));
-      ops::activate(g, cfg_.act);
-      ops::multiply(g, ops::linear(n2, w.get("mlp.up_proj.weight"), w.find("mlp.up_proj.bias")));
-      ops::add(x, ops::linear(g, w.get("mlp.down_proj.weight"), w.find("mlp.down_proj.bias")));
-      if (hidden_states) store_layer(*hidden_states, l + 1, x);
-    }
-    return x;
+  Tensor embed(const Pass& pass, ComponentSource& src) override {
+    return ops::embedding(get(*src.acquire("embed"), names::embed), pass.ids());
+  }
+
+  void layer(LayerContext& ctx, const Component& w, Tensor& x) override {
+    const auto eps = static_cast<float>(cfg_.eps);
+    Tensor n = ops::rms_norm(x, get(w, names::attn_norm), eps);
+    Tensor q = linear(n, w, names::q), k = linear(n, w, names::k), v = linear(n, w, names::v);
+    rope_.apply(q, cfg_.heads, cfg_.head_dim, ctx.positions());
+    rope_.apply(k, cfg_.kv_heads, cfg_.head_dim, ctx.positions());
+    ops::add(x, linear(ctx.self_attention(q, k, v, attention_), w, names::o));
+    Tensor n2 = ops::rms_norm(x, get(w, names::mlp_norm), eps);
+    Tensor g = linear(n2, w, names::gate);
+    ops::activate(g, cfg_.act);
+    ops::multiply(g, linear(n2, w, names::up));
+    ops::add(x, linear(g, w, names::down));
   }
 
   Tensor final_norm(ComponentSource& src, const Tensor& x) override {
-    ComponentRef norm = src.acquire("final_norm");
-    return ops::rms_norm(x, norm->get("weight"), static_cast<float>(cfg_.eps));
+    return ops::rms_norm(x, get(*src.acquire("final_norm"), names::final_norm), static_cast<float>(cfg_.eps));
   }
 
   Tensor head(ComponentSource& src, const Tensor& x) override {
@@ -121,44 +89,37 @@ class Llama final : public CausalLM {
   }
 
   LlamaConfig cfg_;
+  ops::RotaryEmbedding rope_;
+  AttentionSpec attention_;
 };
 
 struct LlamaArchitecture {
   static ComponentPlan plan(const ModelConfig& c) {
     const LlamaConfig cfg(c);
-    ComponentPlan p;
-    auto t = [](std::string name, std::string hf, bool required = true) {
-      return TensorSpec{std::move(name), with_optional_prefix("model.", hf), required};
-    };
-    p.components.push_back({"embed", ComponentRole::resident, {t("weight", "embed_tokens.weight")}});
-    p.execution_order.push_back("embed");
+    const Bias attention_bias = cfg.attention_bias ? Bias::required : Bias::none;
+    const Bias mlp_bias = cfg.mlp_bias ? Bias::required : Bias::none;
+    PlanBuilder p("model.");
+    p.add("embed", ComponentRole::resident).tensor(names::embed);
     for (int64_t i = 0; i < cfg.layers; ++i) {
-      const std::string pre = "layers." + std::to_string(i) + ".";
-      ComponentSpec s{layer_id(i), ComponentRole::streamed, {}};
-      s.tensors.push_back(t("input_layernorm.weight", pre + "input_layernorm.weight"));
-      s.tensors.push_back(t("post_attention_layernorm.weight", pre + "post_attention_layernorm.weight"));
-      for (const char* proj : {"q_proj", "k_proj", "v_proj", "o_proj"}) {
-        const std::string n = std::string("self_attn.") + proj;
-        s.tensors.push_back(t(n + ".weight", pre + n + ".weight"));
-        if (cfg.attention_bias) s.tensors.push_back(t(n + ".bias", pre + n + ".bias", proj[0] != 'o'));
-      }
-      for (const char* proj : {"gate_proj", "up_proj", "down_proj"}) {
-        const std::string n = std::string("mlp.") + proj;
-        s.tensors.push_back(t(n + ".weight", pre + n + ".weight"));
-        if (cfg.mlp_bias) s.tensors.push_back(t(n + ".bias", pre + n + ".bias"));
-      }
-      p.components.push_back(std::move(s));
-      p.execution_order.push_back(layer_id(i));
+      const std::string id = "layers." + std::to_string(i);
+      p.add(id, ComponentRole::streamed, id + ".")
+          .tensor(names::attn_norm)
+          .tensor(names::mlp_norm)
+          .linear(names::q, attention_bias)
+          .linear(names::k, attention_bias)
+          .linear(names::v, attention_bias)
+          .linear(names::o, cfg.attention_bias ? Bias::optional : Bias::none)
+          .linear(names::gate, mlp_bias)
+          .linear(names::up, mlp_bias)
+          .linear(names::down, mlp_bias);
     }
-    p.components.push_back({"final_norm", ComponentRole::resident, {t("weight", "norm.weight")}});
-    p.execution_order.push_back("final_norm");
-    if (!cfg.tied) {
-      p.components.push_back({"lm_head", ComponentRole::streamed, {TensorSpec{"weight", {"lm_head.weight"}, true}}});
-      p.execution_order.push_back("lm_head");
+    p.add("final_norm", ComponentRole::resident).tensor(names::final_norm);
+    if (cfg.tied) {
+      p.ignore_suffix("lm_head.weight");
+    } else {
+      p.add("lm_head", ComponentRole::streamed).tensor_from("weight", {"lm_head.weight"});
     }
-    p.ignored_suffixes = {"rotary_emb.inv_freq"};
-    if (cfg.tied) p.ignored_suffixes.push_back("lm_head.weight");
-    return p;
+    return p.ignore_suffix("rotary_emb.inv_freq").build();
   }
 
   static std::unique_ptr<Model> create(const ModelConfig& c) { return std::make_unique<Llama>(c); }
@@ -166,4 +127,4 @@ struct LlamaArchitecture {
 
 }  // namespace
 
-SURF_PLUGIN(LlamaArchitecture, "llama", "0.1.0", "llama")
+SURF_PLUGIN(LlamaArchitecture, "llama", "0.2.0", "llama")

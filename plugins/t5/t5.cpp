@@ -4,15 +4,33 @@
 // (shared/reference/README.md). Encoder and decoder blocks are separate streamed components.
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
-#include "surf/decoding.h"
-#include "surf/ops.h"
-#include "surf/plugin.h"
+#include "surf/layers.h"
+#include "surf/plan.h"
 
 namespace {
 
 using namespace surf;
+
+// The name table: a tensor's name inside its block and its HF name relative to the sublayer
+// ("encoder.block.N.layer.K.", K = 0 self-attention, then cross-attention in the decoder, then
+// the feed-forward).
+namespace names {
+constexpr TensorName self_q{"self.q.weight", "SelfAttention.q.weight"}, self_k{"self.k.weight", "SelfAttention.k.weight"},
+    self_v{"self.v.weight", "SelfAttention.v.weight"}, self_o{"self.o.weight", "SelfAttention.o.weight"};
+constexpr TensorName position_bias{"self.relative_attention_bias.weight", "SelfAttention.relative_attention_bias.weight"};
+constexpr TensorName self_norm{"self_norm.weight", "layer_norm.weight"};
+constexpr TensorName cross_q{"cross.q.weight", "EncDecAttention.q.weight"},
+    cross_k{"cross.k.weight", "EncDecAttention.k.weight"}, cross_v{"cross.v.weight", "EncDecAttention.v.weight"},
+    cross_o{"cross.o.weight", "EncDecAttention.o.weight"};
+constexpr TensorName cross_norm{"cross_norm.weight", "layer_norm.weight"};
+constexpr TensorName wi{"ff.wi.weight", "DenseReluDense.wi.weight"}, wi_0{"ff.wi_0.weight", "DenseReluDense.wi_0.weight"},
+    wi_1{"ff.wi_1.weight", "DenseReluDense.wi_1.weight"}, wo{"ff.wo.weight", "DenseReluDense.wo.weight"};
+constexpr TensorName ff_norm{"ff_norm.weight", "layer_norm.weight"};
+constexpr TensorName norm{"weight"};
+}  // namespace names
+
+Tensor linear(const Tensor& x, const Component& w, const TensorName& n) { return ops::linear(x, get(w, n)); }
 
 struct T5Config {
   int64_t d_model, d_kv, d_ff, enc_layers, dec_layers, heads, vocab, buckets, max_distance, start_token;
@@ -66,25 +84,45 @@ int64_t relative_bucket(int64_t rp, bool bidirectional, int64_t num_buckets, int
   return ret + std::min<int64_t>(max_exact + static_cast<int64_t>(v), n - 1);
 }
 
-// [heads, q_len, k_len] bias for queries at q_offset.. and keys 0..k_len-1 from table [buckets, heads].
-Tensor position_bias(const Tensor& table, int64_t q_len, int64_t k_len, int64_t q_offset, bool bidirectional,
-                     const T5Config& cfg) {
+// [heads, len, past + len] bias for each sequence of the pass, from table [buckets, heads].
+std::vector<Tensor> position_bias(const Tensor& table, const Pass& pass, bool bidirectional, const T5Config& cfg) {
   if (table.rank() != 2 || table.dim(0) != cfg.buckets || table.dim(1) != cfg.heads) {
     fail(ErrorCode::invalid_argument, "relative_attention_bias " + shape_string(table.shape()) + " is not [" +
                                           std::to_string(cfg.buckets) + ", " + std::to_string(cfg.heads) + "]");
   }
-  Tensor bias = Tensor::empty(DType::F32, {cfg.heads, q_len, k_len});
-  for (int64_t i = 0; i < q_len; ++i) {
-    for (int64_t j = 0; j < k_len; ++j) {
-      const int64_t b = relative_bucket(j - (i + q_offset), bidirectional, cfg.buckets, cfg.max_distance);
-      for (int64_t h = 0; h < cfg.heads; ++h) bias.f32()[(h * q_len + i) * k_len + j] = table.f32()[b * cfg.heads + h];
+  std::vector<Tensor> out;
+  for (const PassSequence& s : pass.sequences()) {
+    if (!out.empty() && s.len == pass.sequences()[0].len && s.past == pass.sequences()[0].past) {
+      out.push_back(out.front());  // same shape and offsets: same bias
+      continue;
     }
+    const int64_t k_len = s.past + s.len;
+    Tensor bias = Tensor::empty(DType::F32, {cfg.heads, s.len, k_len});
+    for (int64_t i = 0; i < s.len; ++i) {
+      for (int64_t j = 0; j < k_len; ++j) {
+        const int64_t b = relative_bucket(j - (i + s.past), bidirectional, cfg.buckets, cfg.max_distance);
+        for (int64_t h = 0; h < cfg.heads; ++h) bias.f32()[(h * s.len + i) * k_len + j] = table.f32()[b * cfg.heads + h];
+      }
+    }
+    out.push_back(bias);
   }
-  return bias;
+  return out;
 }
 
 std::string enc_id(int64_t i) { return "encoder." + std::to_string(i); }
 std::string dec_id(int64_t i) { return "decoder." + std::to_string(i); }
+
+// Where the decoder's cross-attention looks: the encoder output rows of each sequence, their
+// mask, and per layer the keys/values computed from them (once, on first use).
+struct Encoded {
+  Tensor states;  // [rows, d_model]
+  Tensor mask;    // I64 [rows]
+  std::vector<Tensor> k, v;
+};
+
+struct T5Sequence final : Sequence {
+  Encoded encoded;
+};
 
 class T5 final : public Model {
  public:
@@ -92,7 +130,6 @@ class T5 final : public Model {
 
   void forward(const TensorMap& in, const RunOptions& opt, ComponentSource& src, TensorMap& out) override {
     const TokenInputs enc_in = read_token_inputs(in, kMaxLen, "the maximum length");
-    src.begin_pass();
     Tensor enc_hs;
     if (opt.hidden_states) enc_hs = Tensor::empty(DType::F32, {cfg_.enc_layers + 1, enc_in.batch, enc_in.len, cfg_.d_model});
     const Tensor enc = encode(src, enc_in, opt.hidden_states ? &enc_hs : nullptr);
@@ -104,172 +141,180 @@ class T5 final : public Model {
       fail(ErrorCode::invalid_argument, "decoder_input_ids has batch " + std::to_string(dec_in.batch) +
                                             ", input_ids has " + std::to_string(enc_in.batch));
     }
-    DecoderState st = new_state(dec_in.batch, dec_in.len);
+    Encoded encoded{enc, enc_in.mask.reshape({enc_in.batch * enc_in.len}), {}, {}};
     Tensor dec_hs;
     if (opt.hidden_states) dec_hs = Tensor::empty(DType::F32, {cfg_.dec_layers + 1, dec_in.batch, dec_in.len, cfg_.d_model});
-    const Tensor last = decode(src, dec_in.ids, enc, enc_in, st, opt.hidden_states ? &dec_hs : nullptr);
+    const Pass pass = Pass::batch(dec_in);
+    const Tensor last = decode(src, pass, [&](int64_t l, size_t i) { return cross(encoded, l, enc_in.len, static_cast<int64_t>(i)); },
+                               [&](int64_t l, const Component& w) { cross_kv({&encoded}, l, w); },
+                               opt.hidden_states ? &dec_hs : nullptr);
     out["decoder_last_hidden_state"] = last.reshape({dec_in.batch, dec_in.len, cfg_.d_model});
     out["logits"] = head(src, last).reshape({dec_in.batch, dec_in.len, cfg_.vocab});
     if (opt.hidden_states) out["decoder_hidden_states"] = dec_hs;
   }
 
-  void generate(const TensorMap& in, const RunOptions& opt, ComponentSource& src, TensorMap& out) override {
+  std::vector<std::unique_ptr<Sequence>> start(const TensorMap& in, int64_t max_new_tokens, ComponentSource& src) override {
     TensorMap enc_only{{"input_ids", require_input(in, "input_ids")}};
     if (const Tensor* m = optional_input(in, "attention_mask")) enc_only["attention_mask"] = *m;
     const TokenInputs enc_in = read_token_inputs(enc_only, kMaxLen, "the maximum length");
-    const int64_t steps = opt.max_new_tokens, batch = enc_in.batch;
-    if (steps <= 0) fail(ErrorCode::invalid_argument, "max_new_tokens must be at least 1");
-    src.begin_pass();
+    if (max_new_tokens <= 0) fail(ErrorCode::invalid_argument, "max_new_tokens must be at least 1");
     const Tensor enc = encode(src, enc_in, nullptr);
-    DecoderState st = new_state(batch, steps);
-    Tensor generated = Tensor::empty(DType::I64, {batch, steps + 1});
-    Tensor step_logits = Tensor::empty(DType::F32, {batch, steps, cfg_.vocab});
-    Tensor tokens = Tensor::empty(DType::I64, {batch, 1});
-    for (int64_t b = 0; b < batch; ++b) generated.i64()[b * (steps + 1)] = tokens.i64()[b] = cfg_.start_token;
-    for (int64_t s = 0; s < steps; ++s) {
-      if (s > 0) src.begin_pass(dec_id(0));
-      const Tensor logits = head(src, decode(src, tokens, enc, enc_in, st, nullptr));
-      const auto next = ops::argmax_rows(logits.f32(), batch, cfg_.vocab);
-      for (int64_t b = 0; b < batch; ++b) {
-        std::copy_n(logits.f32() + b * cfg_.vocab, cfg_.vocab, step_logits.f32() + (b * steps + s) * cfg_.vocab);
-        generated.i64()[b * (steps + 1) + s + 1] = tokens.i64()[b] = next[b];
-      }
+    std::vector<std::unique_ptr<Sequence>> out;
+    for (int64_t b = 0; b < enc_in.batch; ++b) {
+      auto s = std::make_unique<T5Sequence>();
+      s->pending = s->output_prefix = {cfg_.start_token};
+      s->capacity = max_new_tokens;  // the start token and every new token but the last are fed
+      // Keep the padded rows with their mask: cross-attention then sees what the batch saw.
+      s->encoded.states = Tensor::empty(DType::F32, {enc_in.len, cfg_.d_model});
+      std::copy_n(enc.f32() + b * enc_in.len * cfg_.d_model, enc_in.len * cfg_.d_model, s->encoded.states.f32());
+      s->encoded.mask = Tensor::empty(DType::I64, {enc_in.len});
+      std::copy_n(enc_in.mask.i64() + b * enc_in.len, enc_in.len, s->encoded.mask.i64());
+      out.push_back(std::move(s));
     }
-    out["generated_ids"] = generated;
-    out["generation_logits"] = step_logits;
+    return out;
+  }
+
+  Tensor step(const std::vector<Sequence*>& sequences, ComponentSource& src) override {
+    const Pass pass = Pass::decode(sequences);
+    auto encoded = [&](size_t i) -> Encoded& { return static_cast<T5Sequence*>(sequences[i])->encoded; };
+    const Tensor last = decode(src, pass, [&](int64_t l, size_t i) { return cross(encoded(i), l, encoded(i).states.dim(0), 0); },
+                               [&](int64_t l, const Component& w) {
+                                 std::vector<Encoded*> all;
+                                 for (size_t i = 0; i < sequences.size(); ++i) all.push_back(&encoded(i));
+                                 cross_kv(all, l, w);
+                               },
+                               nullptr);
+    Tensor logits = head(src, pass.last_rows(last));
+    pass.finish();
+    return logits;
   }
 
  private:
   static constexpr int64_t kMaxLen = 1 << 20;  // relative positions: no learned limit
-
-  struct DecoderState {
-    std::vector<ops::KVCache> self;
-    std::vector<Tensor> cross_k, cross_v;  // computed once per layer from the encoder output
-  };
-
-  DecoderState new_state(int64_t batch, int64_t capacity) const {
-    DecoderState st;
-    st.self.resize(cfg_.dec_layers);
-    for (auto& c : st.self) c.reset(batch, capacity, cfg_.inner());
-    st.cross_k.resize(cfg_.dec_layers);
-    st.cross_v.resize(cfg_.dec_layers);
-    return st;
-  }
 
   Tensor rms(const Tensor& x, const Component& w, const char* name) const {
     return ops::rms_norm(x, w.get(name), static_cast<float>(cfg_.eps));
   }
 
   void feed_forward(Tensor& x, const Component& w) const {
-    Tensor h = rms(x, w, "ff_norm.weight");
-    Tensor m;
-    if (cfg_.gated) {
-      m = ops::linear(h, w.get("ff.wi_0.weight"));
-      ops::activate(m, cfg_.act);
-      ops::multiply(m, ops::linear(h, w.get("ff.wi_1.weight")));
-    } else {
-      m = ops::linear(h, w.get("ff.wi.weight"));
-      ops::activate(m, cfg_.act);
-    }
-    ops::add(x, ops::linear(m, w.get("ff.wo.weight")));
+    Tensor h = rms(x, w, names::ff_norm.name);
+    Tensor m = linear(h, w, cfg_.gated ? names::wi_0 : names::wi);
+    ops::activate(m, cfg_.act);
+    if (cfg_.gated) ops::multiply(m, linear(h, w, names::wi_1));
+    ops::add(x, linear(m, w, names::wo));
   }
 
-  // Attention of q [batch*q_len, inner] over k/v [batch, kv_capacity, inner] (first kv_len rows).
-  Tensor attend(const Tensor& q, const float* k, const float* v, int64_t batch, int64_t q_len, int64_t kv_len,
-                int64_t kv_capacity, int64_t past, bool causal, const int64_t* key_mask, const Tensor* bias) const {
-    ops::AttentionArgs a;
-    a.batch = batch;
-    a.q_len = q_len;
-    a.kv_len = kv_len;
-    a.kv_capacity = kv_capacity;
-    a.heads = a.kv_heads = cfg_.heads;
-    a.head_dim = cfg_.d_kv;
-    a.past = past;
+  AttentionSpec attention(bool causal) const {
+    AttentionSpec a = AttentionSpec::causal_lm(cfg_.heads, cfg_.heads, cfg_.d_kv);
     a.scale = 1.0f;  // T5 does not scale scores
     a.causal = causal;
-    a.key_mask = key_mask;
-    a.bias = bias ? bias->f32() : nullptr;
-    Tensor out = Tensor::empty(DType::F32, {batch * q_len, cfg_.inner()});
-    ops::attention(q.f32(), k, v, out.f32(), a);
-    return out;
+    return a;
+  }
+
+  Tensor embed(ComponentSource& src, const Tensor& ids) const {
+    return ops::embedding(src.acquire("shared")->get("weight"), ids);  // no embedding scaling in T5
+  }
+
+  // Self-attention sublayer: x += o(attention(norm(x))).
+  void self_attention(LayerContext& ctx, Tensor& x, const Component& w, const AttentionSpec& spec) const {
+    Tensor h = rms(x, w, names::self_norm.name);
+    ops::add(x, linear(ctx.self_attention(linear(h, w, names::self_q), linear(h, w, names::self_k),
+                                          linear(h, w, names::self_v), spec),
+                       w, names::self_o));
   }
 
   Tensor encode(ComponentSource& src, const TokenInputs& in, Tensor* hs) {
-    Tensor x;
-    {
-      ComponentRef shared = src.acquire("shared");
-      x = ops::embedding(shared->get("weight"), in.ids);  // no embedding scaling in T5
-    }
-    if (hs) store_layer(*hs, 0, x);
-    Tensor bias;
+    const Pass pass = Pass::batch(in);
+    Tensor x = embed(src, pass.ids());
+    LayerContext(pass, -1, hs).record(0, x);
+    std::vector<Tensor> bias;
+    AttentionSpec spec = attention(false);
     for (int64_t l = 0; l < cfg_.enc_layers; ++l) {
       ComponentRef layer = src.acquire(enc_id(l));
-      const Component& w = *layer;
-      if (l == 0) bias = position_bias(w.get("self.relative_attention_bias.weight"), in.len, in.len, 0, true, cfg_);
-      Tensor h = rms(x, w, "self_norm.weight");
-      Tensor q = ops::linear(h, w.get("self.q.weight"));
-      Tensor k = ops::linear(h, w.get("self.k.weight"));
-      Tensor v = ops::linear(h, w.get("self.v.weight"));
-      Tensor a = attend(q, k.f32(), v.f32(), in.batch, in.len, in.len, in.len, 0, false, in.mask.i64(), &bias);
-      ops::add(x, ops::linear(a, w.get("self.o.weight")));
-      feed_forward(x, w);
-      if (hs) store_layer(*hs, l + 1, x);
+      if (l == 0) bias = position_bias(get(*layer, names::position_bias), pass, true, cfg_);
+      spec.bias = &bias;
+      LayerContext ctx(pass, l, hs);
+      self_attention(ctx, x, *layer, spec);
+      feed_forward(x, *layer);
+      ctx.record(l + 1, x);
     }
-    ComponentRef norm = src.acquire("encoder_norm");
-    return rms(x, *norm, "weight");
+    return rms(x, *src.acquire("encoder_norm"), names::norm.name);
   }
 
-  // Runs `ids` [batch, n] through the decoder, appending to the self-attention caches.
-  Tensor decode(ComponentSource& src, const Tensor& ids, const Tensor& enc, const TokenInputs& enc_in,
-                DecoderState& st, Tensor* hs) {
-    const int64_t batch = ids.dim(0), n = ids.dim(1);
-    Tensor x;
-    {
-      ComponentRef shared = src.acquire("shared");
-      x = ops::embedding(shared->get("weight"), ids);
+  // Layer l's cross-attention input for sequence `row` of a batch whose encoder rows are `len` long.
+  KeysValues cross(const Encoded& e, int64_t l, int64_t len, int64_t row) const {
+    const int64_t at = row * len;
+    return {e.k[l].f32() + at * cfg_.inner(), e.v[l].f32() + at * cfg_.inner(), len, 0, e.mask.i64() + at};
+  }
+
+  // Keys/values of layer l from the encoder outputs that lack them, computed once per layer, in
+  // one matmul over all their rows.
+  void cross_kv(const std::vector<Encoded*>& encoded, int64_t l, const Component& w) const {
+    std::vector<Encoded*> todo;
+    int64_t rows = 0;
+    for (Encoded* e : encoded) {
+      if (static_cast<int64_t>(e->k.size()) > l) continue;
+      todo.push_back(e);
+      rows += e->states.dim(0);
     }
-    if (hs) store_layer(*hs, 0, x);
-    const int64_t past = st.self[0].length();
-    Tensor bias;
+    if (todo.empty()) return;
+    Tensor states = todo[0]->states;
+    if (todo.size() > 1) {
+      states = Tensor::empty(DType::F32, {rows, cfg_.d_model});
+      int64_t at = 0;
+      for (Encoded* e : todo) {
+        std::copy_n(e->states.f32(), e->states.numel(), states.f32() + at);
+        at += e->states.numel();
+      }
+    }
+    const Tensor k = linear(states, w, names::cross_k), v = linear(states, w, names::cross_v);
+    int64_t row = 0;
+    for (Encoded* e : todo) {
+      const int64_t n = e->states.dim(0);
+      e->k.push_back(todo.size() == 1 ? k : rows_of(k, row, n));
+      e->v.push_back(todo.size() == 1 ? v : rows_of(v, row, n));
+      row += n;
+    }
+  }
+
+  static Tensor rows_of(const Tensor& x, int64_t first, int64_t n) {
+    Tensor out = Tensor::empty(DType::F32, {n, x.dim(1)});
+    std::copy_n(x.f32() + first * x.dim(1), n * x.dim(1), out.f32());
+    return out;
+  }
+
+  // The decoder over `pass`; `prepare(l, w)` readies layer l's cross keys/values so that
+  // `cross_for(l, i)` gives sequence i's.
+  template <class CrossFor, class Prepare>
+  Tensor decode(ComponentSource& src, const Pass& pass, CrossFor&& cross_for, Prepare&& prepare, Tensor* hs) {
+    Tensor x = embed(src, pass.ids());
+    LayerContext(pass, -1, hs).record(0, x);
+    std::vector<Tensor> bias;
+    AttentionSpec self_spec = attention(true), cross_spec = attention(false);
     for (int64_t l = 0; l < cfg_.dec_layers; ++l) {
       ComponentRef layer = src.acquire(dec_id(l));
       const Component& w = *layer;
-      if (l == 0) {
-        bias = position_bias(w.get("self.relative_attention_bias.weight"), n, past + n, past, false, cfg_);
-      }
-      Tensor h = rms(x, w, "self_norm.weight");
-      Tensor q = ops::linear(h, w.get("self.q.weight"));
-      Tensor k = ops::linear(h, w.get("self.k.weight"));
-      Tensor v = ops::linear(h, w.get("self.v.weight"));
-      ops::KVCache& cache = st.self[l];
-      cache.append(k.f32(), v.f32(), n);
-      Tensor a = attend(q, cache.k(), cache.v(), batch, n, cache.length(), cache.capacity(), past, true, nullptr, &bias);
-      ops::add(x, ops::linear(a, w.get("self.o.weight")));
-      Tensor hc = rms(x, w, "cross_norm.weight");
-      if (!st.cross_k[l].defined()) {
-        st.cross_k[l] = ops::linear(enc, w.get("cross.k.weight"));
-        st.cross_v[l] = ops::linear(enc, w.get("cross.v.weight"));
-      }
-      Tensor qc = ops::linear(hc, w.get("cross.q.weight"));
-      Tensor c = attend(qc, st.cross_k[l].f32(), st.cross_v[l].f32(), batch, n, enc_in.len, enc_in.len, 0, false,
-                        enc_in.mask.i64(), nullptr);
-      ops::add(x, ops::linear(c, w.get("cross.o.weight")));
+      if (l == 0) bias = position_bias(get(w, names::position_bias), pass, false, cfg_);
+      self_spec.bias = &bias;
+      LayerContext ctx(pass, l, hs);
+      self_attention(ctx, x, w, self_spec);
+      Tensor hc = rms(x, w, names::cross_norm.name);
+      prepare(l, w);
+      Tensor q = linear(hc, w, names::cross_q);
+      ops::add(x, linear(ctx.cross_attention(q, cross_spec, [&](size_t i) { return cross_for(l, i); }), w, names::cross_o));
       feed_forward(x, w);
-      if (hs) store_layer(*hs, l + 1, x);
+      ctx.record(l + 1, x);
     }
-    ComponentRef norm = src.acquire("decoder_norm");
-    return rms(x, *norm, "weight");
+    return rms(x, *src.acquire("decoder_norm"), names::norm.name);
   }
 
   Tensor head(ComponentSource& src, const Tensor& last) {
     if (cfg_.tied) {
       Tensor scaled = last.clone();
       ops::scale(scaled, static_cast<float>(1.0 / std::sqrt(static_cast<double>(cfg_.d_model))));
-      ComponentRef shared = src.acquire("shared");
-      return ops::linear(scaled, shared->get("weight"));
+      return ops::linear(scaled, src.acquire("shared")->get("weight"));
     }
-    ComponentRef lm = src.acquire("lm_head");
-    return ops::linear(last, lm->get("weight"));
+    return ops::linear(last, src.acquire("lm_head")->get("weight"));
   }
 
   T5Config cfg_;
@@ -278,58 +323,44 @@ class T5 final : public Model {
 struct T5Architecture {
   static ComponentPlan plan(const ModelConfig& c) {
     const T5Config cfg(c);
-    auto t = [](const std::string& name, const std::string& hf) { return TensorSpec{name, {hf}, true}; };
-    auto add_attention = [&](ComponentSpec& s, const std::string& local, const std::string& hf) {
-      for (const char* p : {"q", "k", "v", "o"}) s.tensors.push_back(t(local + "." + p + ".weight", hf + "." + p + ".weight"));
+    PlanBuilder p;
+    auto self_attention = [](PlanBuilder::ComponentBuilder& b, bool first) {
+      b.tensor(names::self_q).tensor(names::self_k).tensor(names::self_v).tensor(names::self_o);
+      if (first) b.tensor(names::position_bias);  // block 0's bias serves every block
+      b.tensor(names::self_norm);
     };
-    auto add_ff = [&](ComponentSpec& s, const std::string& hf) {
+    auto feed_forward = [&](PlanBuilder::ComponentBuilder& b) {
       if (cfg.gated) {
-        s.tensors.push_back(t("ff.wi_0.weight", hf + ".DenseReluDense.wi_0.weight"));
-        s.tensors.push_back(t("ff.wi_1.weight", hf + ".DenseReluDense.wi_1.weight"));
+        b.tensor(names::wi_0).tensor(names::wi_1);
       } else {
-        s.tensors.push_back(t("ff.wi.weight", hf + ".DenseReluDense.wi.weight"));
+        b.tensor(names::wi);
       }
-      s.tensors.push_back(t("ff.wo.weight", hf + ".DenseReluDense.wo.weight"));
-      s.tensors.push_back(t("ff_norm.weight", hf + ".layer_norm.weight"));
+      b.tensor(names::wo).tensor(names::ff_norm);
     };
-    ComponentPlan p;
-    p.components.push_back({"shared", ComponentRole::resident,
-                            {TensorSpec{"weight", {"shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight"}, true}}});
-    p.execution_order.push_back("shared");
+    p.add("shared", ComponentRole::resident)
+        .tensor_from("weight", {"shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight"});
     for (int64_t i = 0; i < cfg.enc_layers; ++i) {
       const std::string pre = "encoder.block." + std::to_string(i) + ".layer.";
-      ComponentSpec s{enc_id(i), ComponentRole::streamed, {}};
-      add_attention(s, "self", pre + "0.SelfAttention");
-      if (i == 0) s.tensors.push_back(t("self.relative_attention_bias.weight", pre + "0.SelfAttention.relative_attention_bias.weight"));
-      s.tensors.push_back(t("self_norm.weight", pre + "0.layer_norm.weight"));
-      add_ff(s, pre + "1");
-      p.components.push_back(std::move(s));
-      p.execution_order.push_back(enc_id(i));
+      auto& b = p.add(enc_id(i), ComponentRole::streamed, pre + "0.");
+      self_attention(b, i == 0);
+      feed_forward(b.hf_prefix(pre + "1."));
     }
-    p.components.push_back({"encoder_norm", ComponentRole::resident, {t("weight", "encoder.final_layer_norm.weight")}});
-    p.execution_order.push_back("encoder_norm");
+    p.add("encoder_norm", ComponentRole::resident, "encoder.final_layer_norm.").tensor(names::norm);
     for (int64_t i = 0; i < cfg.dec_layers; ++i) {
       const std::string pre = "decoder.block." + std::to_string(i) + ".layer.";
-      ComponentSpec s{dec_id(i), ComponentRole::streamed, {}};
-      add_attention(s, "self", pre + "0.SelfAttention");
-      if (i == 0) s.tensors.push_back(t("self.relative_attention_bias.weight", pre + "0.SelfAttention.relative_attention_bias.weight"));
-      s.tensors.push_back(t("self_norm.weight", pre + "0.layer_norm.weight"));
-      add_attention(s, "cross", pre + "1.EncDecAttention");
-      s.tensors.push_back(t("cross_norm.weight", pre + "1.layer_norm.weight"));
-      add_ff(s, pre + "2");
-      p.components.push_back(std::move(s));
-      p.execution_order.push_back(dec_id(i));
+      auto& b = p.add(dec_id(i), ComponentRole::streamed, pre + "0.");
+      self_attention(b, i == 0);
+      b.hf_prefix(pre + "1.").tensor(names::cross_q).tensor(names::cross_k).tensor(names::cross_v).tensor(names::cross_o);
+      b.tensor(names::cross_norm);
+      feed_forward(b.hf_prefix(pre + "2."));
     }
-    p.components.push_back({"decoder_norm", ComponentRole::resident, {t("weight", "decoder.final_layer_norm.weight")}});
-    p.execution_order.push_back("decoder_norm");
-    if (!cfg.tied) {
-      p.components.push_back({"lm_head", ComponentRole::streamed, {t("weight", "lm_head.weight")}});
-      p.execution_order.push_back("lm_head");
+    p.add("decoder_norm", ComponentRole::resident, "decoder.final_layer_norm.").tensor(names::norm);
+    if (cfg.tied) {
+      p.ignore_suffix("lm_head.weight");
     } else {
-      p.ignored_suffixes.push_back("lm_head.weight");
+      p.add("lm_head", ComponentRole::streamed).tensor_from("weight", {"lm_head.weight"});
     }
-    p.ignored_suffixes.push_back("embed_tokens.weight");  // tied copies of shared.weight
-    return p;
+    return p.ignore_suffix("embed_tokens.weight").build();  // tied copies of shared.weight
   }
 
   static std::unique_ptr<Model> create(const ModelConfig& c) { return std::make_unique<T5>(c); }
@@ -337,4 +368,4 @@ struct T5Architecture {
 
 }  // namespace
 
-SURF_PLUGIN(T5Architecture, "t5", "0.1.0", "t5")
+SURF_PLUGIN(T5Architecture, "t5", "0.2.0", "t5")

@@ -4,6 +4,7 @@
 
 #include "sources/component_provider.h"
 #include "cache/layer_cache.h"
+#include "generation/generator.h"
 #include "plugins/plugin_registry.h"
 #include "sources/open_source.h"
 #include "sources/store_backend.h"
@@ -111,13 +112,15 @@ std::unique_ptr<Session> Session::open(const std::string& source, const OpenOpti
 TensorMap Session::forward(const TensorMap& inputs, const RunOptions& options) {
   std::lock_guard lock(impl_->run_mutex);
   TensorMap out;
+  impl_->cache->begin_pass(PassKind::forward);
   impl_->model->forward(inputs, options, *impl_->cache, out);
   return out;
 }
 
 TensorMap Session::generate(const TensorMap& inputs, int64_t max_new_tokens) {
   std::lock_guard lock(impl_->run_mutex);
-  TensorMap out;
+  if (impl_->model->decodes()) return generate_greedy(*impl_->model, *impl_->cache, inputs, max_new_tokens);
+  TensorMap out;  // an ABI 1.0 plugin runs its own loop
   RunOptions o;
   o.max_new_tokens = max_new_tokens;
   impl_->model->generate(inputs, o, *impl_->cache, out);

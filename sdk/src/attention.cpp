@@ -51,8 +51,9 @@ void attention(const float* q, const float* k, const float* v, float* out, const
       for (int64_t i = 0; i < a.q_len; ++i) {
         float* row = s + i * a.kv_len;
         const int64_t last_visible = a.causal ? a.past + i : a.kv_len - 1;
+        const int64_t first_visible = a.causal && a.window > 0 ? a.past + i - a.window + 1 : 0;
         for (int64_t j = 0; j < a.kv_len; ++j) {
-          if (j > last_visible || (mask && mask[j] == 0)) row[j] = -INFINITY;
+          if (j > last_visible || j < first_visible || (mask && mask[j] == 0)) row[j] = -INFINITY;
         }
       }
       softmax_rows(s, a.q_len, a.kv_len);

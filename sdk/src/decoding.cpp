@@ -77,85 +77,33 @@ void store_layer(Tensor& stack, int64_t layer, const Tensor& x) {
   std::memcpy(stack.f32() + layer * plane, x.f32(), static_cast<size_t>(plane) * 4);
 }
 
-void greedy_generate(const TensorMap& inputs, int64_t max_new, int64_t max_positions, std::string_view limit_name,
-                     const DecoderStep& step, TensorMap& out) {
+std::vector<std::unique_ptr<Sequence>> start_sequences(const TensorMap& inputs, int64_t max_new_tokens,
+                                                       int64_t max_positions, std::string_view limit_name,
+                                                       const std::function<std::unique_ptr<Sequence>()>& make) {
   TensorMap prompt_only;
   prompt_only["input_ids"] = require_input(inputs, "input_ids");
   if (const Tensor* m = optional_input(inputs, "attention_mask")) prompt_only["attention_mask"] = *m;
   const TokenInputs p = read_token_inputs(prompt_only, max_positions, limit_name);
-  if (max_new <= 0) fail(ErrorCode::invalid_argument, "max_new_tokens must be at least 1");
-  const int64_t batch = p.batch, len = p.len, total = len + max_new;
-  if (total > max_positions) {
-    fail(ErrorCode::invalid_argument, "prompt of " + std::to_string(len) + " tokens + " + std::to_string(max_new) +
-                                          " new tokens exceeds " + std::string(limit_name) + " " +
-                                          std::to_string(max_positions));
+  if (max_new_tokens <= 0) fail(ErrorCode::invalid_argument, "max_new_tokens must be at least 1");
+  if (p.len + max_new_tokens > max_positions) {
+    fail(ErrorCode::invalid_argument, "prompt of " + std::to_string(p.len) + " tokens + " +
+                                          std::to_string(max_new_tokens) + " new tokens exceeds " +
+                                          std::string(limit_name) + " " + std::to_string(max_positions));
   }
-  Tensor key_mask = Tensor::empty(DType::I64, {batch, total});
-  Tensor positions = Tensor::empty(DType::I64, {batch, len});
-  std::vector<int64_t> next_pos(batch);
-  for (int64_t b = 0; b < batch; ++b) {
-    int64_t seen = 0;
-    for (int64_t t = 0; t < total; ++t) key_mask.i64()[b * total + t] = t < len ? p.mask.i64()[b * len + t] : 1;
-    for (int64_t t = 0; t < len; ++t) {
-      const bool real = p.mask.i64()[b * len + t] != 0;
-      seen += real;
-      positions.i64()[b * len + t] = real ? seen - 1 : 1;
+  std::vector<std::unique_ptr<Sequence>> out;
+  for (int64_t b = 0; b < p.batch; ++b) {
+    auto s = make();
+    const int64_t* ids = p.ids.i64() + b * p.len;
+    const int64_t* mask = p.mask.i64() + b * p.len;
+    s->output_prefix.assign(ids, ids + p.len);
+    for (int64_t t = 0; t < p.len; ++t) {
+      if (mask[t] != 0) s->pending.push_back(ids[t]);
     }
-    next_pos[b] = seen;
+    if (s->pending.empty()) fail(ErrorCode::invalid_argument, "prompt row " + std::to_string(b) + " has no real token");
+    s->capacity = static_cast<int64_t>(s->pending.size()) + max_new_tokens;
+    out.push_back(std::move(s));
   }
-  Tensor generated = Tensor::empty(DType::I64, {batch, total});
-  for (int64_t b = 0; b < batch; ++b) std::copy_n(p.ids.i64() + b * len, len, generated.i64() + b * total);
-  Tensor tokens = p.ids;
-  Tensor step_logits;
-  for (int64_t s = 0; s < max_new; ++s) {
-    const int64_t past = s == 0 ? 0 : len + s - 1;
-    const int64_t kv_len = len + s;
-    Tensor mask = Tensor::empty(DType::I64, {batch, kv_len});
-    for (int64_t b = 0; b < batch; ++b) std::copy_n(key_mask.i64() + b * total, kv_len, mask.i64() + b * kv_len);
-    const Tensor logits = step(tokens, positions, mask, past, total);
-    const int64_t vocab = logits.dim(-1);
-    if (s == 0) step_logits = Tensor::empty(DType::F32, {batch, max_new, vocab});
-    const auto next = ops::argmax_rows(logits.f32(), batch, vocab);
-    tokens = Tensor::empty(DType::I64, {batch, 1});
-    positions = Tensor::empty(DType::I64, {batch, 1});
-    for (int64_t b = 0; b < batch; ++b) {
-      std::copy_n(logits.f32() + b * vocab, vocab, step_logits.f32() + (b * max_new + s) * vocab);
-      generated.i64()[b * total + len + s] = next[b];
-      tokens.i64()[b] = next[b];
-      positions.i64()[b] = next_pos[b]++;
-    }
-  }
-  out["generated_ids"] = generated;
-  out["generation_logits"] = step_logits;
-}
-
-void CausalLM::forward(const TensorMap& in, const RunOptions& opt, ComponentSource& src, TensorMap& out) {
-  const TokenInputs t = read_token_inputs(in, dims_.max_positions, dims_.limit_name);
-  std::vector<ops::KVCache> scratch(1);
-  Tensor hs;
-  if (opt.hidden_states) hs = Tensor::empty(DType::F32, {dims_.layers + 1, t.batch, t.len, dims_.hidden});
-  src.begin_pass();
-  Tensor x = run_layers(src, t.ids, t.positions, t.mask, t.batch, t.len, scratch, false, opt.hidden_states ? &hs : nullptr);
-  Tensor last = final_norm(src, x);
-  out["logits"] = head(src, last).reshape({t.batch, t.len, dims_.vocab});
-  out["last_hidden_state"] = last.reshape({t.batch, t.len, dims_.hidden});
-  if (opt.hidden_states) out["hidden_states"] = hs;
-}
-
-void CausalLM::generate(const TensorMap& in, const RunOptions& opt, ComponentSource& src, TensorMap& out) {
-  std::vector<ops::KVCache> caches(static_cast<size_t>(dims_.layers));
-  greedy_generate(in, opt.max_new_tokens, dims_.max_positions, dims_.limit_name,
-                  [&](const Tensor& tokens, const Tensor& positions, const Tensor& key_mask, int64_t past,
-                      int64_t capacity) {
-                    const int64_t batch = tokens.dim(0), len = tokens.dim(1);
-                    if (past == 0) {
-                      for (auto& c : caches) c.reset(batch, capacity, dims_.kv_width);
-                    }
-                    src.begin_pass();
-                    Tensor x = run_layers(src, tokens, positions, key_mask, batch, len, caches, true, nullptr);
-                    return head(src, final_norm(src, last_positions(x, batch, len)));
-                  },
-                  out);
+  return out;
 }
 
 }  // namespace surf

@@ -275,21 +275,30 @@ Tensor embedding(const Tensor& table, const Tensor& ids) {
   return out;
 }
 
-void rope(Tensor& x, int64_t heads, int64_t head_dim, const int64_t* positions, double theta) {
-  require(head_dim % 2 == 0, "rope: head_dim must be even, got " + std::to_string(head_dim));
-  require(x.dim(-1) == heads * head_dim, "rope: x" + shape_string(x.shape()) + " is not " +
-                                             std::to_string(heads) + " heads of " +
-                                             std::to_string(head_dim));
-  const int64_t tokens = rows_of(x), half = head_dim / 2;
-  std::vector<double> inv_freq(half);
-  for (int64_t i = 0; i < half; ++i) {
-    inv_freq[i] = 1.0 / std::pow(theta, static_cast<double>(2 * i) / static_cast<double>(head_dim));
+RotaryEmbedding::RotaryEmbedding(int64_t rotary_dims, double theta) {
+  require(rotary_dims > 0 && rotary_dims % 2 == 0, "rope: rotary dims must be even and positive, got " +
+                                                       std::to_string(rotary_dims));
+  for (int64_t i = 0; i < rotary_dims / 2; ++i) {
+    inv_freq_.push_back(1.0 / std::pow(theta, static_cast<double>(2 * i) / static_cast<double>(rotary_dims)));
   }
+}
+
+RotaryEmbedding::RotaryEmbedding(std::vector<double> inv_freq) : inv_freq_(std::move(inv_freq)) {
+  require(!inv_freq_.empty(), "rope: no frequencies");
+}
+
+void RotaryEmbedding::apply(Tensor& x, int64_t heads, int64_t head_dim, const int64_t* positions) const {
+  const int64_t half = static_cast<int64_t>(inv_freq_.size());
+  require(2 * half <= head_dim, "rope: " + std::to_string(2 * half) + " rotary dims exceed head_dim " +
+                                    std::to_string(head_dim));
+  require(x.dim(-1) == heads * head_dim, "rope: x" + shape_string(x.shape()) + " is not " + std::to_string(heads) +
+                                             " heads of " + std::to_string(head_dim));
+  const int64_t tokens = rows_of(x);
   std::vector<float> cos_v(half), sin_v(half);
   float* data = x.f32();
   for (int64_t t = 0; t < tokens; ++t) {
     for (int64_t i = 0; i < half; ++i) {
-      const double a = static_cast<double>(positions[t]) * inv_freq[i];
+      const double a = static_cast<double>(positions[t]) * inv_freq_[i];
       cos_v[i] = static_cast<float>(std::cos(a));
       sin_v[i] = static_cast<float>(std::sin(a));
     }
@@ -302,6 +311,23 @@ void rope(Tensor& x, int64_t heads, int64_t head_dim, const int64_t* positions, 
       }
     }
   }
+}
+
+void rope(Tensor& x, int64_t heads, int64_t head_dim, const int64_t* positions, double theta) {
+  require(head_dim % 2 == 0, "rope: head_dim must be even, got " + std::to_string(head_dim));
+  RotaryEmbedding(head_dim, theta).apply(x, heads, head_dim, positions);
+}
+
+Tensor columns(const Tensor& x, int64_t offset, int64_t width) {
+  require(x.rank() >= 1 && offset >= 0 && width >= 0 && offset + width <= x.dim(-1),
+          "columns: [" + std::to_string(offset) + ", " + std::to_string(offset + width) + ") outside x" +
+              shape_string(x.shape()));
+  const int64_t rows = rows_of(x), cols = x.dim(-1);
+  Tensor out = Tensor::empty(DType::F32, {rows, width});
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(out.f32() + r * width, x.f32() + r * cols + offset, static_cast<size_t>(width) * 4);
+  }
+  return out;
 }
 
 std::vector<int64_t> argmax_rows(const float* x, int64_t rows, int64_t cols) {

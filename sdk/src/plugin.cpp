@@ -10,6 +10,14 @@ const Tensor& Component::get(std::string_view name) const {
   return *t;
 }
 
+std::vector<std::unique_ptr<Sequence>> Model::start(const TensorMap&, int64_t, ComponentSource&) {
+  fail(ErrorCode::unsupported, "this architecture does not support generation");
+}
+
+Tensor Model::step(const std::vector<Sequence*>&, ComponentSource&) {
+  fail(ErrorCode::unsupported, "this architecture does not support generation");
+}
+
 void Model::generate(const TensorMap&, const RunOptions&, ComponentSource&, TensorMap&) {
   fail(ErrorCode::unsupported, "this architecture does not support generation");
 }

@@ -82,6 +82,11 @@ ComponentRef LayerCache::acquire(const std::string& id) {
     fail(ErrorCode::not_found, "model has no component '" + id + "' (" + provider_->describe() + ")");
   }
   const size_t index = oi->second;
+  if (!pass_started_) {
+    pass_first_[pass_kind_] = index;
+    pass_started_ = true;
+  }
+  last_acquired_ = index;
   const uint64_t wait_start = now_ns();
   std::shared_ptr<LoadedComponent> result;
   while (!result) {
@@ -142,6 +147,20 @@ void LayerCache::begin_pass(std::string_view first_id) {
     start = it->second;
   }
   // The first `prefetch` streamed components from `start` on.
+  schedule_prefetch(start, static_cast<size_t>(options_.prefetch));
+}
+
+void LayerCache::begin_pass(PassKind kind) {
+  std::unique_lock lock(mutex_);
+  pass_kind_ = kind;
+  pass_started_ = false;
+  if (options_.prefetch <= 0 || streamed_order_.empty()) return;
+  size_t start = 0;
+  if (auto it = pass_first_.find(kind); it != pass_first_.end()) {
+    start = it->second;
+  } else if (last_acquired_) {
+    start = (*last_acquired_ + 1) % streamed_order_.size();
+  }
   schedule_prefetch(start, static_cast<size_t>(options_.prefetch));
 }
 

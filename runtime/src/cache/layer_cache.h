@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
@@ -22,13 +23,20 @@ struct CacheOptions {
   int prefetch = 0;             // components fetched ahead (they may exceed max_components by this)
 };
 
+// What kind of pass over the layers is about to start: the runtime marks each one, and the
+// cache prefetches where that kind of pass began last time (a decoding step of T5 begins at the
+// decoder, its first pass at the encoder), else where the execution order continues.
+enum class PassKind { forward, start, step };
+
 class LayerCache final : public ComponentSource {
  public:
   LayerCache(std::shared_ptr<ComponentProvider> provider, CacheOptions options);
   ~LayerCache() override;
 
   ComponentRef acquire(const std::string& id) override;
+  // ABI 1.0 plugins mark their passes themselves: prefetch from first_id (empty: the start).
   void begin_pass(std::string_view first_id = {}) override;
+  void begin_pass(PassKind kind);
 
   void load_resident();
   void warm(const std::vector<std::string>& ids);
@@ -66,6 +74,11 @@ class LayerCache final : public ComponentSource {
   std::map<std::string, std::shared_ptr<LoadedComponent>> resident_;
   std::deque<std::string> queue_;
   bool stop_ = false;
+  // Where passes begin: per kind, the first streamed component the last such pass acquired.
+  PassKind pass_kind_ = PassKind::forward;
+  bool pass_started_ = false;  // the current pass has acquired a streamed component
+  std::map<PassKind, size_t> pass_first_;
+  std::optional<size_t> last_acquired_;
   CacheStats stats_;
   std::thread worker_;
 };

@@ -40,6 +40,31 @@ void PluginModel::forward(const TensorMap& in, const RunOptions& opt, ComponentS
   if (plugin_->descriptor().forward(model_, &in, &opt, &src, &out, &st) != 0) throw_status(st, "");
 }
 
+void SequenceDeleter::operator()(Sequence* s) const { plugin->descriptor().destroy_sequence(s); }
+
+bool PluginModel::decodes() const {
+  const SurfPluginDescriptor& d = plugin_->descriptor();
+  return d.struct_size >= offsetof(SurfPluginDescriptor, destroy_sequence) + sizeof(void*) && d.start != nullptr &&
+         d.step != nullptr && d.destroy_sequence != nullptr;
+}
+
+std::vector<SequenceHandle> PluginModel::start(const TensorMap& in, int64_t max_new_tokens, ComponentSource& src) {
+  std::vector<Sequence*> raw;
+  SurfStatus st{};
+  const int rc = plugin_->descriptor().start(model_, &in, max_new_tokens, &src, &raw, &st);
+  std::vector<SequenceHandle> out;
+  for (Sequence* s : raw) out.emplace_back(s, SequenceDeleter{plugin_});
+  if (rc != 0) throw_status(st, "");
+  return out;
+}
+
+Tensor PluginModel::step(const std::vector<Sequence*>& sequences, ComponentSource& src) {
+  Tensor logits;
+  SurfStatus st{};
+  if (plugin_->descriptor().step(model_, &sequences, &src, &logits, &st) != 0) throw_status(st, "");
+  return logits;
+}
+
 void PluginModel::generate(const TensorMap& in, const RunOptions& opt, ComponentSource& src, TensorMap& out) {
   SurfStatus st{};
   if (plugin_->descriptor().generate(model_, &in, &opt, &src, &out, &st) != 0) throw_status(st, "");

@@ -14,6 +14,13 @@ namespace surf {
 
 class LoadedPlugin;
 
+// A decoding sequence made by a plugin: destroyed by it, which stays loaded meanwhile.
+struct SequenceDeleter {
+  std::shared_ptr<const LoadedPlugin> plugin;
+  void operator()(Sequence* s) const;
+};
+using SequenceHandle = std::unique_ptr<Sequence, SequenceDeleter>;
+
 // A model instance created by a plugin; destroyed by the plugin, which stays loaded meanwhile.
 class PluginModel {
  public:
@@ -22,6 +29,11 @@ class PluginModel {
   PluginModel(const PluginModel&) = delete;
   PluginModel& operator=(const PluginModel&) = delete;
   void forward(const TensorMap& in, const RunOptions& opt, ComponentSource& src, TensorMap& out);
+  // ABI 1.1 plugins: incremental decoding driven by the runtime.
+  bool decodes() const;
+  std::vector<SequenceHandle> start(const TensorMap& in, int64_t max_new_tokens, ComponentSource& src);
+  Tensor step(const std::vector<Sequence*>& sequences, ComponentSource& src);
+  // ABI 1.0 plugins: their own greedy loop.
   void generate(const TensorMap& in, const RunOptions& opt, ComponentSource& src, TensorMap& out);
 
  private:

@@ -1,5 +1,5 @@
-// Helpers every architecture needs around the layers: reading token inputs with clear errors,
-// and the greedy generation loop of decoder-only models.
+// Helpers every architecture needs around the layers: reading token inputs with clear errors
+// and starting decoding sequences from a prompt.
 #pragma once
 
 #include <functional>
@@ -32,43 +32,12 @@ Tensor last_positions(const Tensor& x, int64_t batch, int64_t len);
 // [rows, width] rows gathered into out[layer] of a [layers, rows, width] tensor.
 void store_layer(Tensor& stack, int64_t layer, const Tensor& x);
 
-// One incremental step: run `tokens` [batch, n] at `positions` [batch, n] against keys
-// `key_mask` [batch, past + n] (KV caches sized `capacity`, reset when past == 0) and return the
-// logits of the last position of each row [batch, vocab].
-using DecoderStep = std::function<Tensor(const Tensor& tokens, const Tensor& positions, const Tensor& key_mask,
-                                         int64_t past, int64_t capacity)>;
-
-// Greedy decoding of a decoder-only model, positions by HF generate()'s rule (cumsum(mask) - 1,
-// pads at 1). Writes generated_ids [batch, len + max_new] and generation_logits
-// [batch, max_new, vocab]. Never stops early.
-void greedy_generate(const TensorMap& inputs, int64_t max_new_tokens, int64_t max_positions,
-                     std::string_view limit_name, const DecoderStep& step, TensorMap& outputs);
-
-// A decoder-only causal LM (LLaMA, GPT-2 and kin): the architecture supplies the layer stack,
-// the final norm and the head; forward (logits, last_hidden_state, hidden_states) and greedy
-// generation with a KV cache are shared.
-class CausalLM : public Model {
- public:
-  struct Dims {
-    int64_t layers, hidden, vocab, kv_width, max_positions;
-    std::string limit_name;  // the config key of max_positions, for messages
-  };
-  explicit CausalLM(Dims dims) : dims_(std::move(dims)) {}
-  void forward(const TensorMap& inputs, const RunOptions& options, ComponentSource& source, TensorMap& outputs) override;
-  void generate(const TensorMap& inputs, const RunOptions& options, ComponentSource& source, TensorMap& outputs) override;
-
- protected:
-  // Embeds ids [batch, len] at `positions` and runs every layer. With `cached`, keys/values are
-  // appended to caches[layer] and attention covers the cache; otherwise caches[0] is per-layer
-  // scratch. Stores the residual stream into hidden_states ([layers+1, ...]) when given.
-  virtual Tensor run_layers(ComponentSource& source, const Tensor& ids, const Tensor& positions,
-                            const Tensor& key_mask, int64_t batch, int64_t len, std::vector<ops::KVCache>& caches,
-                            bool cached, Tensor* hidden_states) = 0;
-  virtual Tensor final_norm(ComponentSource& source, const Tensor& x) = 0;
-  virtual Tensor head(ComponentSource& source, const Tensor& x) = 0;
-
- private:
-  Dims dims_;
-};
+// One decoding Sequence per row of `ids_name` (pads where attention_mask is 0 left out), each
+// starting with its real tokens pending and its row as output_prefix, able to hold
+// `max_new_tokens` more. Errors: as read_token_inputs, max_new_tokens < 1, row + new tokens over
+// max_positions. `make` creates the (possibly derived) Sequence objects.
+std::vector<std::unique_ptr<Sequence>> start_sequences(
+    const TensorMap& inputs, int64_t max_new_tokens, int64_t max_positions, std::string_view limit_name,
+    const std::function<std::unique_ptr<Sequence>()>& make = [] { return std::make_unique<Sequence>(); });
 
 }  // namespace surf

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string_view>
+#include <vector>
 
 #include "surf/tensor.h"
 
@@ -34,15 +35,32 @@ void softmax_rows(float* data, int64_t rows, int64_t cols);
 // an Error(invalid_argument) naming the id and V.
 Tensor embedding(const Tensor& table, const Tensor& ids);
 
-// Rotary embedding, HF rotate-half convention, in place on x[tokens, heads*head_dim].
+// Rotary embedding, HF rotate-half convention, in place on x[tokens, heads*head_dim]:
 // positions[tokens]; angles computed in double then rounded, like HF's f32 cos/sin up to 1e-7.
+// The first `rotary_dims` of each head rotate (GPT-NeoX's rotary_pct); the rest pass through.
+class RotaryEmbedding {
+ public:
+  RotaryEmbedding() = default;
+  // inv_freq[i] = 1 / theta^(2i / rotary_dims), i < rotary_dims / 2.
+  RotaryEmbedding(int64_t rotary_dims, double theta);
+  // Frequencies given directly (rope scaling computes its own).
+  explicit RotaryEmbedding(std::vector<double> inv_freq);
+  int64_t rotary_dims() const { return static_cast<int64_t>(inv_freq_.size()) * 2; }
+  const std::vector<double>& inv_freq() const { return inv_freq_; }
+  void apply(Tensor& x, int64_t heads, int64_t head_dim, const int64_t* positions) const;
+
+ private:
+  std::vector<double> inv_freq_;
+};
+// The whole head rotates with base `theta`.
 void rope(Tensor& x, int64_t heads, int64_t head_dim, const int64_t* positions, double theta);
 
 // Multi-head attention over one batch.
 //   q: [batch, q_len, heads*head_dim] (rows of q_stride floats, default heads*head_dim)
 //   k, v: [batch, kv_capacity, kv_heads*head_dim], first kv_len rows used
 //   out: [batch, q_len, heads*head_dim]
-// Query i of a batch row sits at absolute position past + i; with `causal` it sees keys <= that.
+// Query i of a batch row sits at absolute position past + i; with `causal` it sees keys <= that
+// (and, with a sliding `window`, only the last `window` of them).
 // key_mask[batch, kv_len] (1 = real) hides padded keys. bias[heads, q_len, kv_len] (or per batch
 // row when bias_per_batch) is added to the scores. Grouped-query: kv head j serves query heads
 // j*r .. j*r+r-1 with r = heads/kv_heads. A query that can see no key gets zeros.
@@ -56,6 +74,7 @@ struct AttentionArgs {
   const int64_t* key_mask = nullptr;
   const float* bias = nullptr;
   bool bias_per_batch = false;
+  int64_t window = 0;  // sliding window: with causal, key j is visible to query i iff i - j < window (0: all)
 };
 void attention(const float* q, const float* k, const float* v, float* out, const AttentionArgs& args);
 
@@ -75,6 +94,9 @@ class KVCache {
   Tensor k_, v_;
   int64_t batch_ = 0, capacity_ = 0, width_ = 0, length_ = 0;
 };
+
+// Columns [offset, offset + width) of every row of x[rows, cols] as a dense [rows, width] tensor.
+Tensor columns(const Tensor& x, int64_t offset, int64_t width);
 
 // Index of the largest value in each row of x[rows, cols] (first one on ties).
 std::vector<int64_t> argmax_rows(const float* x, int64_t rows, int64_t cols);

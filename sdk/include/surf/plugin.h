@@ -15,6 +15,7 @@
 
 #include "surf/config.h"
 #include "surf/error.h"
+#include "surf/ops.h"
 #include "surf/tensor.h"
 #include "surf/version.h"
 
@@ -62,28 +63,53 @@ class Component {
 using ComponentRef = std::shared_ptr<const Component>;
 
 // What the runtime hands to a model: the only way a plugin reaches weights. The runtime owns
-// fetching, caching and prefetching; a held ComponentRef pins its entry in the cache.
+// fetching, caching and prefetching (it also marks where each pass begins: plugins need not);
+// a held ComponentRef pins its entry in the cache.
 class ComponentSource {
  public:
   virtual ~ComponentSource() = default;
   virtual ComponentRef acquire(const std::string& id) = 0;
-  // Called by a model at the start of each pass over the layers (each generation step), so the
-  // runtime can prefetch the first streamed components from `first_id` on in execution order
-  // (empty: from the start).
+  // Kept for plugins built against ABI 1.0, which call it at the start of each pass; the runtime
+  // now does this itself and plugins should not call it.
   virtual void begin_pass(std::string_view first_id = {}) { (void)first_id; }
 };
 
 struct RunOptions {
   bool hidden_states = false;   // also return per-layer hidden states
-  int64_t max_new_tokens = 0;   // generate only
+  int64_t max_new_tokens = 0;   // generate only (ABI 1.0 plugins)
 };
 
-// A model instance. forward and generate read HF-named inputs and write HF-named outputs.
+// A sequence being decoded incrementally: the tokens it will be fed next and its per-layer
+// key/value caches. The runtime drives decoding (sampling, stopping, batching several sequences
+// into one pass); the model only runs passes. Plugins may derive from it to keep more per
+// sequence (T5: the encoder output and the cross-attention keys/values).
+class Sequence {
+ public:
+  virtual ~Sequence() = default;
+  std::vector<int64_t> pending;        // tokens to feed at the next step (the prompt, then one)
+  std::vector<int64_t> output_prefix;  // what generated_ids start with (decoder-only: the prompt row)
+  int64_t length = 0;                  // tokens fed so far: the next token's position
+  int64_t capacity = 0;                // tokens it can hold in all (prompt + new)
+  std::vector<ops::KVCache> kv;        // one per attention layer, filled by LayerContext
+};
+
+// A model instance. forward reads HF-named inputs and writes HF-named outputs. Models that
+// generate implement start and step; the runtime's generation loop calls them.
 class Model {
  public:
   virtual ~Model() = default;
   virtual void forward(const TensorMap& inputs, const RunOptions& options, ComponentSource& source,
                        TensorMap& outputs) = 0;
+  // One Sequence per row of input_ids (positions where attention_mask is 0 are left out), able to
+  // hold `max_new_tokens` more tokens. Encoder-decoder models run their encoder here.
+  // Default: Error(unsupported).
+  virtual std::vector<std::unique_ptr<Sequence>> start(const TensorMap& inputs, int64_t max_new_tokens,
+                                                       ComponentSource& source);
+  // Feeds every sequence its pending tokens in one pass over the layers (each layer is acquired
+  // once for all of them), appends to their caches, clears pending, and returns the logits of
+  // each sequence's last new position: [sequences, vocab]. Default: Error(unsupported).
+  virtual Tensor step(const std::vector<Sequence*>& sequences, ComponentSource& source);
+  // ABI 1.0's generation entry point; the runtime no longer calls it for ABI 1.1 plugins.
   virtual void generate(const TensorMap& inputs, const RunOptions& options, ComponentSource& source,
                         TensorMap& outputs);  // default: Error(unsupported)
 };
@@ -122,6 +148,13 @@ typedef struct SurfPluginDescriptor {
                  surf::ComponentSource* source, surf::TensorMap* outputs, SurfStatus* status);
   int (*generate)(void* model, const surf::TensorMap* inputs, const surf::RunOptions* options,
                   surf::ComponentSource* source, surf::TensorMap* outputs, SurfStatus* status);
+  // ABI 1.1: incremental decoding driven by the runtime. Sequences made by start are destroyed
+  // by destroy_sequence (in the plugin that made them).
+  int (*start)(void* model, const surf::TensorMap* inputs, int64_t max_new_tokens, surf::ComponentSource* source,
+               std::vector<surf::Sequence*>* out, SurfStatus* status);
+  int (*step)(void* model, const std::vector<surf::Sequence*>* sequences, surf::ComponentSource* source,
+              surf::Tensor* logits, SurfStatus* status);
+  void (*destroy_sequence)(surf::Sequence* sequence);
 } SurfPluginDescriptor;
 
 typedef const SurfPluginDescriptor* (*SurfPluginEntry)(void);
@@ -187,6 +220,18 @@ SurfPluginDescriptor make_descriptor(const char* name, const char* version,
                   TensorMap* out, SurfStatus* s) {
     return guarded(s, [&] { static_cast<Model*>(m)->generate(*in, *o, *src, *out); });
   };
+  d.start = [](void* m, const TensorMap* in, int64_t max_new, ComponentSource* src, std::vector<Sequence*>* out,
+               SurfStatus* s) {
+    return guarded(s, [&] {
+      auto seqs = static_cast<Model*>(m)->start(*in, max_new, *src);
+      out->clear();
+      for (auto& q : seqs) out->push_back(q.release());
+    });
+  };
+  d.step = [](void* m, const std::vector<Sequence*>* seqs, ComponentSource* src, Tensor* logits, SurfStatus* s) {
+    return guarded(s, [&] { *logits = static_cast<Model*>(m)->step(*seqs, *src); });
+  };
+  d.destroy_sequence = [](Sequence* q) { delete q; };
   return d;
 }
 
