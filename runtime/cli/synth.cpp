@@ -62,11 +62,8 @@ void synth_checkpoint(const std::string& out_dir, const SynthOptions& o) {
     for (const auto& c : kLlamaPresets) names += std::string(names.empty() ? "" : ", ") + c.name;
     fail(ErrorCode::invalid_argument, "synth: unknown --preset '" + o.preset + "' (" + names + ")");
   }
-  DType dtype;
-  if (o.dtype == "bf16") dtype = DType::BF16;
-  else if (o.dtype == "f16") dtype = DType::F16;
-  else if (o.dtype == "f32") dtype = DType::F32;
-  else fail(ErrorCode::invalid_argument, "synth: unknown --dtype '" + o.dtype + "' (f32, bf16, f16)");
+  const DType dtype = dtype_from_name(o.dtype);
+  if (!is_float(dtype)) fail(ErrorCode::invalid_argument, "synth: --dtype must be f32, bf16 or f16");
 
   fs::create_directories(out_dir);
   const int64_t head_dim = p->hidden / p->heads;
@@ -83,7 +80,7 @@ void synth_checkpoint(const std::string& out_dir, const SynthOptions& o) {
               {"rope_theta", 10000.0},
               {"hidden_act", "silu"},
               {"tie_word_embeddings", false},
-              {"torch_dtype", o.dtype == "bf16" ? "bfloat16" : o.dtype == "f16" ? "float16" : "float32"},
+              {"torch_dtype", dtype == DType::BF16 ? "bfloat16" : dtype == DType::F16 ? "float16" : "float32"},
               {"bos_token_id", 1},
               {"eos_token_id", 2}};
   std::ofstream(fs::path(out_dir) / "config.json") << cfg.dump(2) << "\n";

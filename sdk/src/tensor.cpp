@@ -2,6 +2,7 @@
 
 #include <immintrin.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -29,12 +30,12 @@ const char* dtype_name(DType dtype) noexcept {
 }
 
 DType dtype_from_name(std::string_view name) {
-  if (name == "F32") return DType::F32;
-  if (name == "F16") return DType::F16;
-  if (name == "BF16") return DType::BF16;
-  if (name == "I64") return DType::I64;
-  fail(ErrorCode::unsupported, "unsupported dtype '" + std::string(name) +
-                                   "' (supported: F32, F16, BF16, I64)");
+  std::string upper(name);
+  for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  for (DType d : {DType::F32, DType::F16, DType::BF16, DType::I64}) {
+    if (upper == dtype_name(d)) return d;
+  }
+  fail(ErrorCode::unsupported, "unsupported dtype '" + std::string(name) + "' (supported: F32, F16, BF16, I64)");
 }
 
 bool is_float(DType dtype) noexcept { return dtype != DType::I64; }

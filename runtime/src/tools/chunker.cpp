@@ -19,10 +19,9 @@ namespace {
 
 std::optional<DType> target_dtype(const std::string& name) {
   if (name == "keep") return std::nullopt;
-  if (name == "f32") return DType::F32;
-  if (name == "bf16") return DType::BF16;
-  if (name == "f16") return DType::F16;
-  fail(ErrorCode::invalid_argument, "unknown --dtype '" + name + "' (keep, f32, bf16, f16)");
+  const DType d = dtype_from_name(name);
+  if (!is_float(d)) fail(ErrorCode::invalid_argument, "--dtype " + name + " is not a float type (keep, f32, bf16, f16)");
+  return d;
 }
 
 }  // namespace

@@ -8,6 +8,9 @@
 
 #include "surf/layers.h"
 #include "surf/plugin.h"
+#include "surf/export.h"
+
+SURF_SDK_PUBLIC_BEGIN
 
 namespace surf {
 
@@ -40,3 +43,5 @@ class CausalLM : public Model {
 };
 
 }  // namespace surf
+
+SURF_SDK_PUBLIC_END

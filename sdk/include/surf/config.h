@@ -6,6 +6,9 @@
 #include <string>
 #include <string_view>
 #include <vector>
+#include "surf/export.h"
+
+SURF_SDK_PUBLIC_BEGIN
 
 namespace surf {
 
@@ -38,3 +41,5 @@ class ModelConfig {
 };
 
 }  // namespace surf
+
+SURF_SDK_PUBLIC_END

@@ -10,6 +10,9 @@
 #include "surf/ops.h"
 #include "surf/plugin.h"
 #include "surf/tensor.h"
+#include "surf/export.h"
+
+SURF_SDK_PUBLIC_BEGIN
 
 namespace surf {
 
@@ -41,3 +44,5 @@ std::vector<std::unique_ptr<Sequence>> start_sequences(
     const std::function<std::unique_ptr<Sequence>()>& make = [] { return std::make_unique<Sequence>(); });
 
 }  // namespace surf
+
+SURF_SDK_PUBLIC_END

@@ -4,6 +4,9 @@
 
 #include <stdexcept>
 #include <string>
+#include "surf/export.h"
+
+SURF_SDK_PUBLIC_BEGIN
 
 namespace surf {
 
@@ -36,3 +39,5 @@ class Error : public std::runtime_error {
 [[noreturn]] void fail(ErrorCode code, const std::string& message);
 
 }  // namespace surf
+
+SURF_SDK_PUBLIC_END

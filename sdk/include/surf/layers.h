@@ -15,6 +15,9 @@
 #include "surf/ops.h"
 #include "surf/plugin.h"
 #include "surf/tensor.h"
+#include "surf/export.h"
+
+SURF_SDK_PUBLIC_BEGIN
 
 namespace surf {
 
@@ -108,3 +111,5 @@ class LayerContext {
 };
 
 }  // namespace surf
+
+SURF_SDK_PUBLIC_END

@@ -3,6 +3,9 @@
 
 #include <functional>
 #include <string>
+#include "surf/export.h"
+
+SURF_SDK_PUBLIC_BEGIN
 
 namespace surf {
 
@@ -21,3 +24,5 @@ inline void log_info(const std::string& m) { if (log_level() <= LogLevel::info) 
 inline void log_warn(const std::string& m) { log(LogLevel::warn, m); }
 
 }  // namespace surf
+
+SURF_SDK_PUBLIC_END

@@ -7,6 +7,9 @@
 #include <vector>
 
 #include "surf/tensor.h"
+#include "surf/export.h"
+
+SURF_SDK_PUBLIC_BEGIN
 
 namespace surf::ops {
 
@@ -105,3 +108,5 @@ std::vector<int64_t> argmax_rows(const float* x, int64_t rows, int64_t cols);
 void set_blas_threads(int threads);
 
 }  // namespace surf::ops
+
+SURF_SDK_PUBLIC_END

@@ -18,6 +18,9 @@
 #include <vector>
 
 #include "surf/plugin.h"
+#include "surf/export.h"
+
+SURF_SDK_PUBLIC_BEGIN
 
 namespace surf {
 
@@ -88,3 +91,5 @@ class PlanBuilder {
 };
 
 }  // namespace surf
+
+SURF_SDK_PUBLIC_END

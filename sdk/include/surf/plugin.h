@@ -18,6 +18,9 @@
 #include "surf/ops.h"
 #include "surf/tensor.h"
 #include "surf/version.h"
+#include "surf/export.h"
+
+SURF_SDK_PUBLIC_BEGIN
 
 namespace surf {
 
@@ -246,3 +249,5 @@ SurfPluginDescriptor make_descriptor(const char* name, const char* version,
         NAME, VERSION, surf_types_, sizeof(surf_types_) / sizeof(surf_types_[0]));        \
     return &surf_descriptor_;                                                              \
   }
+
+SURF_SDK_PUBLIC_END

@@ -10,6 +10,9 @@
 #include <vector>
 
 #include "surf/error.h"
+#include "surf/export.h"
+
+SURF_SDK_PUBLIC_BEGIN
 
 namespace surf {
 
@@ -20,7 +23,7 @@ using Shape = std::vector<int64_t>;
 size_t dtype_size(DType dtype) noexcept;
 // Safetensors spelling: "F32", "F16", "BF16", "I64".
 const char* dtype_name(DType dtype) noexcept;
-// Throws Error(unsupported) naming the dtype for anything else.
+// Either spelling, any case ("BF16", "bf16"). Throws Error(unsupported) naming the dtype for anything else.
 DType dtype_from_name(std::string_view name);
 bool is_float(DType dtype) noexcept;
 std::string shape_string(const Shape& shape);
@@ -81,3 +84,5 @@ void expect_shape(const Tensor& t, const Shape& shape, std::string_view name);
 void expect_dtype(const Tensor& t, DType dtype, std::string_view name);
 
 }  // namespace surf
+
+SURF_SDK_PUBLIC_END
