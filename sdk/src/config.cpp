@@ -21,7 +21,13 @@ ModelConfig& ModelConfig::operator=(const ModelConfig& o) {
 ModelConfig ModelConfig::parse(std::string_view text) {
   ModelConfig c;
   try {
-    c.impl_->json = nlohmann::json::parse(text);
+    // dump() recurses: refuse absurd nesting before anything walks the document.
+    c.impl_->json = nlohmann::json::parse(text, [](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
+      if (depth > 64) throw std::length_error("config.json nests deeper than 64 levels");
+      return true;
+    });
+  } catch (const std::length_error& e) {
+    fail(ErrorCode::invalid_argument, e.what());
   } catch (const nlohmann::json::exception& e) {
     fail(ErrorCode::invalid_argument, std::string("config.json is not valid JSON: ") + e.what());
   }

@@ -50,8 +50,22 @@ std::string shape_string(const Shape& shape) {
 
 int64_t shape_numel(const Shape& shape) {
   int64_t n = 1;
-  for (auto d : shape) n *= d;
+  for (auto d : shape) {
+    if (d < 0) fail(ErrorCode::invalid_argument, "negative dimension in shape " + shape_string(shape));
+    if (__builtin_mul_overflow(n, d, &n)) {
+      fail(ErrorCode::invalid_argument, "shape " + shape_string(shape) + " has more than 2^63 elements");
+    }
+  }
   return n;
+}
+
+size_t shape_bytes(const Shape& shape, DType dtype) {
+  uint64_t bytes = 0;
+  if (__builtin_mul_overflow(static_cast<uint64_t>(shape_numel(shape)), dtype_size(dtype), &bytes) ||
+      bytes > (uint64_t{1} << 62)) {
+    fail(ErrorCode::invalid_argument, std::string(dtype_name(dtype)) + shape_string(shape) + " is too large");
+  }
+  return static_cast<size_t>(bytes);
 }
 
 namespace {
@@ -231,9 +245,7 @@ void convert_from_f32(DType to, const float* src, void* dst, size_t count) {
 }
 
 Tensor Tensor::empty(DType dtype, Shape shape) {
-  for (auto d : shape) {
-    if (d < 0) fail(ErrorCode::invalid_argument, "negative dimension in shape " + shape_string(shape));
-  }
+  shape_bytes(shape, dtype);  // negative, overflowing or absurd shapes fail here
   Tensor t;
   t.dtype_ = dtype;
   t.shape_ = std::move(shape);
@@ -250,6 +262,7 @@ Tensor Tensor::zeros(DType dtype, Shape shape) {
 }
 
 Tensor Tensor::view(DType dtype, Shape shape, const void* data, std::shared_ptr<const void> owner) {
+  shape_bytes(shape, dtype);
   Tensor t;
   t.dtype_ = dtype;
   t.shape_ = std::move(shape);

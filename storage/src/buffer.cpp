@@ -27,6 +27,7 @@ ByteBuffer& ByteBuffer::operator=(ByteBuffer&& o) noexcept {
 
 void ByteBuffer::reserve(size_t capacity) {
   if (capacity <= capacity_) return;
+  if (capacity > (size_t{1} << 62)) throw std::bad_alloc();  // also keeps the rounding below from wrapping
   size_t rounded = ((capacity + 63) / 64) * 64;
   auto* p = static_cast<std::byte*>(std::aligned_alloc(64, rounded));
   if (p == nullptr) throw std::bad_alloc();
@@ -42,7 +43,7 @@ void ByteBuffer::resize(size_t size) {
 }
 
 void ByteBuffer::append(const void* data, size_t size) {
-  if (size_ + size > capacity_) reserve(std::max(size_ + size, capacity_ * 2));
+  if (size > capacity_ - size_) reserve(std::max(size_ + size, capacity_ * 2));
   std::memcpy(data_ + size_, data, size);
   size_ += size;
 }

@@ -21,6 +21,7 @@ namespace {
 
 constexpr const char* kMagic = "SURFCHNK";
 constexpr size_t kAlign = 64;
+constexpr uint64_t kMaxRawBytes = uint64_t{64} << 30;  // 16 x the largest (4 GiB) data blob
 
 size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
@@ -179,7 +180,7 @@ DecodedChunk decode_chunk(const std::byte* data, size_t size, std::string_view e
   msgpack::object_handle oh;
   std::size_t off = 0;
   try {
-    oh = msgpack::unpack(reinterpret_cast<const char*>(data), size, off, mp::reference_bins, nullptr);
+    oh = msgpack::unpack(reinterpret_cast<const char*>(data), size, off, mp::reference_bins, nullptr, mp::limits(size));
   } catch (const msgpack::insufficient_bytes&) {
     corrupt(expected, "truncated (" + std::to_string(size) + " bytes)");
   } catch (const std::exception& e) {
@@ -231,8 +232,13 @@ DecodedChunk decode_chunk(const std::byte* data, size_t size, std::string_view e
     const std::byte* base = blob_ptr;
     size_t base_size = blob_size;
     if (out.compression == Compression::zstd) {
+      // The frame must state its size (2^64-1 means "unknown"), match raw_size, and fit the
+      // largest chunk we make; only then is the buffer sized and written.
       const unsigned long long frame = ZSTD_getFrameContentSize(blob_ptr, blob_size);
-      if (frame != raw) corrupt(out.component, "compressed frame size does not match raw_size");
+      if (frame == ZSTD_CONTENTSIZE_UNKNOWN || frame == ZSTD_CONTENTSIZE_ERROR || frame != raw) {
+        corrupt(out.component, "compressed frame size does not match raw_size");
+      }
+      if (raw > kMaxRawBytes) corrupt(out.component, "raw_size " + std::to_string(raw) + " is too large");
       scratch.resize(raw);
       const size_t n = ZSTD_decompress(scratch.data(), raw, blob_ptr, blob_size);
       if (ZSTD_isError(n) || n != raw) corrupt(out.component, "zstd decompression failed");
@@ -254,7 +260,13 @@ DecodedChunk decode_chunk(const std::byte* data, size_t size, std::string_view e
       for (auto d : t.shape) {
         if (d < 0) corrupt(out.component, "tensor '" + t.name + "' has a negative dimension");
       }
-      if (t.length != static_cast<uint64_t>(shape_numel(t.shape)) * dtype_size(t.dtype)) {
+      uint64_t want = 0;
+      try {
+        want = shape_bytes(t.shape, t.dtype);
+      } catch (const Error& e) {
+        corrupt(out.component, "tensor '" + t.name + "': " + e.what());
+      }
+      if (t.length != want) {
         corrupt(out.component, "tensor '" + t.name + "' length does not match its shape");
       }
       if (offset > base_size || t.length > base_size - offset) {

@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "surf/storage/json.h"
+
 using nlohmann::json;
 
 namespace surf {
@@ -64,7 +66,7 @@ std::string Manifest::to_json() const {
 Manifest Manifest::from_json(const std::string& text) {
   Manifest m;
   try {
-    json j = json::parse(text);
+    const json j = parse_json(text, "manifest.json");
     if (j.value("format", "") != "surf-store") fail(ErrorCode::corrupt, "manifest.json is not a surf store manifest");
     m.format_version = j.at("format_version").get<int>();
     if (m.format_version > kManifestFormatVersion) {
@@ -85,17 +87,23 @@ Manifest Manifest::from_json(const std::string& text) {
       mc.role = c.at("role").get<std::string>() == "resident" ? ComponentRole::resident : ComponentRole::streamed;
       mc.key = c.at("key").get<std::string>();
       if (mc.key != chunk_key(mc.id)) fail(ErrorCode::corrupt, "manifest: component '" + mc.id + "' has key '" + mc.key + "'");
-      mc.bytes = c.at("bytes").get<uint64_t>();
-      mc.raw_bytes = c.value("raw_bytes", uint64_t{0});
+      mc.bytes = json_uint(c.at("bytes"), "manifest: component '" + mc.id + "' bytes");
+      mc.raw_bytes = c.contains("raw_bytes") ? json_uint(c["raw_bytes"], "manifest: raw_bytes") : 0;
       mc.checksum = c.at("checksum").get<std::string>();
       for (const auto& t : c.at("tensors")) {
         ManifestTensor mt;
         mt.name = t.at("name").get<std::string>();
         mt.hf_name = t.value("hf_name", "");
         mt.dtype = dtype_from_name(t.at("dtype").get<std::string>());
-        mt.shape = t.at("shape").get<Shape>();
+        for (const auto& d : t.at("shape")) mt.shape.push_back(static_cast<int64_t>(json_uint(d, "manifest: a dimension")));
+        try {
+          shape_bytes(mt.shape, mt.dtype);
+        } catch (const Error& e) {
+          fail(ErrorCode::corrupt, "manifest: component '" + mc.id + "' tensor '" + mt.name + "': " + e.what());
+        }
         mc.tensors.push_back(std::move(mt));
       }
+      if (m.find(mc.id)) fail(ErrorCode::corrupt, "manifest: component '" + mc.id + "' is listed twice");
       m.components.push_back(std::move(mc));
     }
   } catch (const json::exception& e) {

@@ -4,11 +4,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+
+#include "surf/storage/json.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -19,9 +22,10 @@ namespace {
 
 constexpr uint64_t kMaxHeaderBytes = 100u << 20;
 
-[[noreturn]] void corrupt(const fs::path& p, const std::string& what) {
-  fail(ErrorCode::corrupt, "safetensors file '" + p.string() + "': " + what);
+[[noreturn]] void corrupt(const std::string& file, const std::string& what) {
+  fail(ErrorCode::corrupt, "safetensors file '" + file + "': " + what);
 }
+[[noreturn]] void corrupt(const fs::path& p, const std::string& what) { corrupt(p.string(), what); }
 
 void pread_all(int fd, void* dst, size_t size, uint64_t offset, const fs::path& p) {
   auto* b = static_cast<std::byte*>(dst);
@@ -48,6 +52,80 @@ std::string read_text_file(const fs::path& path) {
   return s.str();
 }
 
+std::vector<TensorInfo> parse_safetensors_header(std::string_view header, uint64_t data_size, const std::string& what,
+                                                std::map<std::string, std::string>* metadata) {
+  const json j = parse_json(header, "safetensors file '" + what + "': header");
+  if (!j.is_object()) corrupt(what, "header is not a JSON object");
+  std::vector<TensorInfo> tensors;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it.key() == "__metadata__") {
+      if (it->is_object()) {
+        for (auto m = it->begin(); m != it->end(); ++m) {
+          if (m->is_string() && metadata) (*metadata)[m.key()] = m->get<std::string>();
+        }
+      }
+      continue;
+    }
+    const json& e = *it;
+    const std::string& name = it.key();
+    if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets")) {
+      corrupt(what, "tensor '" + name + "' lacks dtype, shape or data_offsets");
+    }
+    TensorInfo info;
+    info.name = name;
+    if (!e["dtype"].is_string()) corrupt(what, "tensor '" + name + "' has a non-string dtype");
+    try {
+      info.dtype = dtype_from_name(e["dtype"].get<std::string>());
+    } catch (const Error& err) {
+      fail(ErrorCode::unsupported, "safetensors file '" + what + "': tensor '" + name + "': " + err.what());
+    }
+    const json& shape = e["shape"];
+    const json& offs = e["data_offsets"];
+    if (!shape.is_array() || !offs.is_array() || offs.size() != 2) {
+      corrupt(what, "tensor '" + name + "' has a malformed shape or data_offsets");
+    }
+    for (const auto& d : shape) {
+      if (!d.is_number_unsigned() || d.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
+        corrupt(what, "tensor '" + name + "' has a bad dimension (" + d.type_name() + ")");
+      }
+      info.shape.push_back(d.get<int64_t>());
+    }
+    if (!offs[0].is_number_unsigned() || !offs[1].is_number_unsigned()) {
+      corrupt(what, "tensor '" + name + "' has non-integer data_offsets");
+    }
+    const uint64_t begin = offs[0].get<uint64_t>(), end = offs[1].get<uint64_t>();
+    if (begin > end || end > data_size) {
+      corrupt(what, "tensor '" + name + "' data_offsets [" + std::to_string(begin) + ", " +
+                        std::to_string(end) + "] out of range (data is " + std::to_string(data_size) +
+                        " bytes)");
+    }
+    uint64_t want = 0;
+    try {
+      want = shape_bytes(info.shape, info.dtype);
+    } catch (const Error& err) {
+      corrupt(what, "tensor '" + name + "': " + err.what());
+    }
+    if (end - begin != want) {
+      corrupt(what, "tensor '" + name + "' holds " + std::to_string(end - begin) + " bytes but " +
+                        dtype_name(info.dtype) + shape_string(info.shape) + " needs " + std::to_string(want));
+    }
+    info.offset = begin;
+    info.length = end - begin;
+    tensors.push_back(std::move(info));
+  }
+  // Tensors may not share bytes: a writer that overlapped them made something else than it meant.
+  std::vector<const TensorInfo*> by_offset;
+  for (const auto& t : tensors) by_offset.push_back(&t);
+  std::sort(by_offset.begin(), by_offset.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    const TensorInfo& prev = *by_offset[i - 1];
+    if (by_offset[i]->offset < prev.offset + prev.length) {
+      corrupt(what, "tensors '" + prev.name + "' and '" + by_offset[i]->name + "' overlap in the data");
+    }
+  }
+  return tensors;
+}
+
 std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& path) {
   std::shared_ptr<SafetensorsFile> f(new SafetensorsFile());
   f->path_ = path;
@@ -70,64 +148,10 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& path) {
   }
   std::string header(header_len, '\0');
   pread_all(f->fd_, header.data(), header_len, 8, path);
-  json j;
-  try {
-    j = json::parse(header);
-  } catch (const json::exception& e) {
-    corrupt(path, std::string("header is not valid JSON: ") + e.what());
-  }
-  if (!j.is_object()) corrupt(path, "header is not a JSON object");
-  const uint64_t data_start = 8 + header_len;
-  const uint64_t data_size = file_size - data_start;
-  for (auto it = j.begin(); it != j.end(); ++it) {
-    if (it.key() == "__metadata__") {
-      if (it->is_object()) {
-        for (auto m = it->begin(); m != it->end(); ++m) {
-          if (m->is_string()) f->metadata_[m.key()] = m->get<std::string>();
-        }
-      }
-      continue;
-    }
-    const json& e = *it;
-    const std::string& name = it.key();
-    if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets")) {
-      corrupt(path, "tensor '" + name + "' lacks dtype, shape or data_offsets");
-    }
-    TensorInfo info;
-    info.name = name;
-    if (!e["dtype"].is_string()) corrupt(path, "tensor '" + name + "' has a non-string dtype");
-    try {
-      info.dtype = dtype_from_name(e["dtype"].get<std::string>());
-    } catch (const Error& err) {
-      fail(ErrorCode::unsupported, "safetensors file '" + path.string() + "': tensor '" + name + "': " + err.what());
-    }
-    const json& shape = e["shape"];
-    const json& offs = e["data_offsets"];
-    if (!shape.is_array() || !offs.is_array() || offs.size() != 2) {
-      corrupt(path, "tensor '" + name + "' has a malformed shape or data_offsets");
-    }
-    for (const auto& d : shape) {
-      if (!d.is_number_unsigned()) corrupt(path, "tensor '" + name + "' has a bad dimension " + d.dump());
-      info.shape.push_back(d.get<int64_t>());
-    }
-    if (!offs[0].is_number_unsigned() || !offs[1].is_number_unsigned()) {
-      corrupt(path, "tensor '" + name + "' has non-integer data_offsets");
-    }
-    const uint64_t begin = offs[0].get<uint64_t>(), end = offs[1].get<uint64_t>();
-    if (begin > end || end > data_size) {
-      corrupt(path, "tensor '" + name + "' data_offsets [" + std::to_string(begin) + ", " +
-                        std::to_string(end) + "] out of range (data is " + std::to_string(data_size) +
-                        " bytes)");
-    }
-    const uint64_t want = static_cast<uint64_t>(shape_numel(info.shape)) * dtype_size(info.dtype);
-    if (end - begin != want) {
-      corrupt(path, "tensor '" + name + "' holds " + std::to_string(end - begin) + " bytes but " +
-                        dtype_name(info.dtype) + shape_string(info.shape) + " needs " + std::to_string(want));
-    }
-    info.offset = data_start + begin;
-    info.length = end - begin;
-    f->index_[name] = f->tensors_.size();
-    f->tensors_.push_back(std::move(info));
+  f->tensors_ = parse_safetensors_header(header, file_size - 8 - header_len, path.string(), &f->metadata_);
+  for (size_t k = 0; k < f->tensors_.size(); ++k) {
+    f->tensors_[k].offset += 8 + header_len;
+    f->index_[f->tensors_[k].name] = k;
   }
   return f;
 }
@@ -240,12 +264,7 @@ std::shared_ptr<HfCheckpoint> HfCheckpoint::open(const fs::path& dir) {
   ck->config_json_ = read_text_file(dir / "config.json");
   std::map<std::string, std::string> weight_map;  // tensor -> file
   if (fs::is_regular_file(dir / "model.safetensors.index.json")) {
-    json idx;
-    try {
-      idx = json::parse(read_text_file(dir / "model.safetensors.index.json"));
-    } catch (const json::exception& e) {
-      fail(ErrorCode::corrupt, "model.safetensors.index.json is not valid JSON: " + std::string(e.what()));
-    }
+    const json idx = parse_json(read_text_file(dir / "model.safetensors.index.json"), "model.safetensors.index.json");
     if (!idx.contains("weight_map") || !idx["weight_map"].is_object()) {
       fail(ErrorCode::corrupt, "model.safetensors.index.json has no weight_map object");
     }

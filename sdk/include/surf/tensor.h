@@ -27,7 +27,10 @@ const char* dtype_name(DType dtype) noexcept;
 DType dtype_from_name(std::string_view name);
 bool is_float(DType dtype) noexcept;
 std::string shape_string(const Shape& shape);
+// Element count. Throws Error(invalid_argument) for a negative dimension or more than 2^63 elements.
 int64_t shape_numel(const Shape& shape);
+// Bytes of a tensor of this shape; throws as shape_numel does, and above 2^62 bytes.
+size_t shape_bytes(const Shape& shape, DType dtype);
 
 // Element conversions to f32 (vectorisable loops; bf16 is a shift, f16 uses F16C when present).
 void convert_to_f32(DType from, const void* src, float* dst, size_t count);

@@ -2,6 +2,7 @@
 // msgpack stays out of public headers.
 #pragma once
 
+#include <algorithm>
 #include <msgpack.hpp>
 #include <string_view>
 
@@ -19,6 +20,17 @@ struct BufferWriter {
 // copies them by default at ~0.4 GB/s).
 inline bool reference_bins(msgpack::type::object_type type, std::size_t, void*) {
   return type == msgpack::type::BIN;
+}
+
+// Limits for parsing msgpack from files and the network: no container may declare more elements
+// than the message could hold (each takes at least a byte) nor more than `max_elements`, no
+// string or bin more bytes than the message has, no ext, shallow nesting. msgpack-c then refuses
+// (msgpack::size_overflow) before allocating: 5 bytes `dd ff ff ff ff` must not reserve 96 GiB.
+inline msgpack::unpack_limit limits(size_t message_bytes, size_t max_elements = size_t{1} << 16,
+                                    size_t max_depth = 16) {
+  const size_t elements = std::min(message_bytes, max_elements);
+  const size_t bytes = std::min<size_t>(message_bytes, 0xffffffffu);
+  return msgpack::unpack_limit(elements, elements / 2 + 1, bytes, bytes, 0, max_depth);
 }
 
 // The value of key `name` in a map object, or nullptr.

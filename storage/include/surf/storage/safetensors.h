@@ -16,9 +16,14 @@ struct TensorInfo {
   std::string name;
   DType dtype = DType::F32;
   Shape shape;
-  uint64_t offset = 0;  // absolute byte offset in the file
+  uint64_t offset = 0;  // absolute byte offset in the file (parse_safetensors_header: from the data start)
   uint64_t length = 0;
 };
+
+// The tensors a safetensors header describes (offsets relative to the data, which is `data_size`
+// bytes), validated: dtypes, shapes, sizes, bounds, no overlaps. Errors name `file`.
+std::vector<TensorInfo> parse_safetensors_header(std::string_view header, uint64_t data_size, const std::string& file,
+                                                std::map<std::string, std::string>* metadata = nullptr);
 
 class SafetensorsFile {
  public:
