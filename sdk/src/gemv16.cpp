@@ -1,5 +1,7 @@
 #include "gemv16.h"
 
+#include "cpu.h"
+
 #include <immintrin.h>
 
 #include <algorithm>
@@ -91,7 +93,7 @@ void split(int64_t n, int64_t work, Fn&& fn) {
 }  // namespace
 
 bool fused16_available() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
   return yes;
 }
 

@@ -1,5 +1,7 @@
 #include "surf/tensor.h"
 
+#include "cpu.h"
+
 #include <immintrin.h>
 
 #include <cctype>
@@ -141,7 +143,7 @@ bool streamable(const float* dst, size_t count) {
 }
 
 bool has_f16c() {
-  static const bool yes = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+  static const bool yes = __builtin_cpu_supports("avx") && cpu_has_f16c();
   return yes;
 }
 
