@@ -37,7 +37,7 @@ ModelConfig ModelConfig::parse(std::string_view text) {
 
 namespace {
 
-const nlohmann::json* lookup(const nlohmann::json& root, std::string_view key) {
+const nlohmann::json* lookup(const nlohmann::json& root, std::string_view key, bool keep_null = false) {
   const nlohmann::json* node = &root;
   size_t start = 0;
   while (true) {
@@ -50,7 +50,7 @@ const nlohmann::json* lookup(const nlohmann::json& root, std::string_view key) {
     if (dot == std::string_view::npos) break;
     start = dot + 1;
   }
-  return node->is_null() ? nullptr : node;
+  return node->is_null() && !keep_null ? nullptr : node;
 }
 
 [[noreturn]] void wrong_type(std::string_view key, const char* want, const nlohmann::json& got) {
@@ -83,6 +83,8 @@ double as_float(std::string_view key, const nlohmann::json& v) {
 std::string ModelConfig::model_type() const { return get_string("model_type", ""); }
 
 bool ModelConfig::has(std::string_view key) const { return lookup(impl_->json, key) != nullptr; }
+
+bool ModelConfig::contains(std::string_view key) const { return lookup(impl_->json, key, true) != nullptr; }
 
 int64_t ModelConfig::get_int(std::string_view key) const { return as_int(key, require(impl_->json, key)); }
 

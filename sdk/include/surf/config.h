@@ -24,6 +24,7 @@ class ModelConfig {
 
   std::string model_type() const;  // "" if absent
   bool has(std::string_view key) const;     // present and not null
+  bool contains(std::string_view key) const;  // written in the file, even as null (null often means "off")
   // Keys may be dotted ("rope_parameters.rope_theta") to reach nested objects.
   int64_t get_int(std::string_view key) const;
   int64_t get_int(std::string_view key, int64_t fallback) const;

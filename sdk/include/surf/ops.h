@@ -11,6 +11,10 @@
 
 SURF_SDK_PUBLIC_BEGIN
 
+namespace surf {
+class ModelConfig;
+}
+
 namespace surf::ops {
 
 // Weights (w, embedding tables) may be F32, BF16 or F16: 16-bit weights are converted panel by
@@ -38,6 +42,27 @@ void softmax_rows(float* data, int64_t rows, int64_t cols);
 // an Error(invalid_argument) naming the id and V.
 Tensor embedding(const Tensor& table, const Tensor& ids);
 
+// HF `rope_scaling` (transformers modeling_rope_utils), applied to the frequencies:
+//   linear  every inv_freq is divided by `factor` (the same as dividing the positions);
+//   llama3  with wavelength w = 2*pi / inv_freq and L = original_max_position_embeddings:
+//           w < L / high_freq_factor keeps inv_freq, w > L / low_freq_factor takes inv_freq / factor,
+//           in between (1 - s) * inv_freq / factor + s * inv_freq with
+//           s = (L / w - low_freq_factor) / (high_freq_factor - low_freq_factor).
+struct RopeScaling {
+  enum class Type { none, linear, llama3 };
+  Type type = Type::none;
+  double factor = 1.0;
+  double low_freq_factor = 1.0, high_freq_factor = 4.0;
+  double original_max_position_embeddings = 0.0;
+
+  // config.json's `rope_scaling` object (transformers v5: `rope_parameters`), its type under
+  // `rope_type` or the older `type`. None when absent, null or "default". Any other type (yarn,
+  // dynamic, longrope, ...) is Error(unsupported) naming it; a missing field names the key.
+  static RopeScaling from_config(const ModelConfig& config);
+  // The frequencies 1 / theta^(2i / rotary_dims), i < rotary_dims / 2, scaled.
+  std::vector<double> inv_freq(int64_t rotary_dims, double theta) const;
+};
+
 // Rotary embedding, HF rotate-half convention, in place on x[tokens, heads*head_dim]:
 // positions[tokens]; angles computed in double then rounded, like HF's f32 cos/sin up to 1e-7.
 // The first `rotary_dims` of each head rotate (GPT-NeoX's rotary_pct); the rest pass through.
@@ -48,6 +73,8 @@ class RotaryEmbedding {
   RotaryEmbedding(int64_t rotary_dims, double theta);
   // Frequencies given directly (rope scaling computes its own).
   explicit RotaryEmbedding(std::vector<double> inv_freq);
+  // inv_freq as above, then scaled (RopeScaling::from_config(config) reads it).
+  RotaryEmbedding(int64_t rotary_dims, double theta, const RopeScaling& scaling);
   int64_t rotary_dims() const { return static_cast<int64_t>(inv_freq_.size()) * 2; }
   const std::vector<double>& inv_freq() const { return inv_freq_; }
   void apply(Tensor& x, int64_t heads, int64_t head_dim, const int64_t* positions) const;
@@ -100,6 +127,11 @@ class KVCache {
 
 // Columns [offset, offset + width) of every row of x[rows, cols] as a dense [rows, width] tensor.
 Tensor columns(const Tensor& x, int64_t offset, int64_t width);
+
+// A fused projection laid out per head, x[rows, heads * parts * head_dim] viewed as
+// [rows, heads, parts, head_dim] (GPT-NeoX's query_key_value: each head's q | k | v), split into
+// `parts` dense [rows, heads * head_dim] tensors.
+std::vector<Tensor> split_per_head(const Tensor& x, int64_t heads, int64_t parts, int64_t head_dim);
 
 // Index of the largest value in each row of x[rows, cols] (first one on ties).
 std::vector<int64_t> argmax_rows(const float* x, int64_t rows, int64_t cols);
