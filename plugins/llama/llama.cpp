@@ -1,5 +1,6 @@
-// LlamaForCausalLM: RMSNorm pre-norm decoder, rotate-half RoPE, grouped-query attention,
-// SwiGLU MLP. Conventions follow HF modeling_llama.py (see shared/reference/README.md).
+// LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM: RMSNorm pre-norm decoder, rotate-half
+// RoPE (optionally scaled), grouped-query attention (optionally sliding-window), SwiGLU MLP.
+// Conventions follow HF modeling_llama.py (see shared/reference/README.md).
 #include "surf/causal_lm.h"
 #include "surf/plan.h"
 
@@ -17,13 +18,20 @@ constexpr LinearName gate{"mlp.gate_proj"}, up{"mlp.up_proj"}, down{"mlp.down_pr
 constexpr TensorName final_norm{"weight", "norm.weight"};
 }  // namespace names
 
+// One plugin, three model_types: HF's Qwen2 and Mistral decoder layers are LLaMA's (their
+// modeling files copy LlamaDecoderLayer); they differ only in which projections carry biases,
+// the sliding window and config defaults. Each type's config.json is read into this one struct.
 struct LlamaConfig {
   int64_t hidden, layers, heads, kv_heads, head_dim, intermediate, vocab, max_positions;
   double eps, theta;
-  bool tied, attention_bias, mlp_bias;
+  bool tied;
+  Bias qkv_bias = Bias::none, o_bias = Bias::none, mlp_bias = Bias::none;
+  int64_t window = 0;  // sliding window over key positions (0: none)
+  ops::RopeScaling rope_scaling;
   ops::Activation act;
 
   explicit LlamaConfig(const ModelConfig& c) {
+    const std::string type = c.model_type().empty() ? "llama" : c.model_type();
     hidden = c.get_int("hidden_size");
     layers = c.get_int("num_hidden_layers");
     heads = c.get_int("num_attention_heads");
@@ -36,17 +44,30 @@ struct LlamaConfig {
     // transformers v5 moved rope_theta into rope_parameters.
     theta = c.get_float("rope_theta", c.get_float("rope_parameters.rope_theta", 10000.0));
     tied = c.get_bool("tie_word_embeddings", false);
-    attention_bias = c.get_bool("attention_bias", false);
-    mlp_bias = c.get_bool("mlp_bias", false);
+    rope_scaling = ops::RopeScaling::from_config(c);
     act = ops::activation_from_name(c.get_string("hidden_act", "silu"));
-    if (hidden <= 0 || layers <= 0 || heads <= 0 || kv_heads <= 0 || head_dim <= 0 || vocab <= 0) {
-      fail(ErrorCode::invalid_argument, "llama config: sizes must be positive");
+    if (type == "qwen2") {  // Qwen2Attention: q/k/v always biased, o_proj never
+      qkv_bias = Bias::required;
+      if (c.get_bool("use_sliding_window", false)) {
+        fail(ErrorCode::unsupported, "qwen2 config: use_sliding_window true is not supported yet (sliding_window " +
+                                         std::to_string(c.get_int("sliding_window", 0)) + " on layers from max_window_layers " +
+                                         std::to_string(c.get_int("max_window_layers", 0)) + ")");
+      }
+    } else if (type == "mistral") {  // every layer slides; null means no window, absent HF's 4096
+      window = c.contains("sliding_window") ? c.get_int("sliding_window", 0) : 4096;
+    } else {  // llama: attention_bias biases q, k, v and o; mlp_bias gate, up and down
+      const bool attention_bias = c.get_bool("attention_bias", false);
+      qkv_bias = attention_bias ? Bias::required : Bias::none;
+      o_bias = attention_bias ? Bias::optional : Bias::none;
+      mlp_bias = c.get_bool("mlp_bias", false) ? Bias::required : Bias::none;
+    }
+    if (hidden <= 0 || layers <= 0 || heads <= 0 || kv_heads <= 0 || head_dim <= 0 || vocab <= 0 || window < 0) {
+      fail(ErrorCode::invalid_argument, type + " config: sizes must be positive");
     }
     if (heads % kv_heads != 0) {
-      fail(ErrorCode::invalid_argument, "llama config: num_attention_heads " + std::to_string(heads) +
+      fail(ErrorCode::invalid_argument, type + " config: num_attention_heads " + std::to_string(heads) +
                                             " is not a multiple of num_key_value_heads " + std::to_string(kv_heads));
     }
-    if (c.has("rope_scaling")) fail(ErrorCode::unsupported, "llama config: rope_scaling is not supported yet");
   }
 };
 
@@ -58,8 +79,10 @@ class Llama final : public CausalLM {
   explicit Llama(const LlamaConfig& cfg)
       : CausalLM({cfg.layers, cfg.hidden, cfg.vocab, cfg.max_positions, "max_position_embeddings"}),
         cfg_(cfg),
-        rope_(cfg.head_dim, cfg.theta),
-        attention_(AttentionSpec::causal_lm(cfg.heads, cfg.kv_heads, cfg.head_dim)) {}
+        rope_(cfg.head_dim, cfg.theta, cfg.rope_scaling),
+        attention_(AttentionSpec::causal_lm(cfg.heads, cfg.kv_heads, cfg.head_dim)) {
+    attention_.window = cfg.window;
+  }
 
   Tensor embed(const Pass& pass, ComponentSource& src) override {
     return ops::embedding(get(*src.acquire("embed"), names::embed), pass.ids());
@@ -96,8 +119,6 @@ class Llama final : public CausalLM {
 struct LlamaArchitecture {
   static ComponentPlan plan(const ModelConfig& c) {
     const LlamaConfig cfg(c);
-    const Bias attention_bias = cfg.attention_bias ? Bias::required : Bias::none;
-    const Bias mlp_bias = cfg.mlp_bias ? Bias::required : Bias::none;
     PlanBuilder p("model.");
     p.add("embed", ComponentRole::resident).tensor(names::embed);
     for (int64_t i = 0; i < cfg.layers; ++i) {
@@ -105,13 +126,13 @@ struct LlamaArchitecture {
       p.add(id, ComponentRole::streamed, id + ".")
           .tensor(names::attn_norm)
           .tensor(names::mlp_norm)
-          .linear(names::q, attention_bias)
-          .linear(names::k, attention_bias)
-          .linear(names::v, attention_bias)
-          .linear(names::o, cfg.attention_bias ? Bias::optional : Bias::none)
-          .linear(names::gate, mlp_bias)
-          .linear(names::up, mlp_bias)
-          .linear(names::down, mlp_bias);
+          .linear(names::q, cfg.qkv_bias)
+          .linear(names::k, cfg.qkv_bias)
+          .linear(names::v, cfg.qkv_bias)
+          .linear(names::o, cfg.o_bias)
+          .linear(names::gate, cfg.mlp_bias)
+          .linear(names::up, cfg.mlp_bias)
+          .linear(names::down, cfg.mlp_bias);
     }
     p.add("final_norm", ComponentRole::resident).tensor(names::final_norm);
     if (cfg.tied) {
@@ -127,4 +148,4 @@ struct LlamaArchitecture {
 
 }  // namespace
 
-SURF_PLUGIN(LlamaArchitecture, "llama", "0.2.0", "llama")
+SURF_PLUGIN(LlamaArchitecture, "llama", "0.3.0", "llama", "qwen2", "mistral")
