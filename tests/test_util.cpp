@@ -40,6 +40,8 @@ std::vector<fs::path> fixture_dirs() {
   return out;
 }
 
+fs::path data_dir() { return env_or_throw("SURF_TEST_DATA"); }
+
 std::string plugin_dir() { return env_or_throw("SURF_TEST_PLUGIN_DIR"); }
 std::string loader_plugin_dir() { return env_or_throw("SURF_TEST_LOADER_PLUGINS"); }
 std::string surf_exe() { return env_or_throw("SURF_EXE"); }

@@ -12,6 +12,7 @@ namespace surf::test {
 
 std::filesystem::path fixtures_dir();
 std::vector<std::filesystem::path> fixture_dirs();  // every fixture, sorted
+std::filesystem::path data_dir();                   // tests/data (made by scripts there, committed)
 std::string plugin_dir();                           // build tree plugins
 std::string loader_plugin_dir();                    // tests/plugins build dir
 std::string surf_exe();

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "surf/storage/json.h"
+#include "surf/storage/torch_checkpoint.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -42,6 +43,15 @@ void pread_all(int fd, void* dst, size_t size, uint64_t offset, const fs::path& 
   }
 }
 
+// Element sizes of the safetensors dtypes tensors here cannot hold; 0 for names that are no dtype.
+size_t other_dtype_size(const std::string& dtype) {
+  static const std::map<std::string, size_t> sizes{{"BOOL", 1}, {"U8", 1},  {"I8", 1},  {"F8_E4M3", 1}, {"F8_E5M2", 1},
+                                                   {"I16", 2},  {"U16", 2}, {"I32", 4}, {"U32", 4},     {"F64", 8},
+                                                   {"U64", 8}};
+  auto it = sizes.find(dtype);
+  return it == sizes.end() ? 0 : it->second;
+}
+
 }  // namespace
 
 std::string read_text_file(const fs::path& path) {
@@ -53,10 +63,11 @@ std::string read_text_file(const fs::path& path) {
 }
 
 std::vector<TensorInfo> parse_safetensors_header(std::string_view header, uint64_t data_size, const std::string& what,
-                                                std::map<std::string, std::string>* metadata) {
+                                                std::map<std::string, std::string>* metadata,
+                                                std::map<std::string, std::string>* skipped) {
   const json j = parse_json(header, "safetensors file '" + what + "': header");
   if (!j.is_object()) corrupt(what, "header is not a JSON object");
-  std::vector<TensorInfo> tensors;
+  std::vector<TensorInfo> tensors, others;  // others: the skipped ones, still checked for overlaps
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (it.key() == "__metadata__") {
       if (it->is_object()) {
@@ -74,10 +85,16 @@ std::vector<TensorInfo> parse_safetensors_header(std::string_view header, uint64
     TensorInfo info;
     info.name = name;
     if (!e["dtype"].is_string()) corrupt(what, "tensor '" + name + "' has a non-string dtype");
+    const std::string dtype = e["dtype"].get<std::string>();
+    size_t other_size = 0;  // set for dtypes tensors here cannot hold
     try {
-      info.dtype = dtype_from_name(e["dtype"].get<std::string>());
+      info.dtype = dtype_from_name(dtype);
     } catch (const Error& err) {
-      fail(ErrorCode::unsupported, "safetensors file '" + what + "': tensor '" + name + "': " + err.what());
+      // Other safetensors dtypes are listed as skipped so that plans can ignore such buffers.
+      other_size = skipped ? other_dtype_size(dtype) : 0;
+      if (other_size == 0) {
+        fail(ErrorCode::unsupported, "safetensors file '" + what + "': tensor '" + name + "': " + err.what());
+      }
     }
     const json& shape = e["shape"];
     const json& offs = e["data_offsets"];
@@ -101,21 +118,31 @@ std::vector<TensorInfo> parse_safetensors_header(std::string_view header, uint64
     }
     uint64_t want = 0;
     try {
-      want = shape_bytes(info.shape, info.dtype);
+      if (other_size == 0) {
+        want = shape_bytes(info.shape, info.dtype);
+      } else if (__builtin_mul_overflow(static_cast<uint64_t>(shape_numel(info.shape)), other_size, &want)) {
+        fail(ErrorCode::invalid_argument, dtype + shape_string(info.shape) + " is too large");
+      }
     } catch (const Error& err) {
       corrupt(what, "tensor '" + name + "': " + err.what());
     }
     if (end - begin != want) {
-      corrupt(what, "tensor '" + name + "' holds " + std::to_string(end - begin) + " bytes but " +
-                        dtype_name(info.dtype) + shape_string(info.shape) + " needs " + std::to_string(want));
+      corrupt(what, "tensor '" + name + "' holds " + std::to_string(end - begin) + " bytes but " + dtype +
+                        shape_string(info.shape) + " needs " + std::to_string(want));
     }
     info.offset = begin;
     info.length = end - begin;
-    tensors.push_back(std::move(info));
+    if (other_size != 0) {
+      (*skipped)[name] = dtype;
+      others.push_back(std::move(info));
+    } else {
+      tensors.push_back(std::move(info));
+    }
   }
   // Tensors may not share bytes: a writer that overlapped them made something else than it meant.
   std::vector<const TensorInfo*> by_offset;
   for (const auto& t : tensors) by_offset.push_back(&t);
+  for (const auto& t : others) by_offset.push_back(&t);
   std::sort(by_offset.begin(), by_offset.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
   for (size_t i = 1; i < by_offset.size(); ++i) {
     const TensorInfo& prev = *by_offset[i - 1];
@@ -148,7 +175,7 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& path) {
   }
   std::string header(header_len, '\0');
   pread_all(f->fd_, header.data(), header_len, 8, path);
-  f->tensors_ = parse_safetensors_header(header, file_size - 8 - header_len, path.string(), &f->metadata_);
+  f->tensors_ = parse_safetensors_header(header, file_size - 8 - header_len, path.string(), &f->metadata_, &f->skipped_);
   for (size_t k = 0; k < f->tensors_.size(); ++k) {
     f->tensors_[k].offset += 8 + header_len;
     f->index_[f->tensors_[k].name] = k;
@@ -160,16 +187,21 @@ SafetensorsFile::~SafetensorsFile() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-const TensorInfo* SafetensorsFile::find(const std::string& name) const {
-  auto it = index_.find(name);
-  return it == index_.end() ? nullptr : &tensors_[it->second];
-}
-
 void SafetensorsFile::read(const TensorInfo& info, void* dst) const {
   pread_all(fd_, dst, info.length, info.offset, path_);
 }
 
-Tensor SafetensorsFile::load(const std::string& name) const {
+void TensorFile::add(TensorInfo info) {
+  index_[info.name] = tensors_.size();
+  tensors_.push_back(std::move(info));
+}
+
+const TensorInfo* TensorFile::find(const std::string& name) const {
+  auto it = index_.find(name);
+  return it == index_.end() ? nullptr : &tensors_[it->second];
+}
+
+Tensor TensorFile::load(const std::string& name) const {
   const TensorInfo* info = find(name);
   if (info == nullptr) fail(ErrorCode::not_found, "no tensor '" + name + "' in '" + path_.string() + "'");
   Tensor t = Tensor::empty(info->dtype, info->shape);
@@ -249,10 +281,43 @@ void write_safetensors(const fs::path& path, const TensorMap& tensors,
   w.finish();
 }
 
+namespace {
+
+// Weight files in order of preference: safetensors first (no pickle to parse, pread in place).
+struct WeightFormat {
+  const char* index;   // sharded: the index naming each tensor's file
+  const char* single;  // one file
+  const char* format;
+};
+constexpr WeightFormat kFormats[] = {
+    {"model.safetensors.index.json", "model.safetensors", "safetensors"},
+    {"pytorch_model.bin.index.json", "pytorch_model.bin", "pytorch"},
+};
+
+std::shared_ptr<TensorFile> open_weights(const fs::path& path, const std::string& format) {
+  if (format == "pytorch") return TorchCheckpointFile::open(path);
+  return SafetensorsFile::open(path);
+}
+
+}  // namespace
+
 bool HfCheckpoint::looks_like(const fs::path& dir) {
-  return fs::is_regular_file(dir / "config.json") &&
-         (fs::is_regular_file(dir / "model.safetensors") ||
-          fs::is_regular_file(dir / "model.safetensors.index.json"));
+  if (!fs::is_regular_file(dir / "config.json")) return false;
+  for (const auto& f : kFormats) {
+    if (fs::is_regular_file(dir / f.index) || fs::is_regular_file(dir / f.single)) return true;
+  }
+  return false;
+}
+
+std::string HfCheckpoint::list_files(const fs::path& dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  std::string out;
+  for (size_t i = 0; i < names.size() && i < 12; ++i) out += (i ? ", " : "") + names[i];
+  if (names.size() > 12) out += ", ... (" + std::to_string(names.size()) + " in all)";
+  return names.empty() ? "nothing" : out;
 }
 
 std::shared_ptr<HfCheckpoint> HfCheckpoint::open(const fs::path& dir) {
@@ -262,38 +327,55 @@ std::shared_ptr<HfCheckpoint> HfCheckpoint::open(const fs::path& dir) {
     fail(ErrorCode::not_found, "'" + dir.string() + "' has no config.json (not a HuggingFace checkpoint)");
   }
   ck->config_json_ = read_text_file(dir / "config.json");
+  const WeightFormat* chosen = nullptr;
+  bool sharded = false;
+  for (const auto& f : kFormats) {
+    if (fs::is_regular_file(dir / f.index) || fs::is_regular_file(dir / f.single)) {
+      chosen = &f;
+      sharded = fs::is_regular_file(dir / f.index);
+      break;
+    }
+  }
+  if (chosen == nullptr) {
+    fail(ErrorCode::not_found, "'" + dir.string() + "' has config.json but no weights: neither model.safetensors[.index.json] "
+                                   "nor pytorch_model.bin[.index.json] (it holds: " + list_files(dir) + ")");
+  }
+  ck->format_ = chosen->format;
   std::map<std::string, std::string> weight_map;  // tensor -> file
-  if (fs::is_regular_file(dir / "model.safetensors.index.json")) {
-    const json idx = parse_json(read_text_file(dir / "model.safetensors.index.json"), "model.safetensors.index.json");
+  if (sharded) {
+    const std::string index = chosen->index;
+    const json idx = parse_json(read_text_file(dir / index), index);
     if (!idx.contains("weight_map") || !idx["weight_map"].is_object()) {
-      fail(ErrorCode::corrupt, "model.safetensors.index.json has no weight_map object");
+      fail(ErrorCode::corrupt, index + " has no weight_map object");
     }
     for (auto it = idx["weight_map"].begin(); it != idx["weight_map"].end(); ++it) {
       if (!it->is_string()) fail(ErrorCode::corrupt, "weight_map entry '" + it.key() + "' is not a file name");
       weight_map[it.key()] = it->get<std::string>();
     }
-  } else if (!fs::is_regular_file(dir / "model.safetensors")) {
-    fail(ErrorCode::not_found, "'" + dir.string() +
-                                   "' has neither model.safetensors nor model.safetensors.index.json");
   }
-  std::map<std::string, std::shared_ptr<SafetensorsFile>> by_file;
+  std::map<std::string, std::shared_ptr<TensorFile>> by_file;
   auto file = [&](const std::string& name) {
     if (name.find('/') != std::string::npos || name.find("..") != std::string::npos) {
       fail(ErrorCode::corrupt, "weight_map names file '" + name + "' outside the checkpoint directory");
     }
     auto& f = by_file[name];
     if (!f) {
-      f = SafetensorsFile::open(dir / name);
+      f = open_weights(dir / name, ck->format_);
       ck->files_.push_back(f);
     }
     return f.get();
   };
   if (weight_map.empty()) {
-    SafetensorsFile* f = file("model.safetensors");
+    TensorFile* f = file(chosen->single);
     for (const auto& info : f->tensors()) ck->tensors_[info.name] = {f, &info};
+    ck->skipped_ = f->skipped();
   } else {
     for (const auto& [tensor, fname] : weight_map) {
-      SafetensorsFile* f = file(fname);
+      TensorFile* f = file(fname);
+      if (auto s = f->skipped().find(tensor); s != f->skipped().end()) {
+        ck->skipped_[tensor] = s->second;
+        continue;
+      }
       const TensorInfo* info = f->find(tensor);
       if (info == nullptr) {
         fail(ErrorCode::corrupt, "index lists tensor '" + tensor + "' in '" + fname + "' but the file lacks it");
@@ -307,6 +389,8 @@ std::shared_ptr<HfCheckpoint> HfCheckpoint::open(const fs::path& dir) {
 std::vector<std::string> HfCheckpoint::tensor_names() const {
   std::vector<std::string> names;
   for (const auto& [n, _] : tensors_) names.push_back(n);
+  for (const auto& [n, _] : skipped_) names.push_back(n);
+  std::sort(names.begin(), names.end());
   return names;
 }
 

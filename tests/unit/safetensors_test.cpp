@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 
 #include "../test_util.h"
@@ -64,10 +65,36 @@ TEST(Safetensors, SizeMustMatchShape) {
 
 TEST(Safetensors, UnknownDtypeNamesTensorAndDtype) {
   test::TempDir d;
-  write_raw(d.path() / "f.safetensors", R"({"w":{"dtype":"F8_E5M2","shape":[4],"data_offsets":[0,4]}})", 4);
+  write_raw(d.path() / "f.safetensors", R"({"w":{"dtype":"Q9_Z","shape":[4],"data_offsets":[0,4]}})", 4);
   const std::string err = open_error(d.path() / "f.safetensors");
   EXPECT_NE(err.find("tensor 'w'"), std::string::npos) << err;
-  EXPECT_NE(err.find("F8_E5M2"), std::string::npos) << err;
+  EXPECT_NE(err.find("Q9_Z"), std::string::npos) << err;
+}
+
+// Buffers in dtypes tensors cannot hold (old GPT-NeoX's BOOL attention.bias) are listed as skipped,
+// still checked for size, so that plans can ignore them.
+TEST(Safetensors, OtherSafetensorsDtypesAreSkippedNotFatal) {
+  test::TempDir d;
+  write_raw(d.path() / "f.safetensors",
+            R"({"mask":{"dtype":"BOOL","shape":[2,2],"data_offsets":[0,4]},"f8":{"dtype":"F8_E5M2","shape":[4],"data_offsets":[4,8]},)"
+            R"("w":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+            16);
+  auto f = SafetensorsFile::open(d.path() / "f.safetensors");
+  EXPECT_EQ(f->skipped(), (std::map<std::string, std::string>{{"f8", "F8_E5M2"}, {"mask", "BOOL"}}));
+  ASSERT_EQ(f->tensors().size(), 1u);
+  EXPECT_EQ(f->tensors()[0].name, "w");
+  EXPECT_EQ(f->find("mask"), nullptr);
+  write_raw(d.path() / "g.safetensors", R"({"mask":{"dtype":"BOOL","shape":[2,2],"data_offsets":[0,5]}})", 5);
+  EXPECT_NE(open_error(d.path() / "g.safetensors").find("holds 5 bytes but BOOL[2, 2] needs 4"), std::string::npos);
+}
+
+TEST(HfCheckpointTest, SkippedBuffersAreNamedButNotFound) {
+  auto ck = HfCheckpoint::open(test::fixtures_dir() / "gpt-neox-tiny-sequential-buffers");
+  EXPECT_EQ(ck->skipped().at("gpt_neox.layers.0.attention.bias"), "BOOL");
+  EXPECT_EQ(ck->find("gpt_neox.layers.0.attention.bias").file, nullptr);
+  const auto names = ck->tensor_names();
+  EXPECT_NE(std::find(names.begin(), names.end(), "gpt_neox.layers.1.attention.bias"), names.end());
+  ASSERT_NE(ck->find("gpt_neox.layers.0.attention.masked_bias").file, nullptr);  // F32 buffer: loadable
 }
 
 TEST(Safetensors, NotJson) {

@@ -77,6 +77,12 @@ std::vector<ResolvedComponent> resolve_plan(const ComponentPlan& plan, const HfC
         }
       }
       if (found.empty()) {
+        for (const auto& cand : t.sources) {
+          if (auto s = ck.skipped().find(cand); s != ck.skipped().end()) {
+            fail(ErrorCode::unsupported, "checkpoint " + ck.dir().string() + ": tensor '" + cand + "' is stored as " +
+                                             s->second + ", which cannot be loaded (component '" + spec.id + "')");
+          }
+        }
         if (!t.required) continue;
         std::string names;
         for (const auto& cand : t.sources) names += (names.empty() ? "'" : " or '") + cand + "'";

@@ -33,7 +33,7 @@ SourceDescription open_source(const std::string& source, const OpenOptions& opti
     d.plugin = registry.find(d.provider->manifest().model_type);
     return d;
   }
-  if (HfCheckpoint::looks_like(path)) {
+  if (fs::is_regular_file(path / "config.json")) {  // without weights, open says what it found
     d.kind = "hf";
     auto ck = HfCheckpoint::open(path);
     const ModelConfig config = ModelConfig::parse(ck->config_json());
@@ -45,7 +45,8 @@ SourceDescription open_source(const std::string& source, const OpenOptions& opti
   }
   fail(ErrorCode::invalid_argument, "'" + source +
                                         "' is neither a chunk store (manifest.json) nor a HuggingFace checkpoint "
-                                        "(config.json + model.safetensors[.index.json])");
+                                        "(config.json + model.safetensors[.index.json] or pytorch_model.bin[.index.json]); "
+                                        "it holds: " + HfCheckpoint::list_files(path));
 }
 
 }  // namespace surf
