@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "../test_util.h"
@@ -191,4 +193,123 @@ TEST(Streaming, SixteenBitWeightsInTheCacheMatchTheirF32Store) {
   const TensorMap ga = a->generate({{"input_ids", ids}}, 4), gb = b->generate({{"input_ids", ids}}, 4);
   EXPECT_TRUE(test::bitwise_equal(ga.at("generated_ids"), gb.at("generated_ids")));
   EXPECT_LT(a->cache_stats().peak_cached_bytes, b->cache_stats().peak_cached_bytes * 6 / 10);  // half the memory
+}
+
+// Config variants no fixture covers, checked against fixtures they must agree with.
+namespace {
+
+// A copy of a single-file fixture's checkpoint with config.json (and the weights) edited.
+std::string variant(const test::TempDir& d, const std::string& fixture,
+                    const std::function<void(nlohmann::json&)>& edit_config,
+                    const std::function<void(TensorMap&)>& edit_weights = nullptr) {
+  const fs::path from = test::fixtures_dir() / fixture, to = d.path() / (fixture + "-variant");
+  fs::create_directories(to);
+  auto config = nlohmann::json::parse(read_text_file(from / "config.json"));
+  edit_config(config);
+  std::ofstream(to / "config.json") << config.dump(2);
+  TensorMap weights = read_safetensors(from / "model.safetensors");
+  if (edit_weights) edit_weights(weights);
+  write_safetensors(to / "model.safetensors", weights);
+  return to.string();
+}
+
+struct Outputs {
+  TensorMap forward, generate;
+};
+
+Outputs run_fixture_inputs(const std::string& source, const std::string& fixture) {
+  const TensorMap golden = read_safetensors(test::fixtures_dir() / fixture / "golden.safetensors");
+  OpenOptions o;
+  o.plugin_dirs = {test::plugin_dir()};
+  auto s = Session::open(source, o);
+  RunOptions ro;
+  ro.hidden_states = true;
+  return {s->forward({{"input_ids", golden.at("input_ids")}, {"attention_mask", golden.at("attention_mask")}}, ro),
+          s->generate({{"input_ids", golden.at("gen_input_ids")}}, 8)};
+}
+
+std::string open_error(const std::string& source) {
+  OpenOptions o;
+  o.plugin_dirs = {test::plugin_dir()};
+  try {
+    Session::open(source, o);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+bool values_equal(const Tensor& a, const Tensor& b) {  // == per element (+0 == -0)
+  if (a.shape() != b.shape()) return false;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    if (a.f32()[i] != b.f32()[i]) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+// The reference cannot make an mlp_bias golden (its llama_forward leaves MLP biases out), so:
+// zero biases change nothing, and a down_proj bias on the last layer adds itself to its output.
+TEST(LlamaVariants, MlpBiasesAreAddedWhereHfAddsThem) {
+  test::TempDir d;
+  const std::string fixture = "llama-tiny-random";
+  const int64_t layers = 3, hidden = 64, inter = 172;
+  auto mlp_bias = [](nlohmann::json& c) { c["mlp_bias"] = true; };
+  auto biases = [&](float down_last, float gate) {
+    return [=](TensorMap& w) {
+      for (int64_t l = 0; l < layers; ++l) {
+        const std::string p = "model.layers." + std::to_string(l) + ".mlp.";
+        std::vector<float> down(hidden), g(inter, gate), u(inter, 0.0f);
+        for (int64_t i = 0; i < hidden; ++i) down[i] = l == layers - 1 ? down_last * static_cast<float>(i % 7 - 3) : 0.0f;
+        w[p + "down_proj.bias"] = Tensor::from_f32({hidden}, down);
+        w[p + "gate_proj.bias"] = Tensor::from_f32({inter}, g);
+        w[p + "up_proj.bias"] = Tensor::from_f32({inter}, u);
+      }
+    };
+  };
+  const Outputs plain = run_fixture_inputs((test::fixtures_dir() / fixture).string(), fixture);
+  const Outputs zero = run_fixture_inputs(variant(d, fixture, mlp_bias, biases(0.0f, 0.0f)), fixture);
+  EXPECT_TRUE(values_equal(zero.forward.at("logits"), plain.forward.at("logits")));
+  EXPECT_TRUE(test::bitwise_equal(zero.generate.at("generated_ids"), plain.generate.at("generated_ids")));
+
+  test::TempDir d2;
+  const Outputs down = run_fixture_inputs(variant(d2, fixture, mlp_bias, biases(0.01f, 0.0f)), fixture);
+  const Tensor& a = down.forward.at("hidden_states");
+  const Tensor& b = plain.forward.at("hidden_states");
+  const int64_t plane = a.numel() / (layers + 1);
+  for (int64_t i = 0; i < layers * plane; ++i) ASSERT_EQ(a.f32()[i], b.f32()[i]) << i;  // earlier layers untouched
+  for (int64_t i = layers * plane; i < a.numel(); ++i) {
+    const float want = 0.01f * static_cast<float>(i % hidden % 7 - 3);
+    ASSERT_NEAR(a.f32()[i] - b.f32()[i], want, 1e-5) << i;
+  }
+  test::TempDir d3;
+  const Outputs gate = run_fixture_inputs(variant(d3, fixture, mlp_bias, biases(0.0f, 0.5f)), fixture);
+  EXPECT_FALSE(values_equal(gate.forward.at("logits"), plain.forward.at("logits")));
+}
+
+TEST(LlamaVariants, MistralNullWindowIsNoWindowAndAWideOneChangesNothing) {
+  test::TempDir d;
+  const std::string fixture = "mistral-tiny-random";  // window 5 over 12 + 8 positions
+  const Outputs none = run_fixture_inputs(variant(d, fixture, [](nlohmann::json& c) { c["sliding_window"] = nullptr; }), fixture);
+  test::TempDir d2;
+  const Outputs wide = run_fixture_inputs(variant(d2, fixture, [](nlohmann::json& c) { c["sliding_window"] = 64; }), fixture);
+  const Outputs five = run_fixture_inputs((test::fixtures_dir() / fixture).string(), fixture);
+  EXPECT_TRUE(test::bitwise_equal(none.forward.at("logits"), wide.forward.at("logits")));
+  EXPECT_TRUE(test::bitwise_equal(none.generate.at("generation_logits"), wide.generate.at("generation_logits")));
+  EXPECT_FALSE(values_equal(none.forward.at("logits"), five.forward.at("logits")));
+}
+
+TEST(LlamaVariants, UnsupportedSettingsAreRefusedByName) {
+  test::TempDir d;
+  EXPECT_NE(open_error(variant(d, "qwen2-tiny-random", [](nlohmann::json& c) { c["use_sliding_window"] = true; }))
+                .find("qwen2 config: use_sliding_window true is not supported yet"),
+            std::string::npos);
+  for (const char* type : {"yarn", "dynamic", "longrope"}) {
+    test::TempDir t;
+    const std::string err = open_error(variant(t, "llama3-ropescaled-tiny-random", [&](nlohmann::json& c) {
+      c["rope_scaling"] = {{"type", type}, {"factor", 4.0}};
+    }));
+    EXPECT_NE(err.find(std::string("rope_scaling type '") + type + "' is not supported"), std::string::npos) << err;
+  }
 }

@@ -1,7 +1,7 @@
 // S3 against a real local S3 server (moto, signatures checked): the backend's operations,
-// stores in a bucket (plain and zstd) matched against the goldens directly and through a weight
-// server, clear errors for wrong secrets, missing buckets and keys, corrupt objects, and retries
-// through a fault-injecting proxy.
+// every fixture's store in a bucket (plain and zstd) matched against the goldens directly and
+// through a weight server, clear errors for wrong secrets, missing buckets and keys, corrupt
+// objects, and retries through a fault-injecting proxy.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -153,21 +153,28 @@ TEST(S3Backend, RetriesDroppedConnectionsAndSlowDownWithinTheBudget) {
   EXPECT_EQ(hopeless.faults_injected(), 3);
 }
 
+// Every fixture, whatever its plugin: chunked into the bucket (plain and zstd), checked from the
+// bucket directly, then through one weight server serving all of those stores.
 TEST(S3Stores, GoldensFromTheBucketDirectlyAndThroughAWeightServer) {
   REQUIRE_MOTO();
   export_credentials();
-  for (const std::string compression : {"none", "zstd"}) {
-    for (const std::string fixture : {"llama-tiny-random", "t5-tiny-random"}) {
-      const std::string url = "s3://surf-test/" + fixture + "-" + compression;
+  std::vector<std::string> server_args;
+  std::vector<std::pair<std::string, std::string>> served;  // fixture, model name
+  for (const auto& dir : test::fixture_dirs()) {
+    const std::string fixture = dir.filename().string();
+    for (const std::string compression : {"none", "zstd"}) {
+      const std::string name = fixture + "-" + compression, url = "s3://surf-test/" + name;
       ChunkOptions co;
       co.plugin_dirs = {test::plugin_dir()};
       co.compression = compression;
-      chunk_checkpoint((test::fixtures_dir() / fixture).string(), url, co);
+      chunk_checkpoint(dir.string(), url, co);
       expect_golden(fixture, url);
-      test::ServerProcess server({"--store", "m=" + url});  // inherits AWS_* from this process
-      expect_golden(fixture, server.url("m"));
+      server_args.insert(server_args.end(), {"--store", name + "=" + url});
+      served.emplace_back(fixture, name);
     }
   }
+  test::ServerProcess server(server_args);  // inherits AWS_* from this process
+  for (const auto& [fixture, name] : served) expect_golden(fixture, server.url(name));
 }
 
 TEST(S3Stores, CorruptObjectIsAChecksumError) {
