@@ -80,7 +80,8 @@ TEST(Cli, PluginsInspectAndHelp) {
   auto p = surf_cmd({"plugins"});
   ASSERT_EQ(p.exit_code, 0) << p.err;
   EXPECT_NE(p.out.find("loaded"), std::string::npos);
-  EXPECT_NE(p.out.find("[llama]"), std::string::npos) << p.out;
+  EXPECT_NE(p.out.find("[llama, qwen2, mistral]"), std::string::npos) << p.out;
+  EXPECT_NE(p.out.find("[gpt_neox]"), std::string::npos) << p.out;
   auto i = surf_cmd({"inspect", llama().string()});
   ASSERT_EQ(i.exit_code, 0) << i.err;
   EXPECT_NE(i.out.find("layers.2  streamed"), std::string::npos) << i.out;
