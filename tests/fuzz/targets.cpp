@@ -7,6 +7,7 @@
 #include "surf/storage/chunk.h"
 #include "surf/storage/manifest.h"
 #include "surf/storage/safetensors.h"
+#include "surf/storage/torch_checkpoint.h"
 
 namespace surf::fuzz {
 
@@ -57,11 +58,17 @@ std::optional<std::string> config(const uint8_t* data, size_t size) {
   });
 }
 
+// data.pkl of a pytorch_model.bin: the restricted unpickler.
+std::optional<std::string> torch_pickle(const uint8_t* data, size_t size) {
+  return refusal([&] { (void)parse_torch_state_dict(text(data, size), "fuzz"); });
+}
+
 }  // namespace
 
 const std::vector<Target>& targets() {
   static const std::vector<Target> all = {
-      {"chunk", chunk}, {"safetensors_header", safetensors_header}, {"manifest", manifest}, {"config", config}};
+      {"chunk", chunk},   {"safetensors_header", safetensors_header}, {"manifest", manifest},
+      {"config", config}, {"torch_pickle", torch_pickle}};
   return all;
 }
 

@@ -118,6 +118,33 @@ TEST(TorchPickle, MalformedPicklesAreCorruptNotCrashes) {
             std::string::npos);
 }
 
+// A smoke test in the spirit of the fuzz target (tests/fuzz, torch_pickle): every mutation of a
+// valid pickle is either read or refused with a surf::Error, never anything else.
+TEST(TorchPickle, MutatedPicklesAreReadOrRefusedCleanly) {
+  const std::string valid = one_tensor_pickle(0);
+  uint32_t state = 12345;
+  auto next = [&] { return state = state * 1664525u + 1013904223u; };
+  for (int i = 0; i < 20000; ++i) {
+    std::string p = valid;
+    for (uint32_t n = 1 + next() % 4; n > 0; --n) {
+      const uint32_t r = next();
+      const size_t at = (r >> 8) % p.size();
+      switch (r % 3) {
+        case 0: p[at] = static_cast<char>(next() >> 24); break;
+        case 1: p.erase(at, 1 + (r >> 4) % 3); break;
+        default: p.insert(at, 1, static_cast<char>(next() >> 24)); break;
+      }
+      if (p.empty()) p.push_back('x');
+    }
+    try {
+      parse_torch_state_dict(p, "mutated.pkl");
+    } catch (const Error&) {
+    } catch (const std::exception& e) {
+      FAIL() << "mutation " << i << " threw a non-surf exception: " << e.what();
+    }
+  }
+}
+
 TEST(TorchCheckpoint, ReadsEveryDtypeViewsParametersAndSkipsMasks) {
   auto f = TorchCheckpointFile::open(torch_data("tiny.bin"));
   EXPECT_EQ(floats(*f, "f32"), (std::vector<float>{1, 2, 3, 4, 5, 6}));
