@@ -78,7 +78,7 @@ TEST(RopeScaling, UnsupportedTypesAndMissingFieldsAreClearErrors) {
   EXPECT_NE(error_of(R"({"rope_scaling": {"rope_type": "linear"}})").find("rope_scaling.factor"), std::string::npos);
 }
 
-TEST(ModelConfig, ContainsSeesNullKeysThatHasDoesNot) {
+TEST(ModelConfigTest, ContainsSeesNullKeysThatHasDoesNot) {
   const auto c = ModelConfig::parse(R"({"sliding_window": null, "a": {"b": null}})");
   EXPECT_FALSE(c.has("sliding_window"));
   EXPECT_TRUE(c.contains("sliding_window"));
