@@ -17,6 +17,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include <gtest/gtest.h>
+
 namespace fs = std::filesystem;
 
 namespace surf::test {
@@ -131,6 +133,28 @@ int connect_loopback(int port) {
 
 bool bitwise_equal(const Tensor& a, const Tensor& b) {
   return a.dtype() == b.dtype() && a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+}
+
+std::string expect_error(const std::function<void()>& fn, ErrorCode code, std::string_view text,
+                         std::source_location where) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    if (e.code() != code) {
+      ADD_FAILURE_AT(where.file_name(), where.line())
+          << "expected error code " << error_code_name(code) << ", got " << error_code_name(e.code()) << ": " << message;
+    }
+    if (message.find(text) == std::string::npos) {
+      ADD_FAILURE_AT(where.file_name(), where.line()) << "expected an error containing '" << text << "', got: " << message;
+    }
+    return message;
+  } catch (const std::exception& e) {
+    ADD_FAILURE_AT(where.file_name(), where.line()) << "expected surf::Error, got another exception: " << e.what();
+    return e.what();
+  }
+  ADD_FAILURE_AT(where.file_name(), where.line()) << "expected an error containing '" << text << "', nothing was thrown";
+  return "";
 }
 
 }  // namespace surf::test

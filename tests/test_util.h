@@ -3,9 +3,13 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
+#include <source_location>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "surf/error.h"
 #include "surf/tensor.h"
 
 namespace surf::test {
@@ -38,6 +42,11 @@ struct CommandResult {
 CommandResult run_command(const std::vector<std::string>& argv);
 
 bool bitwise_equal(const Tensor& a, const Tensor& b);
+
+// Expects fn to throw surf::Error with `code` and a message containing `text`; a test failure at
+// the caller's line otherwise. Returns the message (empty if nothing was thrown) for more checks.
+std::string expect_error(const std::function<void()>& fn, ErrorCode code, std::string_view text,
+                         std::source_location where = std::source_location::current());
 
 // Plain loopback sockets for test peers: a listener on a free 127.0.0.1 port (its port in *port),
 // and a connection to 127.0.0.1:port (-1 on failure).

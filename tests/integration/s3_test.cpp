@@ -88,13 +88,7 @@ TEST(S3Backend, PutGetRangeHeadListDeleteAndMultipart) {
   EXPECT_EQ(b->list("dir/"), (std::vector<std::string>{"dir/b.txt"}));
   b->remove("a.txt");
   EXPECT_FALSE(b->exists("a.txt"));
-  try {
-    b->get("a.txt", got);
-    FAIL();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::not_found);
-    EXPECT_NE(std::string(e.what()).find("no object s3://surf-test/unit/a.txt (NoSuchKey)"), std::string::npos) << e.what();
-  }
+  test::expect_error([&] { b->get("a.txt", got); }, ErrorCode::not_found, "no object s3://surf-test/unit/a.txt (NoSuchKey)");
 }
 
 TEST(S3Backend, WrongSecretIsASignatureErrorNamingTheKeyIdOnly) {
@@ -103,29 +97,17 @@ TEST(S3Backend, WrongSecretIsASignatureErrorNamingTheKeyIdOnly) {
   c.secret_access_key = "not-the-secret";
   auto b = open_s3_backend("s3://surf-test/unit", c);
   ByteBuffer got;
-  try {
-    b->get("anything", got);
-    FAIL();
-  } catch (const Error& e) {
-    const std::string m = e.what();
-    EXPECT_EQ(e.code(), ErrorCode::unauthorized);
-    EXPECT_NE(m.find("SignatureDoesNotMatch"), std::string::npos) << m;
-    EXPECT_NE(m.find(moto().access_key()), std::string::npos) << m;
-    EXPECT_EQ(m.find("not-the-secret"), std::string::npos) << m;
-  }
+  const std::string m = test::expect_error([&] { b->get("anything", got); }, ErrorCode::unauthorized, "SignatureDoesNotMatch");
+  EXPECT_NE(m.find(moto().access_key()), std::string::npos) << m;
+  EXPECT_EQ(m.find("not-the-secret"), std::string::npos) << m;
 }
 
 TEST(S3Backend, MissingBucketIsClear) {
   REQUIRE_MOTO();
   auto b = open_s3_backend("s3://no-such-bucket/x", config());
   ByteBuffer got;
-  try {
-    b->get("manifest.json", got);
-    FAIL();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::not_found);
-    EXPECT_NE(std::string(e.what()).find("bucket 'no-such-bucket' does not exist (NoSuchBucket)"), std::string::npos) << e.what();
-  }
+  test::expect_error([&] { b->get("manifest.json", got); }, ErrorCode::not_found,
+                     "bucket 'no-such-bucket' does not exist (NoSuchBucket)");
 }
 
 TEST(S3Backend, RetriesDroppedConnectionsAndSlowDownWithinTheBudget) {
@@ -143,13 +125,7 @@ TEST(S3Backend, RetriesDroppedConnectionsAndSlowDownWithinTheBudget) {
   S3Config c = config(hopeless.port());
   c.max_attempts = 3;
   auto failing = open_s3_backend("s3://surf-test/retry", c);
-  try {
-    failing->get("x", got);
-    FAIL();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::network);
-    EXPECT_NE(std::string(e.what()).find("failed after 3 attempts"), std::string::npos) << e.what();
-  }
+  test::expect_error([&] { failing->get("x", got); }, ErrorCode::network, "failed after 3 attempts");
   EXPECT_EQ(hopeless.faults_injected(), 3);
 }
 
@@ -193,13 +169,8 @@ TEST(S3Stores, CorruptObjectIsAChecksumError) {
   o.plugin_dirs = {test::plugin_dir()};
   o.prefetch = 0;
   auto s = Session::open(url, o);
-  try {
-    s->forward({{"input_ids", Tensor::from_i64({1, 3}, {1, 2, 3})}});
-    FAIL();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::corrupt);
-    EXPECT_NE(std::string(e.what()).find("component 'layers.0': checksum mismatch"), std::string::npos) << e.what();
-  }
+  test::expect_error([&] { s->forward({{"input_ids", Tensor::from_i64({1, 3}, {1, 2, 3})}}); }, ErrorCode::corrupt,
+                     "component 'layers.0': checksum mismatch");
 }
 
 TEST(S3Stores, CliErrorsForWrongSecretAndMissingStore) {

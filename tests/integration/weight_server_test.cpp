@@ -135,12 +135,8 @@ TEST(WeightServer, TwoModelsOnOneServer) {
     for (const auto& l : r.lines) EXPECT_TRUE(l.passed) << model << " " << l.tensor << " " << l.note;
   }
   // Without a model name the client refuses to guess between two.
-  try {
-    Session::open(server.url(), options());
-    FAIL();
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("serves 2 models (llama, seq2seq)"), std::string::npos) << e.what();
-  }
+  test::expect_error([&] { Session::open(server.url(), options()); }, ErrorCode::invalid_argument,
+                     "serves 2 models (llama, seq2seq)");
 }
 
 TEST(WeightServer, SixteenConcurrentClients) {
@@ -196,15 +192,8 @@ TEST(WeightServer, NoServerWithinTheRetryBudgetIsAClearError) {
   o.retry_backoff_ms = 50;
   auto s = Session::open(server.url("llama"), o);
   server.kill_hard();
-  try {
-    s->forward(llama_inputs());
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    const std::string m = e.what();
-    EXPECT_EQ(e.code(), ErrorCode::network);
-    EXPECT_NE(m.find("component 'layers.0'"), std::string::npos) << m;
-    EXPECT_NE(m.find("failed 3 attempts"), std::string::npos) << m;
-  }
+  const std::string m = test::expect_error([&] { s->forward(llama_inputs()); }, ErrorCode::network, "failed 3 attempts");
+  EXPECT_NE(m.find("component 'layers.0'"), std::string::npos) << m;
 }
 
 TEST(WeightServer, CorruptChunkOnDiskIsAChecksumErrorNotWrongNumbers) {
@@ -217,14 +206,8 @@ TEST(WeightServer, CorruptChunkOnDiskIsAChecksumErrorNotWrongNumbers) {
     f.put('\x42');
   }
   auto s = Session::open(server.url("llama"), options(1, 0));
-  try {
-    s->forward(llama_inputs());
-    FAIL() << "expected a checksum error";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::corrupt);
-    EXPECT_NE(std::string(e.what()).find("component 'layers.1'"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("checksum mismatch"), std::string::npos) << e.what();
-  }
+  const std::string m = test::expect_error([&] { s->forward(llama_inputs()); }, ErrorCode::corrupt, "checksum mismatch");
+  EXPECT_NE(m.find("component 'layers.1'"), std::string::npos) << m;
 }
 
 TEST(WeightServer, BadRequestsGetErrorAnswersAndTheServerKeepsServing) {
@@ -272,12 +255,7 @@ TEST(WeightServer, BadRequestsGetErrorAnswersAndTheServerKeepsServing) {
   EXPECT_EQ(bearer.send(b).first, "ok");
   OpenOptions wrong = options();
   wrong.token = "guess";
-  try {
-    Session::open(server.url("llama"), wrong);
-    FAIL();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::unauthorized);
-  }
+  test::expect_error([&] { Session::open(server.url("llama"), wrong); }, ErrorCode::unauthorized, "");
   OpenOptions right = options();
   right.token = "s3cret";
   EXPECT_NO_THROW(Session::open(server.url("llama"), right)->forward(llama_inputs()));
@@ -311,12 +289,8 @@ TEST(WeightServer, ConnectionLimitAndCleanShutdown) {
   o.retry_backoff_ms = 20;
   auto a = Session::open(server.url("llama"), o);
   auto b = Session::open(server.url("llama"), o);
-  try {
-    Session::open(server.url("llama"), o);
-    FAIL() << "a third connection should be refused";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::network) << e.what();
-  }
+  // A third connection is refused.
+  test::expect_error([&] { Session::open(server.url("llama"), o); }, ErrorCode::network, "");
   EXPECT_NO_THROW(a->forward(llama_inputs()));  // the admitted clients still work
   b.reset();
   std::this_thread::sleep_for(std::chrono::milliseconds(100));

@@ -22,12 +22,7 @@ TEST(FilesystemBackend, PutGetRangeListExists) {
   EXPECT_EQ(std::string(part, 5), "chunk");
   EXPECT_THROW(b->get_range("chunks/a.msgpack", 10, 100, part), Error);
   EXPECT_EQ(b->list("chunks/"), (std::vector<std::string>{"chunks/a.msgpack"}));
-  try {
-    b->get("chunks/missing.msgpack", buf);
-    FAIL();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::not_found);
-  }
+  test::expect_error([&] { b->get("chunks/missing.msgpack", buf); }, ErrorCode::not_found, "missing.msgpack");
   b->remove("chunks/a.msgpack");
   EXPECT_FALSE(b->exists("chunks/a.msgpack"));
 }

@@ -6,6 +6,7 @@
 #include <set>
 #include <thread>
 
+#include "../test_util.h"
 #include "cache/layer_cache.h"
 
 using namespace surf;
@@ -163,19 +164,8 @@ TEST(LayerCacheTest, ErrorsReachTheCallerAndDoNotStick) {
   p->fail_on(L(1));
   LayerCache c(p, {2, 0, 1});
   c.acquire(L(0));  // the prefetch of L1 fails in the background
-  try {
-    c.acquire(L(1));
-    FAIL();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::network);
-    EXPECT_NE(std::string(e.what()).find("layers.1"), std::string::npos);
-  }
-  try {
-    c.acquire("layers.99");
-    FAIL();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::not_found);
-  }
+  test::expect_error([&] { c.acquire(L(1)); }, ErrorCode::network, "layers.1");
+  test::expect_error([&] { c.acquire("layers.99"); }, ErrorCode::not_found, "layers.99");
   EXPECT_EQ(c.acquire(L(2))->id(), L(2));
 }
 

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "../test_util.h"
 #include "surf/config.h"
 #include "surf/tensor.h"
 
@@ -78,18 +79,9 @@ TEST(ModelConfigTest, TypedAccessorsNameTheKey) {
   EXPECT_EQ(c.get_int("n_inner", 7), 7);  // null means absent
   EXPECT_FALSE(c.has("n_inner"));
   EXPECT_DOUBLE_EQ(c.get_float("rope_parameters.rope_theta"), 500000.0);
-  try {
-    c.get_int("bad");
-    FAIL();
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("'bad' must be an integer"), std::string::npos) << e.what();
-  }
-  try {
-    c.get_int("num_hidden_layers");
-    FAIL();
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("missing key 'num_hidden_layers'"), std::string::npos) << e.what();
-  }
+  test::expect_error([&] { c.get_int("bad"); }, ErrorCode::invalid_argument, "'bad' must be an integer");
+  test::expect_error([&] { c.get_int("num_hidden_layers"); }, ErrorCode::invalid_argument,
+                     "missing key 'num_hidden_layers'");
   EXPECT_THROW(ModelConfig::parse("[1, 2]"), Error);
   EXPECT_THROW(ModelConfig::parse("{not json"), Error);
 }
