@@ -1,4 +1,5 @@
-// A small command-line parser: declared flags only, `--flag value` or `--flag=value`.
+// A small command-line parser: declared flags only, `--flag value` or `--flag=value`. Any flag
+// may be given several times: Args::get takes the last value, Args::all every one.
 #pragma once
 
 #include <map>
@@ -11,7 +12,6 @@ struct Flag {
   std::string name;     // without the leading "--"
   bool takes_value;
   std::string help;
-  bool repeatable = false;
 };
 
 struct Args {

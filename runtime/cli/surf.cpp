@@ -36,7 +36,7 @@ const char* kUsage =
     "Run `surf COMMAND --help` for the options of a command.\n";
 
 const std::vector<Flag> kPluginFlags = {
-    {"plugin-dir", true, "search this plugin directory first (repeatable)", true},
+    {"plugin-dir", true, "search this plugin directory first (repeatable)"},
 };
 
 const std::vector<Flag> kCacheFlags = {
@@ -369,7 +369,7 @@ int cmd_check(const std::vector<std::string>& argv) {
 }
 
 int cmd_serve(const std::vector<std::string>& argv) {
-  const auto flags = join({{{"store", true, "chunk store to serve: DIR or NAME=DIR (repeatable)", true},
+  const auto flags = join({{{"store", true, "chunk store to serve: DIR or NAME=DIR (repeatable)"},
                             {"name", true, "model name for a single --store (default: its directory name)"},
                             {"host", true, "address to bind (default 127.0.0.1)"},
                             {"port", true, "port (default 8765; 0 = any free port)"},
