@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "file_io.h"
 #include "surf/error.h"
 #include "surf/storage/backend.h"
 
@@ -67,7 +68,7 @@ class FilesystemBackend final : public StorageBackend {
     try {
       for (size_t at = 0; at < out.size(); at += kBlock) {
         const size_t n = std::min(kBlock, out.size() - at);
-        read_all(fd, p, at, out.data() + at, n);
+        pread_all(fd, out.data() + at, n, at, p);
         on_block(out.data() + at, n);
       }
     } catch (...) {
@@ -89,7 +90,12 @@ class FilesystemBackend final : public StorageBackend {
                                             std::to_string(length) + " beyond the end of '" +
                                             p.string() + "' (" + std::to_string(st.st_size) + " bytes)");
     }
-    read_all(fd, p, offset, static_cast<std::byte*>(dst), length);
+    try {
+      pread_all(fd, dst, length, offset, p);
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
     ::close(fd);
   }
 
@@ -142,20 +148,6 @@ class FilesystemBackend final : public StorageBackend {
   fs::path path_of(const std::string& key) const {
     validate_key(key);
     return root_ / key;
-  }
-
-  static void read_all(int fd, const fs::path& p, uint64_t offset, std::byte* dst, size_t size) {
-    size_t done = 0;
-    while (done < size) {
-      ssize_t n = ::pread(fd, dst + done, std::min<size_t>(size - done, 1 << 30),
-                          static_cast<off_t>(offset + done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        io_error("cannot read", p);
-      }
-      if (n == 0) fail(ErrorCode::corrupt, "unexpected end of file in '" + p.string() + "'");
-      done += static_cast<size_t>(n);
-    }
   }
 
   fs::path root_;

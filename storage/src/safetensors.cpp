@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "file_io.h"
 #include "surf/storage/json.h"
 #include "surf/storage/torch_checkpoint.h"
 
@@ -27,21 +28,6 @@ constexpr uint64_t kMaxHeaderBytes = 100u << 20;
   fail(ErrorCode::corrupt, "safetensors file '" + file + "': " + what);
 }
 [[noreturn]] void corrupt(const fs::path& p, const std::string& what) { corrupt(p.string(), what); }
-
-void pread_all(int fd, void* dst, size_t size, uint64_t offset, const fs::path& p) {
-  auto* b = static_cast<std::byte*>(dst);
-  size_t done = 0;
-  while (done < size) {
-    ssize_t n = ::pread(fd, b + done, std::min<size_t>(size - done, 1 << 30),
-                        static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      fail(ErrorCode::io, "cannot read '" + p.string() + "': " + std::strerror(errno));
-    }
-    if (n == 0) corrupt(p, "unexpected end of file");
-    done += static_cast<size_t>(n);
-  }
-}
 
 // Element sizes of the safetensors dtypes tensors here cannot hold; 0 for names that are no dtype.
 size_t other_dtype_size(const std::string& dtype) {
