@@ -15,7 +15,7 @@ int main(int argc, char** argv) {
   }
   try {
     surf::OpenOptions options;
-    options.cache_layers = 2;
+    options.cache_size = 2;
     options.prefetch = 1;
     if (argc >= 5 && std::string(argv[3]) == "--plugin-dir") options.plugin_dirs.push_back(argv[4]);
     auto session = surf::Session::open(argv[1], options);

@@ -39,10 +39,14 @@ const std::vector<Flag> kPluginFlags = {
     {"plugin-dir", true, "search this plugin directory first (repeatable)"},
 };
 
+// The streaming knobs of run, generate and check.
+const std::vector<Flag> kStreamFlags = {
+    {"cache-size", true, "streamed components kept in the cache, >= 1 (default " + std::to_string(kDefaultCacheSize) + ")"},
+    {"prefetch", true, "components fetched ahead, >= 0 (default " + std::to_string(kDefaultPrefetch) + ")"},
+};
+
 const std::vector<Flag> kCacheFlags = {
-    {"cache-size", true, "streamed components kept in the cache (default 2)"},
     {"cache-mb", true, "also bound the cache in megabytes"},
-    {"prefetch", true, "components fetched ahead (default 1)"},
     {"warmup", true, "comma-separated component ids to load at open, or 'all'"},
     {"spare-buffers", true, "freed buffers kept for reuse (default 2; fewer saves memory, costs speed)"},
     {"stats-json", true, "write cache statistics as JSON to this file"},
@@ -86,17 +90,21 @@ std::string require(const Args& a, const std::string& flag) {
   return a.get(flag);
 }
 
+// --cache-size and --prefetch under the runtime's rule, checked before any work starts.
+void read_stream_flags(const Args& a, int& cache_size, int& prefetch) {
+  const long long cache = a.get_int("cache-size", kDefaultCacheSize);
+  const long long ahead = a.get_int("prefetch", kDefaultPrefetch);
+  validate_cache_options(cache, ahead);
+  cache_size = static_cast<int>(cache);
+  prefetch = static_cast<int>(ahead);
+}
+
 OpenOptions open_options(const Args& a) {
   OpenOptions o;
   o.plugin_dirs = a.all("plugin-dir");
-  const long long cache = a.get_int("cache-size", 2);
-  const long long prefetch = a.get_int("prefetch", 1);
+  read_stream_flags(a, o.cache_size, o.prefetch);
   const long long mb = a.get_int("cache-mb", 0);
-  if (cache < 1) throw std::invalid_argument("--cache-size must be at least 1");
-  if (prefetch < 0) throw std::invalid_argument("--prefetch must not be negative");
   if (mb < 0) throw std::invalid_argument("--cache-mb must not be negative");
-  o.cache_layers = static_cast<uint64_t>(cache);
-  o.prefetch = static_cast<int>(prefetch);
   o.cache_bytes = static_cast<uint64_t>(mb) * 1000000ull;
   o.warmup = split_commas(a.get("warmup"));
   o.spare_buffers = static_cast<int>(std::max(0LL, a.get_int("spare-buffers", 2)));
@@ -180,7 +188,7 @@ int cmd_run(const std::vector<std::string>& argv) {
   const auto flags = join({{{"inputs", true, "safetensors file with input_ids [, attention_mask, ...]"},
                             {"output", true, "safetensors file to write the outputs to"},
                             {"hidden-states", false, "also write per-layer hidden states"}},
-                           kCacheFlags, kPluginFlags});
+                           kStreamFlags, kCacheFlags, kPluginFlags});
   if (wants_help(argv)) {
     print_help("run SOURCE --inputs IN.safetensors --output OUT.safetensors [options]",
                "One forward pass with weights streamed through the cache. Reads input_ids,\n"
@@ -204,7 +212,7 @@ int cmd_generate(const std::vector<std::string>& argv) {
                             {"output", true, "safetensors file for generated_ids (and generation_logits)"},
                             {"max-new-tokens", true, "tokens to generate"},
                             {"prompt-key", true, "take the prompt from this tensor alone (every token real)"}},
-                           kCacheFlags, kPluginFlags});
+                           kStreamFlags, kCacheFlags, kPluginFlags});
   if (wants_help(argv)) {
     print_help("generate SOURCE --inputs IN.safetensors --max-new-tokens N --output OUT.safetensors [options]",
                "Greedy generation with a KV cache. The prompt is input_ids (with attention_mask if\n"
@@ -326,10 +334,8 @@ int cmd_inspect(const std::vector<std::string>& argv) {
 }
 
 int cmd_check(const std::vector<std::string>& argv) {
-  const auto flags = join({{{"source", true, "hf (in place) | store (chunked to a temp store) | ws (that store behind a weight server) | a SOURCE URL"},
-                            {"cache-size", true, "cache size (default 1)"},
-                            {"prefetch", true, "prefetch depth (default 1)"}},
-                           kPluginFlags});
+  const auto flags = join({{{"source", true, "hf (in place) | store (chunked to a temp store) | ws (that store behind a weight server) | a SOURCE URL"}},
+                           kStreamFlags, kPluginFlags});
   if (wants_help(argv)) {
     print_help("check FIXTURE_DIR... [--plugin-dir DIR] [--source hf|store|ws]",
                "Runs each fixture (HF checkpoint + golden.safetensors + golden.json) through the plugin\n"
@@ -343,8 +349,7 @@ int cmd_check(const std::vector<std::string>& argv) {
   CheckOptions o;
   o.plugin_dirs = a.all("plugin-dir");
   o.source = a.get("source", "hf");
-  o.cache_layers = static_cast<uint64_t>(std::max(1LL, a.get_int("cache-size", 1)));
-  o.prefetch = static_cast<int>(std::max(0LL, a.get_int("prefetch", 1)));
+  read_stream_flags(a, o.cache_size, o.prefetch);
   int passed = 0, failed = 0;
   for (const auto& dir : a.positional) {
     try {

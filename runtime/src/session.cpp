@@ -70,6 +70,7 @@ Session::Session(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Session::~Session() = default;
 
 std::unique_ptr<Session> Session::open(const std::string& source, const OpenOptions& options) {
+  validate_cache_options(options.cache_size, options.prefetch);
   auto impl = std::make_unique<Impl>(options);
   // Spare buffers: the next load reuses warm pages (fresh ones cost far more) while the pool
   // holds only a constant beyond the cache itself.
@@ -89,8 +90,8 @@ std::unique_ptr<Session> Session::open(const std::string& source, const OpenOpti
   }
   impl->model = impl->plugin->create_model(config);
   CacheOptions co;
-  co.max_components = options.cache_layers;
-  co.max_bytes = options.cache_bytes;
+  co.cache_size = options.cache_size;
+  co.cache_bytes = options.cache_bytes;
   co.prefetch = options.prefetch;
   impl->cache = std::make_unique<LayerCache>(impl->provider, co);
   impl->cache->load_resident();

@@ -52,7 +52,7 @@ std::string arg(int argc, char** argv, const std::string& name, const std::strin
 
 int main(int argc, char** argv) {
   const std::string preset = arg(argc, argv, "preset", "tinyllama-1.1b");
-  const uint64_t cache = std::stoull(arg(argc, argv, "cache", "2"));
+  const int cache = std::stoi(arg(argc, argv, "cache", "2"));
   const int prefetch = std::stoi(arg(argc, argv, "prefetch", "1"));
   const int64_t seq = std::stoll(arg(argc, argv, "seq", "128"));
   const int runs = std::stoi(arg(argc, argv, "runs", "3"));
@@ -77,8 +77,8 @@ int main(int argc, char** argv) {
   const int64_t kv_heads = cfg.get_int("num_key_value_heads", heads);
   const int64_t kv_width = kv_heads * (hidden / heads);
   const Tensor ids1 = random_ids(1, vocab, 1), ids_n = random_ids(seq, vocab, 2);
-  std::printf("model %s (bf16 store), cache %llu layers, prefetch %d, seq 1 and %lld, median of %d runs\n",
-              preset.c_str(), static_cast<unsigned long long>(cache), prefetch, static_cast<long long>(seq), runs);
+  std::printf("model %s (bf16 store), cache %d layers, prefetch %d, seq 1 and %lld, median of %d runs\n",
+              preset.c_str(), cache, prefetch, static_cast<long long>(seq), runs);
 
   // 1. Streamed: the cache is smaller than the model.
   const uint64_t rss_before = bench::rss_bytes();
@@ -88,7 +88,7 @@ int main(int argc, char** argv) {
   std::string stats_text;
   {
     OpenOptions o;
-    o.cache_layers = cache;
+    o.cache_size = cache;
     o.prefetch = prefetch;
     o.spare_buffers = spares;
     auto s = Session::open(store.string(), o);
@@ -127,7 +127,7 @@ int main(int argc, char** argv) {
   double compute1 = 0, compute_n = 0;
   {
     OpenOptions o;
-    o.cache_layers = streamed_count;
+    o.cache_size = static_cast<int>(streamed_count);
     o.prefetch = 0;
     o.warmup = {"all"};
     auto s = Session::open(store.string(), o);
@@ -148,13 +148,13 @@ int main(int argc, char** argv) {
   // two spare buffers so fetches land in warm pages (a constant, independent of depth); buffers
   // drift to the size of the largest component (lm_head) as they are reused.
   const uint64_t activations = static_cast<uint64_t>(seq) * (4 * hidden + 2 * kv_width + 3 * inter + 2 * vocab) * 4;
-  const uint64_t budget = resident_bytes + (cache + static_cast<uint64_t>(prefetch)) * layer_bytes + activations;
+  const uint64_t budget = resident_bytes + static_cast<uint64_t>(cache + prefetch) * layer_bytes + activations;
   if (peak_ok) {
     const uint64_t grew = peak - rss_before;
-    std::printf("\npeak RSS growth %.0f MB; budget: resident %.0f + (cache %llu + prefetch %d) x largest component %.0f MB"
+    std::printf("\npeak RSS growth %.0f MB; budget: resident %.0f + (cache %d + prefetch %d) x largest component %.0f MB"
                 " + activations %.0f MB = %.0f MB; ratio %.3f (goal <= 1.10); counting the pool's %d spare"
                 " buffer(s) (x %.0f MB): %.3f\n",
-                grew / 1e6, resident_bytes / 1e6, static_cast<unsigned long long>(cache), prefetch, layer_bytes / 1e6,
+                grew / 1e6, resident_bytes / 1e6, cache, prefetch, layer_bytes / 1e6,
                 activations / 1e6, budget / 1e6, static_cast<double>(grew) / static_cast<double>(budget), spares,
                 layer_bytes / 1e6, static_cast<double>(grew) / static_cast<double>(budget + spares * layer_bytes));
   }

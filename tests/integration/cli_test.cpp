@@ -181,7 +181,14 @@ TEST(CliErrors, BadTokensLengthsAndEmptyInput) {
   expect_one_line_error(r, "does not exist");
   r = surf_cmd({"run", src, "--inputs", (llama() / "golden.safetensors").string(), "--output", d.str("o"),
                 "--cache-size", "0"});
-  expect_one_line_error(r, "--cache-size must be at least 1");
+  expect_one_line_error(r, "cache_size (--cache-size) must be at least 1, got 0");
+  r = surf_cmd({"run", src, "--inputs", (llama() / "golden.safetensors").string(), "--output", d.str("o"),
+                "--prefetch", "-1"});
+  expect_one_line_error(r, "prefetch (--prefetch) must be 0 (none) or more, got -1");
+  // check follows the same rule, once, before running any fixture.
+  r = surf_cmd({"check", src, "--cache-size", "-3"});
+  expect_one_line_error(r, "cache_size (--cache-size) must be at least 1, got -3");
+  EXPECT_EQ(r.out, "");
   r = surf_cmd({"frobnicate"});
   expect_one_line_error(r, "unknown command");
 }

@@ -21,7 +21,7 @@ namespace {
 struct Case {
   std::string fixture;
   std::string source;
-  uint64_t cache;
+  int cache;
   int prefetch;
 };
 
@@ -33,7 +33,7 @@ std::vector<Case> all_cases() {
   std::vector<Case> out;
   for (const auto& dir : test::fixture_dirs()) {
     for (const char* source : {"hf", "store"}) {
-      for (auto [cache, prefetch] : {std::pair<uint64_t, int>{1, 0}, {1, 2}, {4, 1}}) {
+      for (auto [cache, prefetch] : {std::pair<int, int>{1, 0}, {1, 2}, {4, 1}}) {
         out.push_back({dir.string(), source, cache, prefetch});
       }
     }
@@ -60,7 +60,7 @@ TEST_P(Conformance, MatchesGolden) {
   CheckOptions o;
   o.source = c.source;
   o.plugin_dirs = {test::plugin_dir()};
-  o.cache_layers = c.cache;
+  o.cache_size = c.cache;
   o.prefetch = c.prefetch;
   const CheckReport r = check_fixture(c.fixture, o);
   ASSERT_FALSE(r.lines.empty());
@@ -109,10 +109,10 @@ TEST(Streaming, IdenticalResultsEveryWay) {
 
   TensorMap reference, reference_gen;
   for (const std::string& source : {fixture.string(), store.str("s"), zstore.str("s")}) {
-    for (auto [cache, prefetch] : {std::pair<uint64_t, int>{1, 0}, {1, 1}, {1, 2}, {2, 1}, {8, 0}}) {
+    for (auto [cache, prefetch] : {std::pair<int, int>{1, 0}, {1, 1}, {1, 2}, {2, 1}, {8, 0}}) {
       OpenOptions o;
       o.plugin_dirs = {test::plugin_dir()};
-      o.cache_layers = cache;
+      o.cache_size = cache;
       o.prefetch = prefetch;
       auto s = Session::open(source, o);
       TensorMap out = s->forward(in);
@@ -132,10 +132,10 @@ TEST(Streaming, IdenticalResultsEveryWay) {
 TEST(Streaming, CacheHoldsAtMostCachePlusPrefetchLayers) {
   const fs::path fixture = test::fixtures_dir() / "llama-tiny-random";
   const TensorMap golden = read_safetensors(fixture / "golden.safetensors");
-  for (auto [cache, prefetch] : {std::pair<uint64_t, int>{1, 0}, {1, 1}, {2, 1}}) {
+  for (auto [cache, prefetch] : {std::pair<int, int>{1, 0}, {1, 1}, {2, 1}}) {
     OpenOptions o;
     o.plugin_dirs = {test::plugin_dir()};
-    o.cache_layers = cache;
+    o.cache_size = cache;
     o.prefetch = prefetch;
     auto s = Session::open(fixture.string(), o);
     uint64_t largest = 0;
@@ -144,7 +144,7 @@ TEST(Streaming, CacheHoldsAtMostCachePlusPrefetchLayers) {
     }
     s->generate({{"input_ids", golden.at("gen_input_ids")}}, 4);
     const CacheStats st = s->cache_stats();
-    EXPECT_LE(st.peak_cached_bytes, (cache + static_cast<uint64_t>(prefetch) + 1) * largest)
+    EXPECT_LE(st.peak_cached_bytes, static_cast<uint64_t>(cache + prefetch + 1) * largest)
         << "cache " << cache << " prefetch " << prefetch;
     EXPECT_GT(st.evictions, 0u);  // the cache is smaller than the model
     if (prefetch > 0) {

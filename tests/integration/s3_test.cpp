@@ -49,7 +49,7 @@ void expect_golden(const std::string& fixture, const std::string& source) {
   CheckOptions o;
   o.source = source;
   o.plugin_dirs = {test::plugin_dir()};
-  o.cache_layers = 1;
+  o.cache_size = 1;
   o.prefetch = 1;
   const CheckReport r = check_fixture((test::fixtures_dir() / fixture).string(), o);
   ASSERT_FALSE(r.lines.empty()) << source;

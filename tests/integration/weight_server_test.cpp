@@ -51,10 +51,10 @@ TensorMap llama_inputs() {
   return {{"input_ids", g.at("input_ids")}, {"attention_mask", g.at("attention_mask")}, {"position_ids", g.at("position_ids")}};
 }
 
-OpenOptions options(uint64_t cache = 1, int prefetch = 2) {
+OpenOptions options(int cache = 1, int prefetch = 2) {
   OpenOptions o;
   o.plugin_dirs = {test::plugin_dir()};
-  o.cache_layers = cache;
+  o.cache_size = cache;
   o.prefetch = prefetch;
   return o;
 }
@@ -117,7 +117,7 @@ TEST(WeightServer, GoldensMatchThroughTheServer) {
   CheckOptions o;
   o.source = server.url("llama");
   o.plugin_dirs = {test::plugin_dir()};
-  o.cache_layers = 1;
+  o.cache_size = 1;
   o.prefetch = 2;
   const CheckReport r = check_fixture((test::fixtures_dir() / "llama-tiny-random").string(), o);
   ASSERT_FALSE(r.lines.empty());

@@ -190,3 +190,21 @@ TEST(LayerCacheTest, ConcurrentCallersGetTheRightComponents) {
   CacheStats s = c.stats();
   EXPECT_EQ(s.hits + s.misses, 4u * 5u * 6u);
 }
+
+TEST(LayerCacheTest, CacheSizeAndPrefetchFollowTheOneRule) {
+  auto p = std::make_shared<MemoryProvider>(2);
+  test::expect_error([&] { LayerCache c(p, {0, 0, 0}); }, ErrorCode::invalid_argument,
+                     "cache_size (--cache-size) must be at least 1, got 0");
+  test::expect_error([&] { LayerCache c(p, {-1, 0, 0}); }, ErrorCode::invalid_argument, "got -1");
+  test::expect_error([&] { LayerCache c(p, {1, 0, -1}); }, ErrorCode::invalid_argument,
+                     "prefetch (--prefetch) must be 0 (none) or more, got -1");
+  // The API's entry points apply it before opening anything.
+  OpenOptions o;
+  o.cache_size = 0;
+  test::expect_error([&] { Session::open("/nonexistent", o); }, ErrorCode::invalid_argument, "cache_size");
+  CheckOptions co;
+  co.prefetch = -2;
+  test::expect_error([&] { check_fixture("/nonexistent", co); }, ErrorCode::invalid_argument, "got -2");
+  EXPECT_EQ(OpenOptions{}.cache_size, CheckOptions{}.cache_size);
+  EXPECT_EQ(OpenOptions{}.prefetch, CheckOptions{}.prefetch);
+}

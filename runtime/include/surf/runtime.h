@@ -2,7 +2,7 @@
 // bounded cache. Sources: a chunk store directory, a HuggingFace checkpoint directory (streamed
 // straight from its safetensors), later ws://host:port/model and s3://bucket/prefix.
 //
-//   surf::OpenOptions opt;  opt.cache_layers = 2;  opt.prefetch = 1;
+//   surf::OpenOptions opt;  opt.cache_size = 2;  opt.prefetch = 1;
 //   auto session = surf::Session::open("models/llama-store", opt);
 //   surf::TensorMap out = session->forward({{"input_ids", ids}});
 //   std::cout << session->cache_stats().to_text();
@@ -39,12 +39,21 @@ struct CacheStats {
   std::string to_json() const;
 };
 
+// The streaming knobs (OpenOptions, CheckOptions, `--cache-size` and `--prefetch` in the CLI):
+// one name, one default and one rule each.
+inline constexpr int kDefaultCacheSize = 2;  // streamed components kept (besides those being prefetched)
+inline constexpr int kDefaultPrefetch = 1;   // components fetched ahead in execution order
+// The rule: cache_size >= 1 (the component in use is cached), prefetch >= 0 (0: none); anything
+// else is Error(invalid_argument) naming the knob and the value. Session::open, check_fixture and
+// the CLI call it before any work starts.
+void validate_cache_options(int64_t cache_size, int64_t prefetch);
+
 struct OpenOptions {
   // Plugin directories searched before SURF_PLUGIN_PATH, the install dir and the build tree.
   std::vector<std::string> plugin_dirs;
-  uint64_t cache_layers = 2;   // streamed components kept (besides those being prefetched)
-  uint64_t cache_bytes = 0;    // 0: no byte bound
-  int prefetch = 1;            // components fetched ahead in execution order
+  int cache_size = kDefaultCacheSize;  // streamed components kept (besides those being prefetched)
+  uint64_t cache_bytes = 0;            // also bound the cache in bytes; 0: no byte bound
+  int prefetch = kDefaultPrefetch;     // components fetched ahead in execution order
   std::vector<std::string> warmup;  // component ids loaded at open; "all" = every component
   // Freed component buffers kept for reuse. Fetching into warm pages is several times faster
   // than into fresh ones on VMs like this one; each spare costs up to the largest component's
@@ -172,8 +181,8 @@ void serve(const ServeOptions& options, const std::function<void(uint16_t port)>
 struct CheckOptions {
   std::string source = "hf";  // hf | store | ws (store served by an in-process weight server) | a SOURCE URL
   std::vector<std::string> plugin_dirs;
-  uint64_t cache_layers = 1;
-  int prefetch = 1;
+  int cache_size = kDefaultCacheSize;
+  int prefetch = kDefaultPrefetch;
 };
 struct CheckLine {
   std::string tensor;

@@ -19,8 +19,7 @@ uint64_t now_ns() {
 
 LayerCache::LayerCache(std::shared_ptr<ComponentProvider> provider, CacheOptions options)
     : provider_(std::move(provider)), options_(options) {
-  if (options_.max_components == 0) options_.max_components = 1;
-  if (options_.prefetch < 0) options_.prefetch = 0;
+  validate_cache_options(options_.cache_size, options_.prefetch);
   const Manifest& m = provider_->manifest();
   for (const auto& c : m.components) {
     if (c.role == ComponentRole::resident) resident_ids_[c.id] = true;
@@ -179,9 +178,9 @@ void LayerCache::schedule_prefetch(size_t first, size_t count) {
 }
 
 void LayerCache::evict_locked(size_t room) {
-  const uint64_t max_entries = options_.max_components + static_cast<uint64_t>(options_.prefetch);
+  const uint64_t max_entries = static_cast<uint64_t>(options_.cache_size) + static_cast<uint64_t>(options_.prefetch);
   auto over = [&] {
-    return entries_.size() + room > max_entries || (options_.max_bytes && stats_.cached_bytes > options_.max_bytes);
+    return entries_.size() + room > max_entries || (options_.cache_bytes && stats_.cached_bytes > options_.cache_bytes);
   };
   // Walk from least recently used; pinned entries (held by a model) and unused prefetches stay.
   for (int pass = 0; pass < 2 && over(); ++pass) {

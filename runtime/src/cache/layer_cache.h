@@ -17,10 +17,11 @@
 
 namespace surf {
 
+// The knobs of OpenOptions (validate_cache_options is their rule).
 struct CacheOptions {
-  uint64_t max_components = 2;  // streamed components kept (>= 1)
-  uint64_t max_bytes = 0;       // 0: unbounded
-  int prefetch = 0;             // components fetched ahead (they may exceed max_components by this)
+  int cache_size = kDefaultCacheSize;  // streamed components kept
+  uint64_t cache_bytes = 0;            // 0: unbounded
+  int prefetch = kDefaultPrefetch;     // components fetched ahead (they may exceed cache_size by this)
 };
 
 // What kind of pass over the layers is about to start: the runtime marks each one, and the

@@ -101,6 +101,7 @@ CheckLine compare(const std::string& name, const Tensor& actual, const Tensor& e
 }  // namespace
 
 CheckReport check_fixture(const std::string& fixture_dir, const CheckOptions& options) {
+  validate_cache_options(options.cache_size, options.prefetch);
   CheckReport report;
   report.fixture = fixture_dir;
   const fs::path dir(fixture_dir);
@@ -148,7 +149,7 @@ CheckReport check_fixture(const std::string& fixture_dir, const CheckOptions& op
 
   OpenOptions oo;
   oo.plugin_dirs = options.plugin_dirs;
-  oo.cache_layers = options.cache_layers;
+  oo.cache_size = options.cache_size;
   oo.prefetch = options.prefetch;
   auto session = Session::open(source, oo);
   report.model_type = session->info().model_type;
