@@ -93,8 +93,9 @@ std::unique_ptr<Session> Session::open(const std::string& source, const OpenOpti
   co.cache_size = options.cache_size;
   co.cache_bytes = options.cache_bytes;
   co.prefetch = options.prefetch;
+  // Nothing is fetched here: resident components load on first use (or by warm-up), so opening a
+  // remote source only reads its manifest.
   impl->cache = std::make_unique<LayerCache>(impl->provider, co);
-  impl->cache->load_resident();
   if (!options.warmup.empty()) impl->cache->warm(options.warmup);
 
   ModelInfo& info = impl->info;

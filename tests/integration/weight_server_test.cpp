@@ -192,8 +192,9 @@ TEST(WeightServer, NoServerWithinTheRetryBudgetIsAClearError) {
   o.retry_backoff_ms = 50;
   auto s = Session::open(server.url("llama"), o);
   server.kill_hard();
+  // The first component the model asks for is the (resident) embedding.
   const std::string m = test::expect_error([&] { s->forward(llama_inputs()); }, ErrorCode::network, "failed 3 attempts");
-  EXPECT_NE(m.find("component 'layers.0'"), std::string::npos) << m;
+  EXPECT_NE(m.find("component 'embed'"), std::string::npos) << m;
 }
 
 TEST(WeightServer, CorruptChunkOnDiskIsAChecksumErrorNotWrongNumbers) {
@@ -271,7 +272,7 @@ TEST(WeightServer, HealthzAndMetricsMoveWithTraffic) {
   auto s = Session::open(server.url("llama"), options(1, 0));
   s->forward(llama_inputs());
   const std::string after = http_get(server.port(), "/metrics");
-  // 2 resident components at open + 3 layers + lm_head.
+  // 2 resident components on first use + 3 layers + lm_head.
   EXPECT_NE(after.find("surf_requests_total{op=\"get_chunk\"} 6"), std::string::npos) << after;
   EXPECT_GT(metric(after, "surf_bytes_served_total"), 100000u);
   EXPECT_EQ(metric(after, "surf_cache_misses_total"), 6u);
@@ -280,6 +281,27 @@ TEST(WeightServer, HealthzAndMetricsMoveWithTraffic) {
   s->forward(llama_inputs());
   const std::string third = http_get(server.port(), "/metrics");
   EXPECT_EQ(metric(third, "surf_cache_hits_total"), 4u);
+}
+
+TEST(WeightServer, OpenAndInspectFetchNoChunks) {
+  test::ServerProcess server({"--store", stores().llama});
+  {
+    auto s = Session::open(server.url("llama"), options(1, 2));
+    EXPECT_EQ(s->info().model_type, "llama");
+    EXPECT_EQ(s->cache_stats().fetches, 0u);
+    EXPECT_EQ(s->cache_stats().bytes_fetched, 0u);
+  }
+  const auto r = test::run_command({test::surf_exe(), "inspect", server.url("llama"), "--plugin-dir", test::plugin_dir()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("model_type: llama"), std::string::npos) << r.out;
+  const std::string m = http_get(server.port(), "/metrics");
+  EXPECT_NE(m.find("surf_requests_total{op=\"get_manifest\"} 2"), std::string::npos) << m;
+  EXPECT_NE(m.find("surf_requests_total{op=\"get_chunk\"} 0"), std::string::npos) << m;
+  EXPECT_EQ(metric(m, "surf_bytes_served_total"), 0u);
+  // Resident components come on first use: the first forward fetches them with the layers.
+  auto s = Session::open(server.url("llama"), options(1, 0));
+  s->forward(llama_inputs());
+  EXPECT_GT(s->cache_stats().resident_bytes, 0u);
 }
 
 TEST(WeightServer, ConnectionLimitAndCleanShutdown) {

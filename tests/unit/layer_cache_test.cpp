@@ -118,6 +118,29 @@ TEST(LayerCacheTest, ResidentComponentsAreLoadedOnceAndNotCounted) {
   EXPECT_EQ(s.hits + s.misses, 0u);
 }
 
+TEST(LayerCacheTest, ResidentComponentsLoadOnFirstUseOnceForConcurrentCallers) {
+  auto p = std::make_shared<MemoryProvider>(2);
+  p->delay_ms = 20;
+  LayerCache c(p, {1, 0, 1});
+  EXPECT_EQ(p->fetched.load(), 0);  // nothing at construction
+  std::vector<std::thread> callers;
+  std::atomic<int> right{0};
+  for (int i = 0; i < 4; ++i) {
+    callers.emplace_back([&] { right += c.acquire("embed")->id() == "embed"; });
+  }
+  for (auto& t : callers) t.join();
+  EXPECT_EQ(right.load(), 4);
+  EXPECT_EQ(p->fetched.load(), 1);
+  EXPECT_EQ(c.stats().resident_bytes, 1000u);
+  // A failed first load is reported to its caller and retried by the next.
+  auto q = std::make_shared<MemoryProvider>(1);
+  q->fail_on("embed");
+  LayerCache d(q, {1, 0, 0});
+  test::expect_error([&] { d.acquire("embed"); }, ErrorCode::network, "embed");
+  test::expect_error([&] { d.acquire("embed"); }, ErrorCode::network, "embed");
+  EXPECT_EQ(d.stats().resident_bytes, 0u);
+}
+
 TEST(LayerCacheTest, PrefetchFollowsExecutionOrder) {
   auto p = std::make_shared<MemoryProvider>(4);
   p->delay_ms = 5;

@@ -84,6 +84,8 @@ struct ModelInfo {
 
 class Session {
  public:
+  // Reads the source's manifest (a checkpoint's headers) and finds the plugin; fetches no weights:
+  // resident components load on first use, or at open with OpenOptions::warmup, or by warm_up.
   // Throws surf::Error with a clear message: unknown source, no plugin for the model_type, ...
   static std::unique_ptr<Session> open(const std::string& source, const OpenOptions& options = {});
   ~Session();
@@ -95,7 +97,7 @@ class Session {
   std::future<TensorMap> forward_async(TensorMap inputs, RunOptions options = {});
   std::future<TensorMap> generate_async(TensorMap inputs, int64_t max_new_tokens);
 
-  // Loads components now (ids, or "all").
+  // Loads components now (ids, or "all": the resident ones and every streamed one in turn).
   void warm_up(const std::vector<std::string>& ids);
   CacheStats cache_stats() const;
   void reset_cache_stats();

@@ -54,27 +54,37 @@ std::shared_ptr<LoadedComponent> LayerCache::fetch_counted(const std::string& id
 }
 
 void LayerCache::load_resident() {
-  for (const auto& [id, _] : resident_ids_) {
-    {
-      std::lock_guard lock(mutex_);
-      if (resident_.count(id)) continue;
-    }
-    auto c = fetch_counted(id);
-    std::lock_guard lock(mutex_);
-    stats_.resident_bytes += c->memory_bytes();
-    resident_[id] = std::move(c);
-  }
+  for (const auto& [id, _] : resident_ids_) acquire(id);
 }
 
 ComponentRef LayerCache::acquire(const std::string& id) {
   std::unique_lock lock(mutex_);
   if (auto it = resident_.find(id); it != resident_.end()) return it->second;
-  if (is_resident(id)) {  // resident but not loaded yet
+  if (is_resident(id)) {
+    // Loaded on first use (or by warm-up), then kept; one fetch however many callers ask at once.
+    const uint64_t wait_start = now_ns();
+    while (resident_loading_.count(id)) {
+      changed_.wait(lock);
+      if (auto it = resident_.find(id); it != resident_.end()) return it->second;
+    }
+    resident_loading_.insert(id);
     lock.unlock();
-    auto c = fetch_counted(id);
+    std::shared_ptr<LoadedComponent> c;
+    try {
+      c = fetch_counted(id);
+    } catch (...) {
+      lock.lock();
+      resident_loading_.erase(id);
+      changed_.notify_all();
+      throw;
+    }
     lock.lock();
+    resident_loading_.erase(id);
     stats_.resident_bytes += c->memory_bytes();
-    return resident_[id] = c;
+    stats_.wait_ns += now_ns() - wait_start;
+    resident_[id] = c;
+    changed_.notify_all();
+    return c;
   }
   auto oi = order_index_.find(id);
   if (oi == order_index_.end()) {
@@ -247,6 +257,7 @@ void LayerCache::worker() {
 void LayerCache::warm(const std::vector<std::string>& ids) {
   for (const auto& id : ids) {
     if (id == "all") {
+      load_resident();
       for (const auto& s : streamed_order_) acquire(s);
       continue;
     }

@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 #include <unordered_map>
 
@@ -39,6 +40,7 @@ class LayerCache final : public ComponentSource {
   void begin_pass(std::string_view first_id = {}) override;
   void begin_pass(PassKind kind);
 
+  // Resident components load on first use; these load them now (warm: ids, or "all").
   void load_resident();
   void warm(const std::vector<std::string>& ids);
   CacheStats stats() const;
@@ -73,6 +75,7 @@ class LayerCache final : public ComponentSource {
   std::unordered_map<std::string, Entry> entries_;
   std::list<std::string> lru_;  // front = most recent
   std::map<std::string, std::shared_ptr<LoadedComponent>> resident_;
+  std::set<std::string> resident_loading_;
   std::deque<std::string> queue_;
   bool stop_ = false;
   // Where passes begin: per kind, the first streamed component the last such pass acquired.
