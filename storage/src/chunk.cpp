@@ -40,12 +40,6 @@ std::string format_checksum(uint64_t h) {
 }
 }  // namespace
 
-bool chunk_is_compressed(const std::byte* data, size_t size) {
-  // The compression field sits in the header, before the data: look for its value.
-  const std::string_view head(reinterpret_cast<const char*>(data), std::min<size_t>(size, 4096));
-  return head.find("\xab" "compression" "\xa4" "zstd") != std::string_view::npos;
-}
-
 const char* compression_name(Compression c) { return c == Compression::zstd ? "zstd" : "none"; }
 
 Compression compression_from_name(std::string_view name) {
@@ -175,8 +169,7 @@ void encode_chunk(const std::string& component, const std::vector<ChunkTensorIn>
   pk.pack(sum);
 }
 
-DecodedChunk decode_chunk(const std::byte* data, size_t size, std::string_view expected,
-                          ByteBuffer& scratch, bool verify_checksum) {
+ChunkLayout read_chunk_layout(const std::byte* data, size_t size, std::string_view expected) {
   msgpack::object_handle oh;
   std::size_t off = 0;
   try {
@@ -204,7 +197,7 @@ DecodedChunk decode_chunk(const std::byte* data, size_t size, std::string_view e
     else if (k == "data") blob = &kv.val;
     else if (k == "checksum") checksum = &kv.val;
   }
-  DecodedChunk out;
+  ChunkLayout out;
   try {
     if (!magic || magic->as<std::string>() != kMagic) corrupt(expected, "bad magic (not a surf chunk)");
     if (!version) corrupt(expected, "no format_version");
@@ -221,41 +214,30 @@ DecodedChunk decode_chunk(const std::byte* data, size_t size, std::string_view e
     }
     out.compression = compression_from_name(comp ? comp->as<std::string>() : "none");
     if (blob->type != msgpack::type::BIN) corrupt(expected, "data is not a bin field");
-    const auto* blob_ptr = reinterpret_cast<const std::byte*>(blob->via.bin.ptr);
-    const size_t blob_size = blob->via.bin.size;
-    if (verify_checksum) {
-      const std::string want = checksum->as<std::string>();
-      const std::string got = checksum_of(blob_ptr, blob_size);
-      if (want != got) corrupt(out.component, "checksum mismatch (stored " + want + ", computed " + got + ")");
-    }
-    const uint64_t raw = raw_size->as<uint64_t>();
-    const std::byte* base = blob_ptr;
-    size_t base_size = blob_size;
+    out.stored = reinterpret_cast<const std::byte*>(blob->via.bin.ptr);
+    out.stored_size = blob->via.bin.size;
+    out.checksum = checksum->as<std::string>();
+    out.raw_size = raw_size->as<uint64_t>();
     if (out.compression == Compression::zstd) {
       // The frame must state its size (2^64-1 means "unknown"), match raw_size, and fit the
-      // largest chunk we make; only then is the buffer sized and written.
-      const unsigned long long frame = ZSTD_getFrameContentSize(blob_ptr, blob_size);
-      if (frame == ZSTD_CONTENTSIZE_UNKNOWN || frame == ZSTD_CONTENTSIZE_ERROR || frame != raw) {
+      // largest chunk we make: only then may anyone size a buffer by raw_size.
+      const unsigned long long frame = ZSTD_getFrameContentSize(out.stored, out.stored_size);
+      if (frame == ZSTD_CONTENTSIZE_UNKNOWN || frame == ZSTD_CONTENTSIZE_ERROR || frame != out.raw_size) {
         corrupt(out.component, "compressed frame size does not match raw_size");
       }
-      if (raw > kMaxRawBytes) corrupt(out.component, "raw_size " + std::to_string(raw) + " is too large");
-      scratch.resize(raw);
-      const size_t n = ZSTD_decompress(scratch.data(), raw, blob_ptr, blob_size);
-      if (ZSTD_isError(n) || n != raw) corrupt(out.component, "zstd decompression failed");
-      base = scratch.data();
-      base_size = raw;
-    } else if (raw != blob_size) {
+      if (out.raw_size > kMaxRawBytes) corrupt(out.component, "raw_size " + std::to_string(out.raw_size) + " is too large");
+    } else if (out.raw_size != out.stored_size) {
       corrupt(out.component, "raw_size does not match the data size");
     }
     if (tensors->type != msgpack::type::ARRAY) corrupt(out.component, "tensors is not an array");
     for (uint32_t i = 0; i < tensors->via.array.size; ++i) {
       const auto& e = tensors->via.array.ptr[i];
       auto m = e.as<std::map<std::string, msgpack::object>>();
-      ChunkTensor t;
+      ChunkLayout::Entry t;
       t.name = m.at("name").as<std::string>();
       t.dtype = dtype_from_name(m.at("dtype").as<std::string>());
       t.shape = m.at("shape").as<std::vector<int64_t>>();
-      const uint64_t offset = m.at("offset").as<uint64_t>();
+      t.offset = m.at("offset").as<uint64_t>();
       t.length = m.at("length").as<uint64_t>();
       for (auto d : t.shape) {
         if (d < 0) corrupt(out.component, "tensor '" + t.name + "' has a negative dimension");
@@ -269,10 +251,9 @@ DecodedChunk decode_chunk(const std::byte* data, size_t size, std::string_view e
       if (t.length != want) {
         corrupt(out.component, "tensor '" + t.name + "' length does not match its shape");
       }
-      if (offset > base_size || t.length > base_size - offset) {
+      if (t.offset > out.raw_size || t.length > out.raw_size - t.offset) {
         corrupt(out.component, "tensor '" + t.name + "' lies outside the data");
       }
-      t.data = base + offset;
       out.tensors.push_back(std::move(t));
     }
   } catch (const msgpack::type_error&) {
@@ -281,6 +262,35 @@ DecodedChunk decode_chunk(const std::byte* data, size_t size, std::string_view e
     corrupt(expected, "a tensor entry lacks a field");
   }
   return out;
+}
+
+DecodedChunk decode_chunk(const ChunkLayout& layout, ByteBuffer& scratch, bool verify_checksum) {
+  if (verify_checksum) {
+    const std::string got = checksum_of(layout.stored, layout.stored_size);
+    if (layout.checksum != got) {
+      corrupt(layout.component, "checksum mismatch (stored " + layout.checksum + ", computed " + got + ")");
+    }
+  }
+  const std::byte* base = layout.stored;
+  if (layout.compression == Compression::zstd) {
+    const unsigned long long frame = ZSTD_getFrameContentSize(layout.stored, layout.stored_size);
+    if (frame != layout.raw_size) corrupt(layout.component, "compressed frame size does not match raw_size");
+    scratch.resize(layout.raw_size);
+    const size_t n = ZSTD_decompress(scratch.data(), layout.raw_size, layout.stored, layout.stored_size);
+    if (ZSTD_isError(n) || n != layout.raw_size) corrupt(layout.component, "zstd decompression failed");
+    base = scratch.data();
+  }
+  DecodedChunk out;
+  out.component = layout.component;
+  out.compression = layout.compression;
+  out.tensors.reserve(layout.tensors.size());
+  for (const auto& t : layout.tensors) out.tensors.push_back({t.name, t.dtype, t.shape, base + t.offset, t.length});
+  return out;
+}
+
+DecodedChunk decode_chunk(const std::byte* data, size_t size, std::string_view expected, ByteBuffer& scratch,
+                          bool verify_checksum) {
+  return decode_chunk(read_chunk_layout(data, size, expected), scratch, verify_checksum);
 }
 
 }  // namespace surf

@@ -107,6 +107,29 @@ TEST(ChunkCodec, WrongComponentAndTrailingBytesAreErrors) {
   EXPECT_NE(decode_error(chunk, chunk.size()).find("trailing"), std::string::npos);
 }
 
+TEST(ChunkCodec, LayoutComesFromTheDecodedHeader) {
+  Sample s;
+  for (Compression c : {Compression::none, Compression::zstd}) {
+    ByteBuffer chunk;
+    // A tensor name that spells the compression field must not fool anyone: the map is decoded.
+    auto tensors = s.tensors();
+    tensors[2].name = std::string("\xab" "compression" "\xa4" "zstd");
+    encode_chunk("layers.3", tensors, c, 3, chunk);
+    const ChunkLayout l = read_chunk_layout(chunk.data(), chunk.size(), "layers.3");
+    EXPECT_EQ(l.compression, c);
+    EXPECT_EQ(l.component, "layers.3");
+    ASSERT_EQ(l.tensors.size(), 3u);
+    EXPECT_EQ(l.tensors[2].name, tensors[2].name);
+    EXPECT_EQ(l.raw_size, l.tensors[2].offset + l.tensors[2].length);
+    EXPECT_EQ(l.checksum, checksum_of(l.stored, l.stored_size));
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(l.stored) % 64, reinterpret_cast<uintptr_t>(chunk.data()) % 64);
+    EXPECT_EQ(c == Compression::none, l.stored_size == l.raw_size);
+    ByteBuffer scratch;
+    const DecodedChunk d = decode_chunk(l, scratch);
+    EXPECT_EQ(std::memcmp(d.tensors[0].data, s.f32.data(), 4000), 0);
+  }
+}
+
 TEST(ChunkCodec, LengthMustMatchShape) {
   std::vector<float> v(4);
   ByteBuffer chunk;

@@ -53,8 +53,9 @@ std::shared_ptr<LoadedComponent> materialize(const std::string& id, const std::v
 std::shared_ptr<LoadedComponent> decode_into_component(const std::string& id, std::shared_ptr<const void> holder,
                                                        const std::byte* chunk, size_t size, BufferPool& pool) {
   // Decompression needs a buffer of its own; plain chunks are used in place.
-  auto scratch = chunk_is_compressed(chunk, size) ? pool.acquire(0) : std::make_shared<ByteBuffer>();
-  DecodedChunk d = decode_chunk(chunk, size, id, *scratch, /*verify_checksum=*/false);
+  const ChunkLayout layout = read_chunk_layout(chunk, size, id);
+  auto scratch = layout.compression == Compression::zstd ? pool.acquire(layout.raw_size) : std::make_shared<ByteBuffer>();
+  DecodedChunk d = decode_chunk(layout, *scratch, /*verify_checksum=*/false);
   std::vector<RawTensor> raw;
   for (const auto& t : d.tensors) raw.push_back({t.name, t.dtype, t.shape, t.data, t.length});
   if (d.compression == Compression::zstd) return materialize(id, raw, scratch, scratch->capacity(), pool);

@@ -3,6 +3,7 @@
 //   tensors [{name, dtype, shape, offset, length}], pad (bin, aligns data to 64 bytes),
 //   data (bin32: the tensor bytes, possibly compressed), checksum ("xxh3:<16 hex>" of data as stored)
 // Decoding references the caller's buffer: tensor bytes are never copied (unless decompressed).
+// Nothing else reads or writes this layout: callers ask read_chunk_layout, never scan for bytes.
 #pragma once
 
 #include <cstdint>
@@ -43,6 +44,25 @@ struct DecodedChunk {
   std::vector<ChunkTensor> tensors;
 };
 
+// A chunk's map decoded without touching its tensor bytes: magic, version and component checked,
+// the tensor table checked against raw_size, the data field located (referenced, not copied).
+struct ChunkLayout {
+  struct Entry {
+    std::string name;
+    DType dtype;
+    Shape shape;
+    uint64_t offset;  // into the raw (decompressed) data
+    uint64_t length;
+  };
+  std::string component;
+  Compression compression = Compression::none;
+  uint64_t raw_size = 0;
+  std::vector<Entry> tensors;
+  const std::byte* stored = nullptr;  // the data field as stored (compressed or not), in the input
+  size_t stored_size = 0;
+  std::string checksum;  // of the stored data, as the chunk records it
+};
+
 void encode_chunk(const std::string& component, const std::vector<ChunkTensorIn>& tensors,
                   Compression compression, int zstd_level, ByteBuffer& out);
 
@@ -53,8 +73,11 @@ void encode_chunk(const std::string& component, const std::vector<ChunkTensorIn>
 DecodedChunk decode_chunk(const std::byte* data, size_t size, std::string_view expected_component,
                           ByteBuffer& scratch, bool verify_checksum = true);
 
-// Whether the chunk's data is compressed (cheap: reads the header only). False if unreadable.
-bool chunk_is_compressed(const std::byte* data, size_t size);
+// The two steps of decode_chunk, for callers that choose the scratch buffer from the header
+// (e.g. only when compressed, sized raw_size). Same errors.
+ChunkLayout read_chunk_layout(const std::byte* data, size_t size, std::string_view expected_component);
+// Tensors point into the input when stored plain, else into `scratch` (resized to raw_size).
+DecodedChunk decode_chunk(const ChunkLayout& layout, ByteBuffer& scratch, bool verify_checksum = true);
 
 // "xxh3:" + 16 lowercase hex digits of XXH3-64.
 std::string checksum_of(const void* data, size_t size);
