@@ -1,10 +1,12 @@
 // ws://host:port[/model]: components from a weight server, with reconnect and retry.
 #include <chrono>
+#include <mutex>
 #include <thread>
 
 #include "sources/component_provider.h"
 #include "surf/log.h"
 #include "surf/runtime.h"
+#include "surf/storage/chunk.h"
 #include "transport/wire.h"
 #include "transport/ws_connection.h"
 
@@ -12,22 +14,15 @@ namespace surf {
 
 namespace {
 
-// Throws the server's error answer as a typed Error.
-void check_ok(const Reply& r, const std::string& what) {
-  const msgpack::object* ok = mp::field(r.root(), "ok");
-  if (ok && ok->type == msgpack::type::BOOLEAN && ok->via.boolean) return;
-  std::string code = "internal", message = "malformed answer";
-  if (const msgpack::object* e = mp::field(r.root(), "error")) {
-    if (auto* c = mp::field(*e, "code")) code = c->as<std::string>();
-    if (auto* m = mp::field(*e, "message")) message = m->as<std::string>();
+// The answer's body of the kind asked for; an error answer becomes a typed Error.
+template <class T>
+const T& expect(const Reply& r, const std::string& what, const char* kind) {
+  if (const auto* e = std::get_if<wire::ErrorAnswer>(&r.answer.body)) {
+    throw Error(e->code, what + ": server answered " + wire::code_for(e->code) + ": " + e->message);
   }
-  throw Error(wire::error_from_code(code), what + ": server answered " + code + ": " + message);
-}
-
-std::string string_field(const Reply& r, const char* name) {
-  const msgpack::object* f = mp::field(r.root(), name);
-  if (f == nullptr || f->type != msgpack::type::STR) fail(ErrorCode::network, std::string("answer lacks '") + name + "'");
-  return f->as<std::string>();
+  const T* body = std::get_if<T>(&r.answer.body);
+  if (body == nullptr) fail(ErrorCode::network, what + ": the server's answer is not " + kind);
+  return *body;
 }
 
 class WsProvider final : public ComponentProvider {
@@ -37,25 +32,19 @@ class WsProvider final : public ComponentProvider {
     retrying("connecting", [&] {
       auto conn = connection();
       if (url_.model.empty()) {
-        ReplyPtr r = call(conn, [](ByteBuffer& b, uint64_t id) { wire::encode_list_models(b, id); }, 0);
-        check_ok(*r, "list_models");
-        std::vector<std::string> names;
-        if (auto* models = mp::field(r->root(), "models"); models && models->type == msgpack::type::ARRAY) {
-          for (uint32_t i = 0; i < models->via.array.size; ++i) {
-            if (auto* n = mp::field(models->via.array.ptr[i], "name")) names.push_back(n->as<std::string>());
-          }
+        ReplyPtr r = call(conn, wire::ListModels{}, 0);
+        const auto& list = expect<wire::ListModelsAnswer>(*r, "list_models", "a model list");
+        std::string names;
+        for (const auto& m : list.models) names += (names.empty() ? "" : ", ") + m.name;
+        if (list.models.size() != 1) {
+          fail(ErrorCode::invalid_argument, url_text_ + " serves " + std::to_string(list.models.size()) +
+                                                " models (" + names + "): name one as ws://host:port/MODEL");
         }
-        if (names.size() != 1) {
-          std::string list;
-          for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
-          fail(ErrorCode::invalid_argument, url_text_ + " serves " + std::to_string(names.size()) +
-                                                " models (" + list + "): name one as ws://host:port/MODEL");
-        }
-        url_.model = names[0];
+        url_.model = list.models[0].name;
       }
-      ReplyPtr r = call(conn, [&](ByteBuffer& b, uint64_t id) { wire::encode_get_manifest(b, id, url_.model); }, 0);
-      check_ok(*r, "model '" + url_.model + "' on " + url_text_);
-      manifest_ = Manifest::from_json(string_field(*r, "manifest"));
+      ReplyPtr r = call(conn, wire::GetManifest{url_.model}, 0);
+      const std::string what = "model '" + url_.model + "' on " + url_text_;
+      manifest_ = Manifest::from_json(expect<wire::ManifestAnswer>(*r, what, "a manifest").manifest);
       return 0;
     });
   }
@@ -68,25 +57,19 @@ class WsProvider final : public ComponentProvider {
     if (c == nullptr) fail(ErrorCode::not_found, "component '" + id + "' is not in " + describe());
     return retrying("component '" + id + "'", [&] {
       auto conn = connection();
-      ReplyPtr r = call(conn, [&](ByteBuffer& b, uint64_t rid) { wire::encode_get_chunk(b, rid, url_.model, id); }, c->bytes);
-      check_ok(*r, "component '" + id + "' from " + describe());
-      const msgpack::object* data = mp::field(r->root(), "data");
-      if (data == nullptr || data->type != msgpack::type::BIN) fail(ErrorCode::network, "chunk answer without data");
-      const auto* bytes = reinterpret_cast<const std::byte*>(data->via.bin.ptr);
-      const size_t size = data->via.bin.size;
-      // Use the checksum computed on arrival when it covered exactly this bin.
-      const bool streamed = !r->streamed_checksum.empty() &&
-                            bytes == static_cast<const std::byte*>(r->buffer->data().data()) + r->data_offset &&
-                            r->data_offset + size == r->buffer->size();
-      const std::string sum = streamed ? r->streamed_checksum : checksum_of(bytes, size);
-      if (size != c->bytes || sum != c->checksum) {
+      ReplyPtr r = call(conn, wire::GetChunk{url_.model, id}, c->bytes);
+      const auto& chunk = expect<wire::ChunkAnswer>(*r, "component '" + id + "' from " + describe(), "a chunk");
+      // The checksum computed while the data arrived, unless it could not be located early.
+      const std::string sum = r->data_checksum.empty() ? checksum_of(chunk.data, chunk.size) : r->data_checksum;
+      if (chunk.size != c->bytes || sum != c->checksum) {
         fail(ErrorCode::corrupt, "component '" + id + "' from " + describe() + ": checksum mismatch (manifest " +
                                      c->checksum + ", " + std::to_string(c->bytes) + " bytes; received " + sum + ", " +
-                                     std::to_string(size) + " bytes)");
+                                     std::to_string(chunk.size) + " bytes)");
       }
       FetchResult out;
-      out.bytes_fetched = size;
-      out.component = decode_into_component(id, r, bytes, size, *pool_);
+      out.bytes_fetched = chunk.size;
+      // Tensors of a plain chunk stay in the received message: no copy.
+      out.component = decode_into_component(id, r->message, chunk.data, chunk.size, *pool_);
       return out;
     });
   }
@@ -96,17 +79,16 @@ class WsProvider final : public ComponentProvider {
     std::lock_guard lock(mutex_);
     if (conn_ && conn_->alive()) return conn_;
     conn_.reset();
-    auto c = std::make_shared<WsConnection>(url_, options_.token);
+    auto c = std::make_shared<WsConnection>(url_, options_.token, pool_);
     c->connect(std::min(options_.request_timeout_ms, 10000));
-    ReplyPtr r = call(c, [&](ByteBuffer& b, uint64_t id) { wire::encode_hello(b, id, options_.token); }, 0);
-    check_ok(*r, "hello to " + url_text_);
+    ReplyPtr r = call(c, wire::Hello{wire::kProtocolVersion, options_.token}, 0);
+    expect<wire::HelloAnswer>(*r, "hello to " + url_text_, "a hello");
     conn_ = c;
     return c;
   }
 
-  ReplyPtr call(const std::shared_ptr<WsConnection>& conn, const std::function<void(ByteBuffer&, uint64_t)>& encode,
-                size_t expected) {
-    auto future = conn->request(encode, expected);
+  ReplyPtr call(const std::shared_ptr<WsConnection>& conn, wire::RequestBody request, size_t expected) {
+    auto future = conn->request(std::move(request), expected);
     if (future.wait_for(std::chrono::milliseconds(options_.request_timeout_ms)) != std::future_status::ready) {
       conn->close();
       fail(ErrorCode::timeout, "no answer within " + std::to_string(options_.request_timeout_ms) + " ms");

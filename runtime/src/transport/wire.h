@@ -1,9 +1,14 @@
-// Wire protocol v1 (docs/protocol.md): msgpack maps in binary WebSocket messages.
+// Wire protocol v1 (docs/protocol.md): msgpack maps in binary WebSocket messages. This header and
+// wire.cpp are the only code that reads or writes protocol messages: the client and the server
+// exchange the typed requests and answers below, never bytes they lay out or look into.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <variant>
+#include <vector>
 
 #include "surf/error.h"
 #include "surf/storage/buffer.h"
@@ -12,21 +17,104 @@ namespace surf::wire {
 
 inline constexpr int kProtocolVersion = 1;
 
-// Error codes on the wire and their mapping to ErrorCode.
+// Error codes on the wire ("not_found", "bad_request", ...) and their ErrorCode.
 const char* code_for(ErrorCode code);
 ErrorCode error_from_code(std::string_view wire_code);
 
-// Requests.
-void encode_hello(ByteBuffer& out, uint64_t id, std::string_view token);
-void encode_list_models(ByteBuffer& out, uint64_t id);
-void encode_get_manifest(ByteBuffer& out, uint64_t id, std::string_view model);
-void encode_get_chunk(ByteBuffer& out, uint64_t id, std::string_view model, std::string_view component);
+// --- requests: {id, op, fields of the op} ---
 
-// Answers.
-void encode_error(ByteBuffer& out, uint64_t id, std::string_view code, std::string_view message);
-// A chunk answer is this header followed by `chunk_size` bytes of chunk (the "data" bin body):
-// the header ends with the bin32 header and is padded so the chunk starts 64-byte aligned.
-void encode_chunk_header(ByteBuffer& out, uint64_t id, std::string_view model, std::string_view component,
-                         std::string_view checksum, uint32_t chunk_size);
+struct Hello {
+  int version = kProtocolVersion;  // decoded as -1 when absent
+  std::string token;               // empty: none sent
+};
+struct ListModels {};
+struct GetManifest {
+  std::string model;
+};
+struct GetChunk {
+  std::string model;
+  std::string component;
+};
+using RequestBody = std::variant<Hello, ListModels, GetManifest, GetChunk>;
+
+struct Request {
+  uint64_t id = 0;
+  RequestBody body;
+};
+
+// The op's name on the wire: "hello", "list_models", "get_manifest", "get_chunk".
+const char* op_name(const RequestBody& body);
+
+void encode_request(ByteBuffer& out, const Request& request);
+
+// A message that is not a valid request: answered with bad_request (id 0 if it had none).
+struct BadRequest {
+  uint64_t id = 0;
+  std::string message;
+};
+// Missing string fields decode as empty strings (the handlers reject empty names).
+std::variant<Request, BadRequest> decode_request(const std::byte* data, size_t size);
+
+// --- answers: {id, ok, fields} or {id, ok: false, error: {code, message}} ---
+
+struct ErrorAnswer {
+  ErrorCode code = ErrorCode::internal;  // an unknown wire code decodes as internal
+  std::string message;
+};
+struct HelloAnswer {
+  int version = kProtocolVersion;
+  std::string server;
+  uint64_t max_request_bytes = 0;
+};
+struct ModelSummary {
+  std::string name;
+  std::string model_type;
+  uint64_t components = 0;
+  uint64_t bytes = 0;
+};
+struct ListModelsAnswer {
+  std::vector<ModelSummary> models;
+};
+struct ManifestAnswer {
+  std::string model;
+  std::string manifest;  // the store's manifest.json, verbatim
+};
+// The chunk as stored travels as the last field, `data`, 64-byte aligned in the message.
+struct ChunkAnswer {
+  std::string model;
+  std::string component;
+  std::string checksum;
+  const std::byte* data = nullptr;  // decoded: points into the received message
+  size_t size = 0;
+};
+using AnswerBody = std::variant<ErrorAnswer, HelloAnswer, ListModelsAnswer, ManifestAnswer, ChunkAnswer>;
+
+struct Answer {
+  uint64_t id = 0;
+  AnswerBody body;
+};
+
+void encode_answer(ByteBuffer& out, uint64_t id, const ErrorAnswer& answer);
+void encode_answer(ByteBuffer& out, uint64_t id, const HelloAnswer& answer);
+void encode_answer(ByteBuffer& out, uint64_t id, const ListModelsAnswer& answer);
+void encode_answer(ByteBuffer& out, uint64_t id, const ManifestAnswer& answer);
+// A chunk answer is sent as this head and then `answer.size` bytes of chunk (the `data` bin's
+// body, sent from the server's buffer without a copy; answer.data is not read here). The head ends
+// with the bin32 header, padded (`pad`) so that the chunk starts 64-byte aligned.
+void encode_chunk_answer_head(ByteBuffer& out, uint64_t id, const ChunkAnswer& answer);
+
+// Which answer it is follows from its fields (error, data, manifest, models, version). Bin fields
+// are referenced, not copied: the answer points into `data`, which must outlive it.
+// Error(network) naming the problem if the message is not a well-formed answer.
+Answer decode_answer(const std::byte* data, size_t size);
+
+// Where a chunk answer's data lies, read from the head of a message still arriving (its map
+// decoded field by field up to `data`), so the chunk can be checksummed while it streams in.
+struct DataProbe {
+  enum Status { need_more, found, not_a_chunk } status = need_more;
+  size_t offset = 0;  // of the data bytes in the message
+  size_t size = 0;
+};
+DataProbe probe_chunk_data(const std::byte* received, size_t size);
 
 }  // namespace surf::wire
