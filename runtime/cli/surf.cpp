@@ -1,4 +1,6 @@
 // surf: chunk, serve, run, generate, inspect, check and list plugins.
+#include <signal.h>
+
 #include <cctype>
 #include <chrono>
 #include <cstring>
@@ -9,6 +11,7 @@
 #include <sstream>
 
 #include "args.h"
+#include "surf/log.h"
 #include "surf/runtime.h"
 #include "synth.h"
 #include "surf/storage/safetensors.h"
@@ -427,11 +430,21 @@ int cmd_serve(const std::vector<std::string>& argv) {
     while (!o.token.empty() && std::isspace(static_cast<unsigned char>(o.token.back()))) o.token.pop_back();
     if (o.token.empty()) fail(ErrorCode::invalid_argument, "token file '" + a.get("token-file") + "' is empty");
   }
-  serve(o, [&](uint16_t bound) {
-    std::cout << "listening on " << o.host << ":" << bound << " (";
-    for (size_t i = 0; i < o.stores.size(); ++i) std::cout << (i ? ", " : "") << o.stores[i].first;
-    std::cout << ")" << std::endl;
-  });
+  // SIGINT and SIGTERM end the server: blocked here, before the server starts its threads (which
+  // inherit the mask), and taken by sigwait below, so they arrive nowhere else.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  WeightServer server(o);
+  std::cout << "listening on " << o.host << ":" << server.port() << " (";
+  for (size_t i = 0; i < o.stores.size(); ++i) std::cout << (i ? ", " : "") << o.stores[i].first;
+  std::cout << ")" << std::endl;
+  int signal = 0;
+  sigwait(&stop_signals, &signal);
+  log_info("serve: shutting down");
+  server.stop();
   return 0;
 }
 

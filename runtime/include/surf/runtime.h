@@ -161,7 +161,9 @@ struct ServeOptions {
   size_t max_request_bytes = 64 * 1024;
   int threads = 2;
 };
-// A weight server running on its own threads from construction until stop() or destruction.
+// A weight server running on its own threads from construction until stop() or destruction. It
+// installs no signal handlers: a program that should stop on SIGINT/SIGTERM waits for them itself
+// (as `surf serve` does) and calls stop().
 class WeightServer {
  public:
   explicit WeightServer(const ServeOptions& options);  // Error if a store or the address is unusable
@@ -169,15 +171,14 @@ class WeightServer {
   WeightServer(const WeightServer&) = delete;
   WeightServer& operator=(const WeightServer&) = delete;
   uint16_t port() const;  // the bound port (useful with port 0)
+  // Closes the listening socket and the connections, and joins the server's threads. Idempotent;
+  // call it from any thread but the server's own.
   void stop();
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
-
-// Serves until SIGINT/SIGTERM. on_listening receives the bound port once accepting.
-void serve(const ServeOptions& options, const std::function<void(uint16_t port)>& on_listening);
 
 // Runs a golden fixture (HF checkpoint + golden.safetensors + golden.json) through its plugin.
 struct CheckOptions {

@@ -3,7 +3,6 @@
 // side is ws_session.cpp, the operations handlers.cpp, the chunk cache and the metrics their own.
 #include <utility>  // Asio wants it first with GCC 12
 
-#include <boost/asio/signal_set.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -156,17 +155,6 @@ void WeightServer::stop() {
     for (auto& t : impl_->threads) t.join();
     impl_->state->loaders.join();
   });
-}
-
-void serve(const ServeOptions& options, const std::function<void(uint16_t)>& on_listening) {
-  // Signals are waited for on a context of their own; the server's threads keep serving meanwhile.
-  net::io_context signals_ioc;
-  net::signal_set signals(signals_ioc, SIGINT, SIGTERM);
-  WeightServer server(options);
-  if (on_listening) on_listening(server.port());
-  signals.async_wait([](beast::error_code, int) { log_info("serve: shutting down"); });
-  signals_ioc.run();
-  server.stop();
 }
 
 }  // namespace surf
