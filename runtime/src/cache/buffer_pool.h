@@ -1,5 +1,7 @@
 // A pool of big byte buffers: fetching into warm pages is far faster than into fresh ones on
-// this class of machine, so freed component buffers are kept for the next fetch.
+// this class of machine, so freed component buffers are kept for the next fetch. A session has
+// one: chunk reads from stores, WebSocket receives, decompression and f32 conversion all draw
+// from it, and OpenOptions::spare_buffers bounds what it keeps.
 #pragma once
 
 #include <memory>
@@ -14,7 +16,8 @@ namespace surf {
 class BufferPool {
  public:
   explicit BufferPool(size_t max_free = 4);
-  // A buffer of at least `size` bytes (size() == size); returns to the pool when released.
+  // A buffer of at least `size` bytes (size() == size, contents undefined): the best fitting free
+  // one, else the biggest grown, else a new one. Returns to the pool when the last user releases it.
   std::shared_ptr<ByteBuffer> acquire(size_t size);
 
  private:

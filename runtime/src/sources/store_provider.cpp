@@ -30,7 +30,7 @@ class StoreProvider final : public ComponentProvider {
   FetchResult fetch(const std::string& id) override {
     const ManifestComponent* c = manifest_.find(id);
     if (c == nullptr) fail(ErrorCode::not_found, "component '" + id + "' is not in the store " + describe());
-    auto buf = pool_->acquire(0);
+    auto buf = pool_->acquire(c->bytes);  // the best fitting warm buffer; get_blocks sizes it
     StreamingChecksum sum;
     try {
       backend_->get_blocks(c->key, *buf, [&](const std::byte* data, size_t size) { sum.update(data, size); });
