@@ -35,7 +35,9 @@ const char* kUsage =
     "  serve     --store STORE [--port N]    serve chunk stores over WebSocket\n"
     "  synth     --arch llama --preset P --out DIR   random-weight checkpoint of a real shape\n"
     "\n"
-    "SOURCE is a chunk store directory, a HuggingFace checkpoint directory or ws://host:port/model.\n"
+    "STORE is a chunk store directory or s3://bucket/prefix (a chunk store in an S3-compatible bucket;\n"
+    "credentials and endpoint from the AWS_* environment variables). SOURCE is a STORE, a HuggingFace\n"
+    "checkpoint directory or ws://host:port[/model] (a weight server).\n"
     "Run `surf COMMAND --help` for the options of a command.\n";
 
 const std::vector<Flag> kPluginFlags = {
@@ -155,7 +157,7 @@ TensorMap read_inputs(const std::string& path) {
 }
 
 int cmd_chunk(const std::vector<std::string>& argv) {
-  const auto flags = join({{{"out", true, "chunk store directory to create"},
+  const auto flags = join({{{"out", true, "chunk store to create: a directory or s3://bucket/prefix"},
                             {"dtype", true, "keep | f32 | bf16 | f16 (default keep)"},
                             {"compress", true, "none | zstd (default none)"},
                             {"zstd-level", true, "zstd level (default 3)"}},
@@ -377,7 +379,7 @@ int cmd_check(const std::vector<std::string>& argv) {
 }
 
 int cmd_serve(const std::vector<std::string>& argv) {
-  const auto flags = join({{{"store", true, "chunk store to serve: DIR or NAME=DIR (repeatable)"},
+  const auto flags = join({{{"store", true, "chunk store to serve: DIR, s3://bucket/prefix or NAME=either (repeatable)"},
                             {"name", true, "model name for a single --store (default: its directory name)"},
                             {"host", true, "address to bind (default 127.0.0.1)"},
                             {"port", true, "port (default 8765; 0 = any free port)"},

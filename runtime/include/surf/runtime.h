@@ -1,6 +1,7 @@
 // The embedding API: open a model from a source and run it with weights streamed through a
 // bounded cache. Sources: a chunk store directory, a HuggingFace checkpoint directory (streamed
-// straight from its safetensors), later ws://host:port/model and s3://bucket/prefix.
+// straight from its safetensors), a weight server (ws://host:port[/model]) or a chunk store in an
+// S3-compatible bucket (s3://bucket/prefix).
 //
 //   surf::OpenOptions opt;  opt.cache_size = 2;  opt.prefetch = 1;
 //   auto session = surf::Session::open("models/llama-store", opt);
@@ -67,7 +68,7 @@ struct OpenOptions {
 
 struct ModelInfo {
   std::string source;
-  std::string source_kind;  // "store", "hf"
+  std::string source_kind;  // "store", "hf", "ws", "s3"
   std::string model_type;
   std::string plugin;       // plugin name and version
   std::string config_json;
@@ -145,7 +146,7 @@ struct ChunkOptions {
   int zstd_level = 3;
   std::vector<std::string> plugin_dirs;
 };
-// HF checkpoint directory -> chunk store at `out` (a directory; s3:// later). Returns a summary.
+// HF checkpoint directory -> chunk store at `out` (a directory or s3://bucket/prefix). Returns a summary.
 std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, const ChunkOptions& options);
 
 // --- the weight server ---

@@ -1,5 +1,5 @@
-// Where the cache gets components from: a chunk store (any StorageBackend), a HuggingFace
-// checkpoint read in place, or (later) a weight server. Providers return components already
+// Where the cache gets components from: a chunk store (any StorageBackend: a directory, S3), a
+// HuggingFace checkpoint read in place, or a weight server. Providers return components already
 // materialised for compute: f32/i64 tensors, float tensors of other dtypes converted once.
 #pragma once
 
