@@ -115,7 +115,7 @@ void encode_request(ByteBuffer& out, const Request& r) {
 std::variant<Request, BadRequest> decode_request(const std::byte* data, size_t size) {
   msgpack::object_handle oh;
   try {
-    oh = msgpack::unpack(reinterpret_cast<const char*>(data), size);
+    oh = msgpack::unpack(reinterpret_cast<const char*>(data), size, nullptr, nullptr, mp::limits(size));
   } catch (const std::exception&) {
     return BadRequest{0, "not a msgpack message"};
   }
@@ -229,7 +229,7 @@ void encode_chunk_answer_head(ByteBuffer& out, uint64_t id, const ChunkAnswer& a
 Answer decode_answer(const std::byte* data, size_t size) {
   msgpack::object_handle oh;
   try {
-    oh = msgpack::unpack(reinterpret_cast<const char*>(data), size, mp::reference_bins, nullptr);
+    oh = msgpack::unpack(reinterpret_cast<const char*>(data), size, mp::reference_bins, nullptr, mp::limits(size));
   } catch (const std::exception& e) {
     malformed(e.what());
   }
@@ -302,9 +302,12 @@ DataProbe probe_chunk_data(const std::byte* received, size_t size) {
     return not_a_chunk;
   }
   const char* bytes = reinterpret_cast<const char*>(received);
+  // Bounded by what a head may hold, not by what has arrived: a value cut short must read as
+  // "need more", not as too big.
+  const msgpack::unpack_limit head_limits = mp::limits(kMaxAnswerHead);
   for (uint64_t i = 0; i < entries && off < kMaxAnswerHead; ++i) {
     try {
-      const msgpack::object_handle key = msgpack::unpack(bytes, size, off, mp::reference_bins, nullptr);
+      const msgpack::object_handle key = msgpack::unpack(bytes, size, off, mp::reference_bins, nullptr, head_limits);
       const msgpack::object& k = key.get();
       if (k.type == msgpack::type::STR && std::string_view(k.via.str.ptr, k.via.str.size) == "data") {
         // The value's bin header (bin8, bin16, bin32) says where the chunk starts and how long it is.
@@ -314,7 +317,7 @@ DataProbe probe_chunk_data(const std::byte* received, size_t size) {
         if (size < off + 1 + static_cast<size_t>(n)) return need_more;
         return {DataProbe::found, off + 1 + static_cast<size_t>(n), static_cast<size_t>(be(off + 1, n))};
       }
-      msgpack::unpack(bytes, size, off, mp::reference_bins, nullptr);  // skip the value
+      msgpack::unpack(bytes, size, off, mp::reference_bins, nullptr, head_limits);  // skip the value
     } catch (const msgpack::insufficient_bytes&) {
       return need_more;
     } catch (const std::exception&) {
