@@ -66,3 +66,11 @@ write("manifest", "negative-shape",
       manifest([dict(component, tensors=[{"name": "w", "dtype": "F32", "shape": [-1, 4]}])]))
 
 write("config", "deep-nesting", '{"model_type": "llama", "x": ' + "[" * 100000 + "]" * 100000 + "}")
+
+# The wire protocol parses network input with the same limits: a 5-byte array header must not
+# reserve 96 GiB on the server (a request) or the client (an answer), nor nesting exhaust the stack.
+for target in ("wire_request", "wire_answer"):
+    write(target, "array32-4g-elements", bytes([0xdd, 0xff, 0xff, 0xff, 0xff]))
+    write(target, "deep-nesting", bytes([0x81, 0xa2]) + b"id" + bytes([0x91]) * 200000 + bytes([0xc0]))
+# A map claiming 2^32-1 entries whose first key is "data" with a bin32 header claiming 4 GiB.
+write("wire_answer", "data-header-only", bytes([0xdf, 0xff, 0xff, 0xff, 0xff, 0xa4]) + b"data" + bytes([0xc6, 0xff, 0xff, 0xff, 0xff]))

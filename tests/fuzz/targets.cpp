@@ -8,6 +8,7 @@
 #include "surf/storage/manifest.h"
 #include "surf/storage/safetensors.h"
 #include "surf/storage/torch_checkpoint.h"
+#include "transport/wire.h"
 
 namespace surf::fuzz {
 
@@ -63,12 +64,41 @@ std::optional<std::string> torch_pickle(const uint8_t* data, size_t size) {
   return refusal([&] { (void)parse_torch_state_dict(text(data, size), "fuzz"); });
 }
 
+// What the weight server does with a message from a client.
+std::optional<std::string> wire_request(const uint8_t* data, size_t size) {
+  const auto decoded = wire::decode_request(reinterpret_cast<const std::byte*>(data), size);
+  if (const auto* bad = std::get_if<wire::BadRequest>(&decoded)) return bad->message;
+  return std::nullopt;
+}
+
+// What the client does with a message from a server: locate a chunk's data while it arrives (at
+// every length), then decode the whole answer.
+std::optional<std::string> wire_answer(const uint8_t* data, size_t size) {
+  const auto* bytes = reinterpret_cast<const std::byte*>(data);
+  for (size_t n = 0; n <= size; n += 1 + n / 8) {
+    const wire::DataProbe p = wire::probe_chunk_data(bytes, n);
+    if (p.status == wire::DataProbe::found && p.offset > n) fail(ErrorCode::internal, "probe found data past the bytes seen");
+  }
+  return refusal([&] {
+    const wire::Answer a = wire::decode_answer(bytes, size);
+    if (const auto* c = std::get_if<wire::ChunkAnswer>(&a.body)) {
+      volatile std::byte sink{};
+      for (size_t i = 0; i < c->size; i += 4096) sink = c->data[i];
+      (void)sink;
+    }
+  });
+}
+
 }  // namespace
 
 const std::vector<Target>& targets() {
-  static const std::vector<Target> all = {
-      {"chunk", chunk},   {"safetensors_header", safetensors_header}, {"manifest", manifest},
-      {"config", config}, {"torch_pickle", torch_pickle}};
+  static const std::vector<Target> all = {{"chunk", chunk},
+                                          {"safetensors_header", safetensors_header},
+                                          {"manifest", manifest},
+                                          {"config", config},
+                                          {"torch_pickle", torch_pickle},
+                                          {"wire_request", wire_request},
+                                          {"wire_answer", wire_answer}};
   return all;
 }
 
