@@ -22,10 +22,10 @@ struct Outputs {
   TensorMap forward, generate;
 };
 
-Outputs run(const std::string& source, const TensorMap& golden, uint64_t cache, int prefetch) {
+Outputs run(const std::string& source, const TensorMap& golden, int cache, int prefetch) {
   OpenOptions o;
   o.plugin_dirs = {test::plugin_dir()};
-  o.cache_layers = cache;
+  o.cache_size = cache;
   o.prefetch = prefetch;
   auto s = Session::open(source, o);
   RunOptions ro;
