@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer harnesses (clang 14, ASan + UBSan) in build-fuzz/ and runs each one for
+# SECONDS (default 30), starting from the committed reproducers and seeds made from the fixtures
+# and the project's own encoders. Prints executions and findings per harness and writes
+# build-fuzz/fuzz-results.junit.xml (one test case per harness: failed if it found anything).
+#   bash scripts/fuzz.sh 600      # ten minutes each, as before a release
+set -uo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-30}
+targets=$(sed -n "s/^fuzz_targets = \[\(.*\)\]/\1/p" tests/fuzz/meson.build | tr -d "'" | tr ',' ' ')
+if [ ! -f build-fuzz/build.ninja ]; then
+  CC=clang-14 CXX=clang++-14 meson setup build-fuzz --buildtype=release -Dfuzz=true -Dtests=false \
+    -Db_sanitize=address,undefined -Db_lundef=false >/dev/null || exit 1
+fi
+ninja -C build-fuzz $(for t in $targets; do echo tests/fuzz/fuzz_$t; done) tests/fuzz/make_seeds runtime/cli/surf || exit 1
+
+corpus=build-fuzz/corpus
+rm -rf "$corpus" build-fuzz/findings && mkdir -p "$corpus" build-fuzz/findings
+for t in $targets; do
+  mkdir -p "$corpus/$t"
+  [ -d "tests/fuzz/regressions/$t" ] && cp tests/fuzz/regressions/$t/* "$corpus/$t/" 2>/dev/null
+done
+build-fuzz/tests/fuzz/make_seeds "$corpus" || exit 1
+store=$(mktemp -d)
+trap 'rm -rf "$store"' EXIT
+SURF_PLUGIN_PATH=build-fuzz/plugins ASAN_OPTIONS=detect_leaks=0 \
+  build-fuzz/runtime/cli/surf chunk tests/fixtures/t5-tiny-random --out "$store/s" >/dev/null && {
+  cp "$store"/s/chunks/*.msgpack "$corpus/chunk/" 2>/dev/null
+  cp "$store/s/manifest.json" "$corpus/manifest/"
+}
+for d in tests/fixtures/*/; do
+  n=$(basename "$d")
+  cp "$d/config.json" "$corpus/config/$n.json"
+  for f in "$d"/*.safetensors; do  # the JSON header: 8-byte length, then the text
+    len=$(od -An -tu8 -N8 "$f" | tr -d ' ')
+    tail -c +9 "$f" | head -c "$len" > "$corpus/safetensors_header/$n-$(basename "$f").json"
+  done
+done
+python3 - "$corpus/torch_pickle" tests/data/torch/*.bin tests/data/torch/*/*.bin <<'PY'
+import os, sys, zipfile
+for path in sys.argv[2:]:
+    try:
+        with zipfile.ZipFile(path) as z:
+            for name in z.namelist():
+                if name.endswith("data.pkl"):
+                    out = os.path.join(sys.argv[1], path.replace("/", "_") + ".pkl")
+                    open(out, "wb").write(z.read(name))
+    except zipfile.BadZipFile:
+        pass
+PY
+
+results=build-fuzz/fuzz-results.junit.xml
+cases=""
+failed=0
+for t in $targets; do
+  log=build-fuzz/findings/$t.log
+  ASAN_OPTIONS=detect_leaks=0 build-fuzz/tests/fuzz/fuzz_$t "$corpus/$t" -max_total_time="$seconds" \
+    -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 -artifact_prefix=build-fuzz/findings/$t- >"$log" 2>&1
+  rc=$?
+  runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+  found=$(ls build-fuzz/findings/$t-* 2>/dev/null | wc -l)
+  echo "fuzz_$t: ${runs:-0} executions in ${seconds} s, $found finding(s) (exit $rc)"
+  if [ "$rc" -ne 0 ] || [ "$found" -ne 0 ]; then
+    failed=$((failed + 1))
+    cases+="<testcase classname=\"fuzz\" name=\"$t\"><failure message=\"see $log\"/></testcase>"
+  else
+    cases+="<testcase classname=\"fuzz\" name=\"$t\"/>"
+  fi
+done
+echo "<testsuites><testsuite name=\"fuzz\">$cases</testsuite></testsuites>" > "$results"
+[ "$failed" -eq 0 ]
