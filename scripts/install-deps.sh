@@ -3,7 +3,7 @@
 set -euo pipefail
 packages=(meson ninja-build pkg-config g++ libboost-dev libopenblas-dev libmsgpack-cxx-dev
           nlohmann-json3-dev libzstd-dev libssl-dev libgtest-dev libgmock-dev libbenchmark-dev
-          libxxhash-dev libzip-dev python3 curl)
+          libxxhash-dev libzip-dev libpcre2-dev libicu-dev libsentencepiece-dev python3 curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
