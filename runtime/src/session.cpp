@@ -5,6 +5,7 @@
 #include "sources/component_provider.h"
 #include "cache/layer_cache.h"
 #include "generation/generator.h"
+#include "text/model_files.h"
 #include "plugins/plugin_registry.h"
 #include "sources/open_source.h"
 #include "sources/store_backend.h"
@@ -57,6 +58,27 @@ struct Session::Impl {
   std::unique_ptr<PluginModel> model;
   ModelInfo info;
   std::mutex run_mutex;
+  // The text side, loaded on first use.
+  std::unique_ptr<ModelFiles> files;
+  std::mutex text_mutex;
+  bool text_loaded = false;
+  std::unique_ptr<Tokenizer> tokenizer;
+  GenerationDefaults generation;
+
+  void load_text() {
+    std::lock_guard lock(text_mutex);
+    if (text_loaded) return;
+    const TokenizerFiles tf = read_tokenizer_files(*files);
+    if (!tf.empty()) tokenizer = Tokenizer::from_files(tf);
+    generation = parse_generation_defaults(info.config_json, files->read("generation_config.json"));
+    text_loaded = true;
+  }
+  int64_t pad_id() {
+    if (generation.pad_token_id) return *generation.pad_token_id;
+    if (tokenizer && tokenizer->special_tokens().pad) return *tokenizer->special_tokens().pad;
+    if (!generation.eos_token_ids.empty()) return generation.eos_token_ids[0];
+    return 0;
+  }
 
   explicit Impl(const OpenOptions& o) : registry(o.plugin_dirs) {}
   ~Impl() {
@@ -108,6 +130,7 @@ std::unique_ptr<Session> Session::open(const std::string& source, const OpenOpti
   for (const auto& c : m.components) {
     info.components.push_back({c.id, c.role == ComponentRole::resident, c.bytes, c.raw_bytes, c.tensors.size()});
   }
+  impl->files = src.kind == "hf" || src.kind == "store" ? directory_model_files(source) : no_model_files();
   return std::unique_ptr<Session>(new Session(std::move(impl)));
 }
 
@@ -129,6 +152,72 @@ TensorMap Session::generate(const TensorMap& inputs, int64_t max_new_tokens) {
   return out;
 }
 
+TensorMap Session::generate(const TensorMap& inputs, const GenerateOptions& options) {
+  impl_->load_text();
+  std::lock_guard lock(impl_->run_mutex);
+  if (!impl_->model->decodes()) fail(ErrorCode::unsupported, "plugin '" + impl_->info.plugin + "' predates runtime-driven decoding (ABI 1.0): only generate(inputs, max_new_tokens) is available");
+  const std::vector<int64_t> eos = options.eos_token_ids.empty() ? impl_->generation.eos_token_ids : options.eos_token_ids;
+  return run_generation(*impl_->model, *impl_->cache, inputs, options, eos, impl_->pad_id(), impl_->tokenizer.get()).tensors;
+}
+
+bool Session::has_tokenizer() {
+  impl_->load_text();
+  return impl_->tokenizer != nullptr;
+}
+
+const Tokenizer& Session::tokenizer() {
+  impl_->load_text();
+  if (!impl_->tokenizer) {
+    fail(ErrorCode::not_found, "source '" + impl_->info.source +
+                                   "' has no tokenizer files (tokenizer.json, tokenizer.model or spiece.model)");
+  }
+  return *impl_->tokenizer;
+}
+
+std::vector<int64_t> Session::eos_token_ids() {
+  impl_->load_text();
+  return impl_->generation.eos_token_ids;
+}
+
+TensorMap Session::encode_texts(const std::vector<std::string>& texts, bool pad_left) {
+  const Tokenizer& tok = tokenizer();
+  if (texts.empty()) fail(ErrorCode::invalid_argument, "no text to encode");
+  std::vector<std::vector<int64_t>> rows;
+  size_t width = 0;
+  for (const auto& t : texts) {
+    rows.push_back(tok.encode(t, true));
+    if (rows.back().empty()) fail(ErrorCode::invalid_argument, "text encodes to no tokens");
+    width = std::max(width, rows.back().size());
+  }
+  const auto n = static_cast<int64_t>(rows.size()), w = static_cast<int64_t>(width);
+  Tensor ids = Tensor::empty(DType::I64, {n, w}), mask = Tensor::empty(DType::I64, {n, w});
+  const int64_t pad = impl_->pad_id();
+  for (int64_t r = 0; r < n; ++r) {
+    const auto& row = rows[static_cast<size_t>(r)];
+    const int64_t off = pad_left ? w - static_cast<int64_t>(row.size()) : 0;
+    for (int64_t c = 0; c < w; ++c) {
+      const int64_t k = c - off;
+      const bool real = k >= 0 && k < static_cast<int64_t>(row.size());
+      ids.i64()[r * w + c] = real ? row[static_cast<size_t>(k)] : pad;
+      mask.i64()[r * w + c] = real ? 1 : 0;
+    }
+  }
+  return {{"input_ids", ids}, {"attention_mask", mask}};
+}
+
+TextGeneration Session::generate_text(const std::vector<std::string>& prompts, const GenerateOptions& options) {
+  const TensorMap inputs = encode_texts(prompts, true);
+  std::lock_guard lock(impl_->run_mutex);
+  if (!impl_->model->decodes()) fail(ErrorCode::unsupported, "plugin '" + impl_->info.plugin + "' predates runtime-driven decoding (ABI 1.0)");
+  const std::vector<int64_t> eos = options.eos_token_ids.empty() ? impl_->generation.eos_token_ids : options.eos_token_ids;
+  GenerationRun run = run_generation(*impl_->model, *impl_->cache, inputs, options, eos, impl_->pad_id(), impl_->tokenizer.get());
+  return {std::move(run.texts), std::move(run.finish_reasons), std::move(run.tensors)};
+}
+
+std::future<TensorMap> Session::generate_async(TensorMap inputs, GenerateOptions options) {
+  return std::async(std::launch::async, [this, in = std::move(inputs), o = std::move(options)] { return generate(in, o); });
+}
+
 std::future<TensorMap> Session::forward_async(TensorMap inputs, RunOptions options) {
   return std::async(std::launch::async, [this, in = std::move(inputs), options] { return forward(in, options); });
 }
@@ -136,6 +225,19 @@ std::future<TensorMap> Session::forward_async(TensorMap inputs, RunOptions optio
 std::future<TensorMap> Session::generate_async(TensorMap inputs, int64_t max_new_tokens) {
   return std::async(std::launch::async,
                     [this, in = std::move(inputs), max_new_tokens] { return generate(in, max_new_tokens); });
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& source, const OpenOptions& options) {
+  (void)options;
+  std::unique_ptr<ModelFiles> files;
+  if (source.rfind("ws://", 0) == 0 || source.rfind("wss://", 0) == 0 || source.rfind("s3://", 0) == 0) {
+    fail(ErrorCode::unsupported, "tokenizer files from '" + source + "' are not served yet");
+  }
+  if (!fs::is_directory(source)) fail(ErrorCode::not_found, "source '" + source + "' does not exist");
+  files = directory_model_files(source);
+  const TokenizerFiles tf = read_tokenizer_files(*files);
+  if (tf.empty()) fail(ErrorCode::not_found, "source '" + source + "' has no tokenizer files (tokenizer.json, tokenizer.model or spiece.model)");
+  return Tokenizer::from_files(tf);
 }
 
 void Session::warm_up(const std::vector<std::string>& ids) { impl_->cache->warm(ids); }

@@ -14,9 +14,11 @@
 #include <future>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "surf/plugin.h"
+#include "surf/tokenizer.h"
 
 namespace surf {
 
@@ -83,6 +85,42 @@ struct ModelInfo {
   std::vector<std::string> execution_order;
 };
 
+// Called after each new token of each sequence with the token's piece of the decoded text ("" for
+// special tokens and while a multi-byte character is incomplete; the pieces of a sequence
+// concatenate to its text). Return false to stop that sequence (cancel). Runs on the generating
+// thread between steps.
+using TokenCallback = std::function<bool(int64_t sequence, int64_t id, std::string_view piece)>;
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 32;
+  // A sequence stops after producing one of these ids (the id is kept). Empty: the model's EOS
+  // ids (generation_config.json, else config.json). stop_at_eos = false: never stop on EOS.
+  std::vector<int64_t> eos_token_ids;
+  bool stop_at_eos = true;
+  // A sequence stops once its new text contains one of these; its text and streamed pieces end
+  // before the stop string (generated_ids keep every token). Needs tokenizer files.
+  std::vector<std::string> stop_strings;
+  // Greedy unless do_sample. Applied as HF does: repetition penalty (greedy too), then
+  // temperature, top-k, top-p, min-p.
+  bool do_sample = false;
+  float temperature = 1.0f;
+  int64_t top_k = 0;               // 0: off
+  float top_p = 1.0f;              // 1: off
+  float min_p = 0.0f;              // 0: off
+  float repetition_penalty = 1.0f; // 1: off
+  uint64_t seed = 0;               // sequence r samples from its own generator seeded seed + r
+  TokenCallback on_token;
+  bool return_logits = true;       // generation_logits [rows, steps, vocab] (memory: 4 bytes each)
+};
+
+struct TextGeneration {
+  std::vector<std::string> texts;           // new text per prompt (special tokens skipped)
+  std::vector<std::string> finish_reasons;  // eos | stop_string | length | cancelled
+  // generated_ids [rows, prefix + steps] (rows that stopped early padded with the pad id),
+  // generated_lengths [rows] (new tokens per row), generation_logits.
+  TensorMap tensors;
+};
+
 class Session {
  public:
   // Reads the source's manifest (a checkpoint's headers) and finds the plugin; fetches no weights:
@@ -92,11 +130,29 @@ class Session {
   ~Session();
 
   TensorMap forward(const TensorMap& inputs, const RunOptions& options = {});
+  // Greedy, exactly max_new_tokens per row (no EOS stop): today's behaviour, kept for callers
+  // that compare with fixed-width references.
   TensorMap generate(const TensorMap& inputs, int64_t max_new_tokens);
+  // Stopping, sampling and streaming per `options`; also writes generated_lengths.
+  TensorMap generate(const TensorMap& inputs, const GenerateOptions& options);
   // Run on a background thread; calls on one session are serialised. The session must outlive
   // the futures it returned (wait for them before destroying it).
   std::future<TensorMap> forward_async(TensorMap inputs, RunOptions options = {});
   std::future<TensorMap> generate_async(TensorMap inputs, int64_t max_new_tokens);
+  std::future<TensorMap> generate_async(TensorMap inputs, GenerateOptions options);
+
+  // --- text: the source's tokenizer files (tokenizer.json, or spiece.model / tokenizer.model) ---
+  bool has_tokenizer();
+  // Loaded on first use; Error(not_found) in one line when the source has no tokenizer files.
+  const Tokenizer& tokenizer();
+  // Texts encoded with the tokenizer's special tokens into input_ids and attention_mask
+  // [rows, longest], padded on the left (for generation) or the right (for encoders).
+  TensorMap encode_texts(const std::vector<std::string>& texts, bool pad_left);
+  // Prompts (raw text: apply a chat template yourself) to new text, batched; each prompt stops
+  // on its own.
+  TextGeneration generate_text(const std::vector<std::string>& prompts, const GenerateOptions& options);
+  // The model's EOS ids (generation_config.json, else config.json).
+  std::vector<int64_t> eos_token_ids();
 
   // Loads components now (ids, or "all": the resident ones and every streamed one in turn).
   void warm_up(const std::vector<std::string>& ids);
@@ -110,6 +166,10 @@ class Session {
   explicit Session(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// The tokenizer that travels with a model, without opening the model (no plugin needed): SOURCE
+// as for Session::open. Error(not_found) in one line when SOURCE has no tokenizer files.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& source, const OpenOptions& options = {});
 
 // --- plugins ---
 
