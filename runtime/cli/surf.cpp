@@ -11,7 +11,9 @@
 #include <sstream>
 
 #include "args.h"
+#include "inputs.h"
 #include "surf/log.h"
+#include "text_commands.h"
 #include "surf/runtime.h"
 #include "synth.h"
 #include "surf/storage/safetensors.h"
@@ -27,8 +29,10 @@ const char* kUsage =
     "\n"
     "commands:\n"
     "  chunk     HF_DIR --out STORE          split a HuggingFace checkpoint into a chunk store\n"
-    "  run       SOURCE --inputs F --output F   one forward pass, weights streamed\n"
-    "  generate  SOURCE --inputs F --max-new-tokens N --output F   greedy generation\n"
+    "  run       SOURCE (--inputs F | --text T) --output F   one forward pass, weights streamed\n"
+    "  generate  SOURCE (--prompt T | --inputs F --output F) --max-new-tokens N   text or ids\n"
+    "  tokenize  SOURCE --text T [--json]    token ids of a text (the model's tokenizer)\n"
+    "  detokenize SOURCE --ids 1,2,3         text of token ids\n"
     "  inspect   SOURCE                      model type, components, sizes\n"
     "  plugins                               architecture plugins found and why others were skipped\n"
     "  check     FIXTURE_DIR...              run golden fixtures through their plugins\n"
@@ -150,11 +154,8 @@ void run_and_report(const Args& a, const std::string& out_path,
   }
 }
 
-TensorMap read_inputs(const std::string& path) {
-  TensorMap all = read_safetensors(path);
-  if (all.empty()) fail(ErrorCode::invalid_argument, "'" + path + "' holds no tensors");
-  return all;
-}
+// Id tensors may be I32 or I64.
+TensorMap read_inputs(const std::string& path) { return cli::read_input_tensors(path); }
 
 int cmd_chunk(const std::vector<std::string>& argv) {
   const auto flags = join({{{"out", true, "chunk store to create: a directory or s3://bucket/prefix"},
@@ -190,47 +191,74 @@ TensorMap pick_inputs(const TensorMap& all) {
 }
 
 int cmd_run(const std::vector<std::string>& argv) {
-  const auto flags = join({{{"inputs", true, "safetensors file with input_ids [, attention_mask, ...]"},
+  const auto flags = join({{{"inputs", true, "safetensors file with input_ids [, attention_mask, ...] (ids I32 or I64)"},
+                            {"text", true, "text to encode with the model's tokenizer instead of --inputs (repeatable: a batch)"},
                             {"output", true, "safetensors file to write the outputs to"},
                             {"hidden-states", false, "also write per-layer hidden states"}},
                            kStreamFlags, kCacheFlags, kPluginFlags});
   if (wants_help(argv)) {
-    print_help("run SOURCE --inputs IN.safetensors --output OUT.safetensors [options]",
+    print_help("run SOURCE (--inputs IN.safetensors | --text \"...\") --output OUT.safetensors [options]",
                "One forward pass with weights streamed through the cache. Reads input_ids,\n"
-               "attention_mask, token_type_ids, position_ids, decoder_input_ids when present;\n"
+               "attention_mask, token_type_ids, position_ids, decoder_input_ids when present, or\n"
+               "encodes --text with the model's tokenizer (right-padded, with attention_mask);\n"
                "writes HF-named outputs (logits, last_hidden_state, pooler_output, ...).",
                flags);
     return 0;
   }
   Args a = cli::parse(argv, flags);
   require_positional(a, 1, "one SOURCE");
-  const std::string in_path = require(a, "inputs"), out_path = require(a, "output");
-  const TensorMap inputs = pick_inputs(read_inputs(in_path));
+  const std::string out_path = require(a, "output");
+  if (a.has("text") == a.has("inputs")) throw std::invalid_argument("give either --inputs or --text");
+  TensorMap inputs;
+  if (a.has("inputs")) inputs = pick_inputs(read_inputs(a.get("inputs")));
   RunOptions ro;
   ro.hidden_states = a.has("hidden-states");
-  run_and_report(a, out_path, [&](Session& s) { return s.forward(inputs, ro); });
+  run_and_report(a, out_path, [&](Session& s) {
+    if (a.has("text")) inputs = s.encode_texts(a.all("text"), false);
+    return s.forward(inputs, ro);
+  });
   return 0;
 }
 
 int cmd_generate(const std::vector<std::string>& argv) {
-  const auto flags = join({{{"inputs", true, "safetensors file with the prompt"},
-                            {"output", true, "safetensors file for generated_ids (and generation_logits)"},
-                            {"max-new-tokens", true, "tokens to generate"},
+  const auto flags = join({{{"prompt", true, "raw text prompt (repeatable: a batch); new text goes to stdout as it comes"},
+                            {"inputs", true, "safetensors file with the prompt ids (I32 or I64)"},
+                            {"output", true, "safetensors file for generated_ids, generated_lengths, generation_logits"},
+                            {"max-new-tokens", true, "tokens to generate at most"},
                             {"prompt-key", true, "take the prompt from this tensor alone (every token real)"}},
-                           kStreamFlags, kCacheFlags, kPluginFlags});
+                           cli::kGenerationFlags, kStreamFlags, kCacheFlags, kPluginFlags});
   if (wants_help(argv)) {
-    print_help("generate SOURCE --inputs IN.safetensors --max-new-tokens N --output OUT.safetensors [options]",
-               "Greedy generation with a KV cache. The prompt is input_ids (with attention_mask if\n"
-               "present), or the tensor named by --prompt-key. Writes generated_ids (decoder-only:\n"
-               "prompt + new tokens; T5: decoder start + new tokens) and generation_logits.",
+    print_help("generate SOURCE (--prompt \"...\" | --inputs IN.safetensors --output OUT.safetensors) --max-new-tokens N [options]",
+               "Generation with a KV cache: greedy unless a sampling option is given; a sequence stops on\n"
+               "the model's EOS (generation_config.json / config.json), a --stop string or after N tokens.\n"
+               "--prompt is raw text encoded with the model's tokenizer (apply a chat template yourself);\n"
+               "the new text is printed as it is produced. --inputs reads input_ids (with attention_mask if\n"
+               "present), or the tensor named by --prompt-key. --output writes generated_ids (decoder-only:\n"
+               "prompt + new tokens; T5: decoder start + new tokens), generated_lengths, generation_logits.",
                flags);
     return 0;
   }
   Args a = cli::parse(argv, flags);
   require_positional(a, 1, "one SOURCE");
-  const std::string in_path = require(a, "inputs"), out_path = require(a, "output");
   const long long steps = a.get_int("max-new-tokens", -1);
   if (steps < 1) throw std::invalid_argument("--max-new-tokens N (N >= 1) is required");
+  const GenerateOptions go = cli::generation_options(a, steps);
+  if (a.has("prompt")) {
+    if (a.has("inputs")) throw std::invalid_argument("give either --prompt or --inputs");
+    auto session = Session::open(a.positional[0], open_options(a));
+    const auto t0 = std::chrono::steady_clock::now();
+    const TextGeneration g = cli::generate_prompts(*session, a.all("prompt"), go);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (a.has("output")) write_safetensors(a.get("output"), g.tensors);
+    int64_t tokens = 0;
+    for (int64_t r = 0; r < g.tensors.at("generated_lengths").numel(); ++r) tokens += g.tensors.at("generated_lengths").i64()[r];
+    std::cerr << "generated " << tokens << " tokens in " << seconds * 1e3 << " ms (" << tokens / std::max(seconds, 1e-9)
+              << " tokens/s); finished:";
+    for (const auto& r : g.finish_reasons) std::cerr << " " << r;
+    std::cerr << "\n" << session->cache_stats().to_text() << "\n";
+    return 0;
+  }
+  const std::string in_path = require(a, "inputs"), out_path = require(a, "output");
   const TensorMap all = read_inputs(in_path);
   TensorMap inputs;
   if (a.has("prompt-key")) {
@@ -242,7 +270,7 @@ int cmd_generate(const std::vector<std::string>& argv) {
     inputs.erase("decoder_input_ids");
     inputs.erase("position_ids");
   }
-  run_and_report(a, out_path, [&](Session& s) { return s.generate(inputs, steps); });
+  run_and_report(a, out_path, [&](Session& s) { return s.generate(inputs, go); });
   return 0;
 }
 
@@ -493,6 +521,8 @@ int main(int argc, char** argv) {
     if (cmd == "check") return cmd_check(rest);
     if (cmd == "synth") return cmd_synth(rest);
     if (cmd == "serve") return cmd_serve(rest);
+    if (cmd == "tokenize") return cli::cmd_tokenize(rest);
+    if (cmd == "detokenize") return cli::cmd_detokenize(rest);
     std::cerr << "surf: error: unknown command '" << cmd << "' (see surf --help)\n";
     return 2;
   } catch (const std::invalid_argument& e) {

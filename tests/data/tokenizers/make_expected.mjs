@@ -28,6 +28,8 @@
 //   tiny-bpe-512: llama3's byte-level BPE cut to 512 ids (the 256 byte symbols, the first 254
 //     merges' results, <|begin_of_text|>=510, <|end_of_text|>=511) for the 512-token fixtures;
 //     post-processor Sequence[ByteLevel, TemplateProcessing(<|begin_of_text|> A)] as Llama 3.1.
+//   bert-tiny-512: bert-base-uncased cut to 512 ids (specials, printable ASCII and its "##"
+//     forms, the most frequent words) for the 512-token BERT fixtures.
 // `expected` runs every case through @lenml/tokenizers (a JavaScript port of transformers.js's
 // tokenizers) and writes expected/NAME.json: ids with and without special tokens, token strings,
 // the reference's decode and whether it round trips.
@@ -111,6 +113,26 @@ function readModelProto(buf) {
   return { pieces, charsmap };
 }
 
+// bert-base-uncased cut to 512 ids for the 512-token BERT fixtures: the five special tokens, the
+// printable ASCII characters and their "##" forms, then the most frequent words (lowest ids).
+function makeBertTiny(bert) {
+  const byId = Object.entries(bert.model.vocab).sort((a, b) => a[1] - b[1]).map(([t]) => t);
+  const specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+  const ascii = (t) => /^[!-~]$/.test(t);
+  const picked = [...specials, ...byId.filter(ascii), ...byId.filter((t) => t.startsWith("##") && ascii(t.slice(2)))];
+  for (const t of byId.slice(1996)) {
+    if (picked.length >= 512) break;
+    if (/^[a-z]+$/.test(t)) picked.push(t);
+  }
+  const vocab = {};
+  picked.forEach((t, i) => { vocab[t] = i; });
+  const j = structuredClone(bert);
+  j.model.vocab = vocab;
+  j.added_tokens = specials.map((t) => added(vocab[t], t));
+  for (const k of ["[CLS]", "[SEP]"]) j.post_processor.special_tokens[k].ids = [vocab[k]];
+  return j;
+}
+
 function makeT5() {
   const prefix = path.join(here, "t5-unigram");
   execFileSync("spm_train", [`--input=${path.join(here, "prose.txt")}`, `--model_prefix=${prefix}`, "--model_type=unigram",
@@ -178,14 +200,16 @@ function prepare() {
   l2.normalizer = null;
   l2.pre_tokenizer = { type: "Metaspace", replacement: "▁", add_prefix_space: true, prepend_scheme: "first", split: false };
   writeGz("llama2-nonlegacy.tokenizer.json.gz", l2);
-  writeGz("bert-base-uncased.tokenizer.json.gz", makeBert());
+  const bert = makeBert();
+  writeGz("bert-base-uncased.tokenizer.json.gz", bert);
+  writeGz("bert-tiny-512.tokenizer.json.gz", makeBertTiny(bert));
   writeGz("t5-unigram.tokenizer.json.gz", makeT5());
   writeGz("tiny-bpe-512.tokenizer.json.gz", makeTiny(readJson(pkg("llama3"))));
 }
 
 // --- expected --------------------------------------------------------------------------------
 
-const NAMES = ["llama3", "llama2", "llama2-nonlegacy", "qwen3", "gemma3", "bert-base-uncased", "t5-unigram", "tiny-bpe-512"];
+const NAMES = ["llama3", "llama2", "llama2-nonlegacy", "qwen3", "gemma3", "bert-base-uncased", "t5-unigram", "tiny-bpe-512", "bert-tiny-512"];
 
 function cases(specials) {
   const [a, b] = [specials[0], specials[1] ?? specials[0]];
