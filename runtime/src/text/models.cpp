@@ -65,6 +65,48 @@ std::optional<std::string> opt_string(const Json& j, const char* key) {
   return it->get<std::string>();
 }
 
+// Merge pairs (id a, id b) -> (rank, new id) in an open-addressing table: the merge loop looks
+// pairs up several times per merge, and node-based maps made that the bulk of encode time.
+class PairTable {
+ public:
+  void reserve(size_t n) {
+    size_t cap = 16;
+    while (cap < n * 2) cap <<= 1;
+    keys_.assign(cap, kEmpty);
+    values_.assign(cap, 0);
+    mask_ = cap - 1;
+  }
+  void insert(uint64_t key, int32_t rank, int32_t id) {
+    size_t i = slot(key);
+    while (keys_[i] != kEmpty && keys_[i] != key) i = (i + 1) & mask_;
+    keys_[i] = key;  // a pair listed twice keeps its last rank, as HF's map does
+    values_[i] = (static_cast<uint64_t>(static_cast<uint32_t>(rank)) << 32) | static_cast<uint32_t>(id);
+  }
+  // false when the pair has no merge; else rank and new id.
+  bool find(uint64_t key, int32_t& rank, int32_t& id) const {
+    if (keys_.empty()) return false;
+    for (size_t i = slot(key);; i = (i + 1) & mask_) {
+      if (keys_[i] == key) {
+        rank = static_cast<int32_t>(values_[i] >> 32);
+        id = static_cast<int32_t>(values_[i] & 0xFFFFFFFFu);
+        return true;
+      }
+      if (keys_[i] == kEmpty) return false;
+    }
+  }
+
+ private:
+  static constexpr uint64_t kEmpty = ~0ull;
+  size_t slot(uint64_t k) const {
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdull;
+    k ^= k >> 33;
+    return static_cast<size_t>(k) & mask_;
+  }
+  std::vector<uint64_t> keys_, values_;
+  size_t mask_ = 0;
+};
+
 class BpeModel final : public Model {
  public:
   BpeModel(const Json& j, const std::string& path) {
@@ -82,8 +124,9 @@ class BpeModel final : public Model {
       std::snprintf(name, sizeof(name), "<0x%02X>", b);
       byte_ids_[b] = vocab_.find(name).value_or(-1);
     }
+    for (int c = 0; c < 128; ++c) ascii_ids_[c] = vocab_.find(std::string(1, static_cast<char>(c))).value_or(-1);
     const Json& merges = j.at("merges");
-    merges_.reserve(merges.size());
+    merges_.reserve(merges.size());  // (PairTable)
     for (size_t r = 0; r < merges.size(); ++r) {
       std::string a, b;
       if (merges[r].is_string()) {
@@ -102,7 +145,7 @@ class BpeModel final : public Model {
       const std::string joined = a + (b.rfind(prefix_, 0) == 0 ? b.substr(prefix_.size()) : b);
       const auto in = vocab_.find(joined);
       if (!ia || !ib || !in) json_fail(path + ".merges[" + std::to_string(r) + "]", "token not in the vocabulary", false);
-      merges_.emplace(key(*ia, *ib), std::make_pair(static_cast<int32_t>(r), static_cast<int32_t>(*in)));
+      merges_.insert(key(*ia, *ib), static_cast<int32_t>(r), static_cast<int32_t>(*in));
     }
   }
 
@@ -173,7 +216,13 @@ class BpeModel final : public Model {
         if (!suffix_.empty() && i == w.size()) buf += suffix_;
         s = buf;
       }
-      if (auto id = vocab_.find(s)) {
+      std::optional<int64_t> id;
+      if (s.size() == 1 && ascii_ids_[static_cast<unsigned char>(s[0]) & 0x7F] >= 0 && static_cast<unsigned char>(s[0]) < 0x80) {
+        id = ascii_ids_[static_cast<unsigned char>(s[0])];
+      } else {
+        id = vocab_.find(s);
+      }
+      if (id) {
         if (pending_unk >= 0) {
           push(pending_unk);
           pending_unk = -1;
@@ -203,8 +252,8 @@ class BpeModel final : public Model {
     auto consider = [&](int32_t pos) {
       const int32_t nx = syms[static_cast<size_t>(pos)].next;
       if (nx < 0) return;
-      auto it = merges_.find(key(syms[static_cast<size_t>(pos)].id, syms[static_cast<size_t>(nx)].id));
-      if (it != merges_.end()) queue.push({it->second.first, pos, it->second.second});
+      int32_t rank, id;
+      if (merges_.find(key(syms[static_cast<size_t>(pos)].id, syms[static_cast<size_t>(nx)].id), rank, id)) queue.push({rank, pos, id});
     };
     for (int32_t p = 0; p + 1 < static_cast<int32_t>(syms.size()); ++p) consider(p);
     while (!queue.empty()) {
@@ -213,8 +262,8 @@ class BpeModel final : public Model {
       Symbol& cur = syms[static_cast<size_t>(top.pos)];
       if (!cur.alive || cur.next < 0) continue;
       Symbol& right = syms[static_cast<size_t>(cur.next)];
-      auto it = merges_.find(key(cur.id, right.id));
-      if (it == merges_.end() || it->second.second != top.new_id) continue;
+      int32_t rank, id;
+      if (!merges_.find(key(cur.id, right.id), rank, id) || id != top.new_id) continue;
       cur.id = top.new_id;
       right.alive = false;
       cur.next = right.next;
@@ -228,11 +277,12 @@ class BpeModel final : public Model {
   }
 
   Vocab vocab_;
-  std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges_;
+  PairTable merges_;
   std::string prefix_, suffix_;
   bool fuse_unk_ = false, byte_fallback_ = false, ignore_merges_ = false;
   std::optional<int64_t> unk_;
   int64_t byte_ids_[256];
+  int64_t ascii_ids_[128];  // one-character ASCII tokens, looked up without hashing
   mutable std::mutex cache_mutex_;
   mutable std::unordered_map<std::string, std::vector<int64_t>, StringHash, std::equal_to<>> cache_;
 };
