@@ -86,10 +86,9 @@ struct ModelInfo {
 };
 
 // Called after each new token of each sequence with the token's piece of the decoded text ("" for
-// special tokens, while a multi-byte character is incomplete, and always when the source has
-// no tokenizer files; the pieces of a sequence
-// concatenate to its text). Return false to stop that sequence (cancel). Runs on the generating
-// thread between steps.
+// special tokens, while a multi-byte character is incomplete, and always when the source has no
+// tokenizer files); the pieces of a sequence concatenate to its text. Return false to stop that
+// sequence (cancel). Runs on the generating thread between steps.
 using TokenCallback = std::function<bool(int64_t sequence, int64_t id, std::string_view piece)>;
 
 struct GenerateOptions {
