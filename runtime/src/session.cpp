@@ -59,7 +59,7 @@ struct Session::Impl {
   ModelInfo info;
   std::mutex run_mutex;
   // The text side, loaded on first use.
-  std::unique_ptr<ModelFiles> files;
+  std::shared_ptr<ModelFiles> files;
   std::mutex text_mutex;
   bool text_loaded = false;
   std::unique_ptr<Tokenizer> tokenizer;
@@ -130,7 +130,7 @@ std::unique_ptr<Session> Session::open(const std::string& source, const OpenOpti
   for (const auto& c : m.components) {
     info.components.push_back({c.id, c.role == ComponentRole::resident, c.bytes, c.raw_bytes, c.tensors.size()});
   }
-  impl->files = src.kind == "hf" || src.kind == "store" ? directory_model_files(source) : no_model_files();
+  impl->files = src.files ? src.files : no_model_files();
   return std::unique_ptr<Session>(new Session(std::move(impl)));
 }
 
@@ -228,13 +228,7 @@ std::future<TensorMap> Session::generate_async(TensorMap inputs, int64_t max_new
 }
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& source, const OpenOptions& options) {
-  (void)options;
-  std::unique_ptr<ModelFiles> files;
-  if (source.rfind("ws://", 0) == 0 || source.rfind("wss://", 0) == 0 || source.rfind("s3://", 0) == 0) {
-    fail(ErrorCode::unsupported, "tokenizer files from '" + source + "' are not served yet");
-  }
-  if (!fs::is_directory(source)) fail(ErrorCode::not_found, "source '" + source + "' does not exist");
-  files = directory_model_files(source);
+  const auto files = open_model_files(source, options);
   const TokenizerFiles tf = read_tokenizer_files(*files);
   if (tf.empty()) fail(ErrorCode::not_found, "source '" + source + "' has no tokenizer files (tokenizer.json, tokenizer.model or spiece.model)");
   return Tokenizer::from_files(tf);

@@ -28,6 +28,18 @@ std::string chunk_key(const std::string& id) {
   return "chunks/" + id + ".msgpack";
 }
 
+std::string file_key(const std::string& name) {
+  validate_component_id(name);
+  return "files/" + name;
+}
+
+const ManifestFile* Manifest::find_file(const std::string& name) const {
+  for (const auto& f : files) {
+    if (f.name == name) return &f;
+  }
+  return nullptr;
+}
+
 const ManifestComponent* Manifest::find(const std::string& id) const {
   for (const auto& c : components) {
     if (c.id == id) return &c;
@@ -60,6 +72,11 @@ std::string Manifest::to_json() const {
                      {"tensors", tensors}});
   }
   j["components"] = comps;
+  if (!files.empty()) {
+    json fl = json::array();
+    for (const auto& f : files) fl.push_back({{"name", f.name}, {"bytes", f.bytes}, {"checksum", f.checksum}});
+    j["files"] = fl;
+  }
   return j.dump(1);
 }
 
@@ -105,6 +122,16 @@ Manifest Manifest::from_json(const std::string& text) {
       }
       if (m.find(mc.id)) fail(ErrorCode::corrupt, "manifest: component '" + mc.id + "' is listed twice");
       m.components.push_back(std::move(mc));
+    }
+    if (j.contains("files")) {
+      for (const auto& f : j.at("files")) {
+        ManifestFile mf;
+        mf.name = f.at("name").get<std::string>();
+        if (!is_valid_component_id(mf.name)) fail(ErrorCode::corrupt, "manifest: file name '" + mf.name + "' is not allowed");
+        mf.bytes = f.at("bytes").get<uint64_t>();
+        mf.checksum = f.at("checksum").get<std::string>();
+        m.files.push_back(std::move(mf));
+      }
     }
   } catch (const json::exception& e) {
     fail(ErrorCode::corrupt, std::string("manifest.json is malformed: ") + e.what());

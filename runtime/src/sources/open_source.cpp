@@ -3,6 +3,8 @@
 #include <filesystem>
 
 #include "sources/store_backend.h"
+#include "surf/storage/buffer.h"
+#include "surf/storage/manifest.h"
 #include "surf/runtime.h"
 #include "surf/storage/safetensors.h"
 
@@ -10,18 +12,49 @@ namespace fs = std::filesystem;
 
 namespace surf {
 
+namespace {
+
+Manifest read_manifest(StorageBackend& backend) {
+  ByteBuffer buf;
+  backend.get("manifest.json", buf);
+  return Manifest::from_json(std::string(reinterpret_cast<const char*>(buf.data()), buf.size()));
+}
+
+}  // namespace
+
+std::shared_ptr<ModelFiles> open_model_files(const std::string& source, const OpenOptions& options) {
+  (void)options;
+  if (source.rfind("ws://", 0) == 0 || source.rfind("wss://", 0) == 0) {
+    fail(ErrorCode::unsupported, "tokenizer files from '" + source + "' are not served yet");
+  }
+  if (is_s3_url(source)) {
+    auto backend = open_store_backend(source, false);
+    return store_model_files(backend, read_manifest(*backend));
+  }
+  const fs::path path(source);
+  if (!fs::is_directory(path)) fail(ErrorCode::not_found, "source '" + source + "' does not exist");
+  if (fs::is_regular_file(path / "manifest.json")) {
+    auto backend = open_store_backend(source, false);
+    return store_model_files(backend, read_manifest(*backend));
+  }
+  return directory_model_files(source);
+}
+
 SourceDescription open_source(const std::string& source, const OpenOptions& options, PluginRegistry& registry,
                               std::shared_ptr<BufferPool> pool) {
   SourceDescription d;
   if (source.rfind("ws://", 0) == 0 || source.rfind("wss://", 0) == 0) {
     d.kind = "ws";
     d.provider = make_ws_provider(source, options, pool);
+    d.files = no_model_files();
     d.plugin = registry.find(d.provider->manifest().model_type);
     return d;
   }
   if (is_s3_url(source)) {
     d.kind = "s3";
-    d.provider = make_store_provider(open_store_backend(source, false), pool);
+    auto backend = open_store_backend(source, false);
+    d.provider = make_store_provider(backend, pool);
+    d.files = store_model_files(backend, d.provider->manifest());
     d.plugin = registry.find(d.provider->manifest().model_type);
     return d;
   }
@@ -29,7 +62,9 @@ SourceDescription open_source(const std::string& source, const OpenOptions& opti
   if (!fs::exists(path)) fail(ErrorCode::not_found, "source '" + source + "' does not exist");
   if (fs::is_regular_file(path / "manifest.json")) {
     d.kind = "store";
-    d.provider = make_store_provider(open_store_backend(source, false), pool);
+    auto backend = open_store_backend(source, false);
+    d.provider = make_store_provider(backend, pool);
+    d.files = store_model_files(backend, d.provider->manifest());
     d.plugin = registry.find(d.provider->manifest().model_type);
     return d;
   }
@@ -41,6 +76,7 @@ SourceDescription open_source(const std::string& source, const OpenOptions& opti
     if (type.empty()) fail(ErrorCode::invalid_argument, "config.json in '" + source + "' has no model_type");
     d.plugin = registry.find(type);
     d.provider = make_hf_provider(ck, d.plugin->plan(config), type, d.plugin->name(), pool);
+    d.files = directory_model_files(source);
     return d;
   }
   fail(ErrorCode::invalid_argument, "'" + source +

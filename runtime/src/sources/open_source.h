@@ -6,6 +6,7 @@
 
 #include "plugins/plugin_registry.h"
 #include "sources/component_provider.h"
+#include "text/model_files.h"
 
 namespace surf {
 
@@ -13,7 +14,11 @@ struct SourceDescription {
   std::string kind;
   std::shared_ptr<ComponentProvider> provider;
   std::shared_ptr<const LoadedPlugin> plugin;
+  std::shared_ptr<ModelFiles> files;  // tokenizer files, generation_config.json
 };
+
+// The files of SOURCE alone (no plugin, no weights): for tokenizing without opening the model.
+std::shared_ptr<ModelFiles> open_model_files(const std::string& source, const OpenOptions& options);
 
 SourceDescription open_source(const std::string& source, const OpenOptions& options, PluginRegistry& registry,
                               std::shared_ptr<BufferPool> pool);

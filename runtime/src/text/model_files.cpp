@@ -6,6 +6,8 @@
 #include <sstream>
 
 #include "surf/error.h"
+#include "surf/storage/buffer.h"
+#include "surf/storage/chunk.h"
 
 namespace fs = std::filesystem;
 
@@ -30,6 +32,25 @@ class DirectoryFiles final : public ModelFiles {
   std::string dir_;
 };
 
+class StoreFiles final : public ModelFiles {
+ public:
+  StoreFiles(std::shared_ptr<StorageBackend> backend, Manifest manifest) : backend_(std::move(backend)), manifest_(std::move(manifest)) {}
+  std::optional<std::string> read(const std::string& name) override {
+    const ManifestFile* f = manifest_.find_file(name);
+    if (f == nullptr) return std::nullopt;
+    ByteBuffer buf;
+    backend_->get(file_key(name), buf);
+    if (buf.size() != f->bytes || checksum_of(buf.data(), buf.size()) != f->checksum) {
+      fail(ErrorCode::corrupt, "file '" + name + "' in " + backend_->describe() + " does not match its manifest entry (size or checksum)");
+    }
+    return std::string(reinterpret_cast<const char*>(buf.data()), buf.size());
+  }
+
+ private:
+  std::shared_ptr<StorageBackend> backend_;
+  Manifest manifest_;
+};
+
 class NoFiles final : public ModelFiles {
  public:
   std::optional<std::string> read(const std::string&) override { return std::nullopt; }
@@ -51,6 +72,9 @@ std::vector<int64_t> ids_of(const nlohmann::json& j) {
 
 std::unique_ptr<ModelFiles> directory_model_files(const std::string& dir) { return std::make_unique<DirectoryFiles>(dir); }
 std::unique_ptr<ModelFiles> no_model_files() { return std::make_unique<NoFiles>(); }
+std::unique_ptr<ModelFiles> store_model_files(std::shared_ptr<StorageBackend> backend, Manifest manifest) {
+  return std::make_unique<StoreFiles>(std::move(backend), std::move(manifest));
+}
 
 TokenizerFiles read_tokenizer_files(ModelFiles& files) {
   TokenizerFiles f;

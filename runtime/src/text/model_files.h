@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "surf/storage/backend.h"
+#include "surf/storage/manifest.h"
 #include "surf/tokenizer.h"
 
 namespace surf {
@@ -19,8 +21,11 @@ class ModelFiles {
   virtual std::optional<std::string> read(const std::string& name) = 0;
 };
 
-// Files next to config.json (a HuggingFace checkpoint, or a chunk store directory).
+// Files next to config.json in a HuggingFace checkpoint directory.
 std::unique_ptr<ModelFiles> directory_model_files(const std::string& dir);
+// The files a chunk store lists in its manifest (directory or S3), checked against the listed
+// size and checksum (Error(corrupt) on a mismatch).
+std::unique_ptr<ModelFiles> store_model_files(std::shared_ptr<StorageBackend> backend, Manifest manifest);
 // A source that carries no files.
 std::unique_ptr<ModelFiles> no_model_files();
 

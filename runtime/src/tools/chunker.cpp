@@ -1,5 +1,6 @@
 // HF checkpoint -> chunk store, one chunk per component of the plugin's plan.
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 
 #include "sources/component_provider.h"
@@ -22,6 +23,14 @@ std::optional<DType> target_dtype(const std::string& name) {
   const DType d = dtype_from_name(name);
   if (!is_float(d)) fail(ErrorCode::invalid_argument, "--dtype " + name + " is not a float type (keep, f32, bf16, f16)");
   return d;
+}
+
+std::string read_whole_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) fail(ErrorCode::io, "cannot read '" + p.string() + "'");
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
 }
 
 }  // namespace
@@ -92,6 +101,16 @@ std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, 
     total_stored += mc.bytes;
     m.components.push_back(std::move(mc));
   }
+  // The text side travels with the weights: tokenizer files and generation_config.json.
+  size_t copied = 0;
+  for (const auto& name : tokenizer_file_names()) {
+    const fs::path p = fs::path(hf_dir) / name;
+    if (!fs::is_regular_file(p)) continue;
+    const std::string bytes = read_whole_file(p);
+    backend->put(file_key(name), bytes.data(), bytes.size());
+    m.files.push_back({name, bytes.size(), checksum_of(bytes.data(), bytes.size())});
+    ++copied;
+  }
   // The manifest goes last: a store without one is visibly incomplete.
   const std::string text = m.to_json();
   backend->put("manifest.json", text.data(), text.size());
@@ -99,6 +118,10 @@ std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, 
   s << "chunked " << hf_dir << " (" << type << ", plugin " << plugin->name() << ") into " << backend->describe()
     << ": " << m.components.size() << " components, " << total_raw << " tensor bytes, " << total_stored
     << " bytes stored (" << m.compression << ")";
+  if (copied > 0) {
+    s << "; files:";
+    for (const auto& f : m.files) s << " " << f.name;
+  }
   return s.str();
 }
 

@@ -29,6 +29,14 @@ struct ManifestComponent {
   std::vector<ManifestTensor> tensors;
 };
 
+// A file copied from the checkpoint beside the chunks (tokenizer files, generation_config.json),
+// stored at file_key(name).
+struct ManifestFile {
+  std::string name;      // as in the checkpoint: [A-Za-z0-9_.-]+
+  uint64_t bytes = 0;
+  std::string checksum;  // as chunks' (checksum_of)
+};
+
 struct Manifest {
   int format_version = kManifestFormatVersion;
   std::string architecture;    // plugin name that chunked it
@@ -38,8 +46,10 @@ struct Manifest {
   std::string dtype = "keep";
   std::vector<ManifestComponent> components;
   std::vector<std::string> execution_order;
+  std::vector<ManifestFile> files;  // absent in stores made before files travelled: empty
 
   const ManifestComponent* find(const std::string& id) const;
+  const ManifestFile* find_file(const std::string& name) const;
   std::string to_json() const;
   static Manifest from_json(const std::string& text);  // Error(corrupt/unsupported) on bad input
 };
@@ -49,5 +59,6 @@ struct Manifest {
 bool is_valid_component_id(std::string_view id);
 void validate_component_id(const std::string& id);
 std::string chunk_key(const std::string& component_id);
+std::string file_key(const std::string& file_name);  // "files/<name>"
 
 }  // namespace surf
