@@ -1,7 +1,7 @@
 // Every case of tests/data/tokenizers/expected/NAME.json (made by make_expected.mjs with
 // @lenml/tokenizers, a JavaScript port of transformers.js's tokenizers) through our tokenizer:
-// ids with and without special tokens identical, and decode gives the text back wherever the
-// reference's decode does. The T5-layout Unigram file is also checked against SentencePiece's own
+// ids with and without special tokens identical, decode of the reference's ids identical to the
+// reference's decode, and decode gives the text back wherever the reference's decode does. The T5-layout Unigram file is also checked against SentencePiece's own
 // ids (spm_encode), and the SentencePiece path (libsentencepiece on the .model) against them too.
 #include <gtest/gtest.h>
 
@@ -17,7 +17,7 @@ using nlohmann::json;
 namespace {
 
 struct Totals {
-  size_t cases = 0, ids = 0, mismatches = 0, roundtrips = 0, by_spm = 0;
+  size_t cases = 0, ids = 0, mismatches = 0, decodes = 0, roundtrips = 0, by_spm = 0;
 };
 
 std::string shorten(const std::string& s) { return s.size() > 60 ? s.substr(0, 60) + "..." : s; }
@@ -62,13 +62,17 @@ TEST_P(Conformance, IdsAndRoundTripsMatchTheReference) {
       ++t.mismatches;
       ADD_FAILURE() << name << " [" << c["kind"].get<std::string>() << "] '" << shorten(text) << "': ids differ from the reference";
     }
+    // Decode: the reference's ids give the reference's text, and the text back where it does.
+    EXPECT_EQ(tok->decode(c["plain"].get<std::vector<int64_t>>()), c["decoded"].get<std::string>())
+        << name << ": decode differs from the reference's for '" << shorten(text) << "'";
+    ++t.decodes;
     if (c["roundtrip"].get<bool>()) {
       ++t.roundtrips;
       EXPECT_EQ(tok->decode(plain), text) << name << ": decode does not give back '" << shorten(text) << "'";
     }
   }
-  std::printf("%s: %zu cases, %zu ids compared, %zu mismatches, %zu decode round trips checked%s\n", name.c_str(),
-              t.cases, t.ids, t.mismatches, t.roundtrips,
+  std::printf("%s: %zu cases, %zu ids compared, %zu mismatches, %zu decodes compared, %zu round trips checked%s\n",
+              name.c_str(), t.cases, t.ids, t.mismatches, t.decodes, t.roundtrips,
               t.by_spm ? (" (" + std::to_string(t.by_spm) + " case(s) against SentencePiece's ids)").c_str() : "");
   EXPECT_EQ(t.mismatches, 0u);
 }
