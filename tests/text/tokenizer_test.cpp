@@ -6,6 +6,8 @@
 #include "text/text_test_util.h"
 
 #include <fstream>
+#include <iterator>
+#include <random>
 
 using namespace surf;
 
@@ -60,7 +62,7 @@ TEST(Tokenizer, UnsupportedPartsNameTheirJsonPath) {
 TEST(Tokenizer, InvalidUtf8IsAnErrorNotACrash) {
   for (const char* name : {"llama3", "llama2", "bert-base-uncased", "t5-unigram"}) {
     const auto tok = Tokenizer::from_json(test::tokenizer_json(name));
-    for (const std::string bad : {std::string("abc\xff"), std::string("\xc3"), std::string("\xed\xa0\x80"),
+    for (const std::string& bad : {std::string("abc\xff"), std::string("\xc3"), std::string("\xed\xa0\x80"),
                                   std::string("ok \xe2\x82"), std::string("\xf8\x88\x80\x80\x80")}) {
       const Error e = error_of([&] { tok->encode(bad); });
       EXPECT_EQ(e.code(), ErrorCode::invalid_argument) << name;
@@ -125,7 +127,9 @@ TEST(Tokenizer, StreamedPiecesConcatenateToTheDecode) {
     }
     streamed += stream.finish();
     EXPECT_EQ(streamed, tok->decode(ids, true)) << name;
-    if (std::string(name) == "llama3" || std::string(name) == "llama2") EXPECT_GT(held_back, 0u) << name;
+    if (std::string(name) == "llama3" || std::string(name) == "llama2") {
+      EXPECT_GT(held_back, 0u) << name;
+    }
   }
 }
 
@@ -140,6 +144,65 @@ TEST(Tokenizer, SentencePiecePathFromADirectory) {
   EXPECT_EQ(ids.back(), 1);  // </s>
   EXPECT_EQ(tok->decode(ids, true), "This License applies to any program.");
   EXPECT_EQ(tok->decode(ids, false), "This License applies to any program.</s>");
+}
+
+}  // namespace
+
+namespace {
+
+// Seeded random inputs: arbitrary bytes are refused cleanly when not UTF-8 and never crash;
+// random valid text (all planes, combining marks, whitespace, special-token fragments) encodes,
+// and byte-level BPE gives it back exactly.
+TEST(Tokenizer, RandomInputsNeverCrashAndByteLevelRoundTrips) {
+  std::mt19937_64 rng(20261129);
+  auto random_text = [&](size_t n) {
+    static const char32_t pool[] = {U' ', U'\t', U'\n', U'\r', U'a', U'Z', U'0', U'\'', U'<', U'|', U'>', U'#', U'\u00e9', U'\u0301',
+                                    U'\u200d', U'\u2581', U'\u3000', U'\u4e2d', U'\uac00', U'\U0001F600', U'\U00020000', U'\uFFFD'};
+    std::string s;
+    for (size_t i = 0; i < n; ++i) {
+      char32_t c = rng() % 3 == 0 ? static_cast<char32_t>(rng() % 0x30000) : pool[rng() % std::size(pool)];
+      if (c >= 0xD800 && c <= 0xDFFF) c = U'x';
+      if (c == 0) c = U'y';
+      std::string u;
+      if (c < 0x80) {
+        u.push_back(static_cast<char>(c));
+      } else if (c < 0x800) {
+        u = {static_cast<char>(0xC0 | (c >> 6)), static_cast<char>(0x80 | (c & 0x3F))};
+      } else if (c < 0x10000) {
+        u = {static_cast<char>(0xE0 | (c >> 12)), static_cast<char>(0x80 | ((c >> 6) & 0x3F)), static_cast<char>(0x80 | (c & 0x3F))};
+      } else {
+        u = {static_cast<char>(0xF0 | (c >> 18)), static_cast<char>(0x80 | ((c >> 12) & 0x3F)),
+             static_cast<char>(0x80 | ((c >> 6) & 0x3F)), static_cast<char>(0x80 | (c & 0x3F))};
+      }
+      s += u;
+    }
+    return s;
+  };
+  for (const char* name : {"tiny-bpe-512", "llama2", "bert-tiny-512", "t5-unigram"}) {
+    const auto tok = Tokenizer::from_json(test::tokenizer_json(name));
+    const bool byte_level = std::string(name) == "tiny-bpe-512";
+    for (int k = 0; k < 300; ++k) {
+      std::string bytes(rng() % 40, '\0');
+      for (char& b : bytes) b = static_cast<char>(rng());
+      try {
+        const auto ids = tok->encode(bytes);
+        (void)tok->decode(ids);
+      } catch (const Error& e) {
+        EXPECT_EQ(e.code(), ErrorCode::invalid_argument) << name << ": " << e.what();
+      }
+      const std::string text = random_text(rng() % 60);
+      const auto ids = tok->encode(text, false);
+      const std::string back = tok->decode(ids);
+      if (byte_level) {
+        EXPECT_EQ(back, text) << name;
+      }
+      StreamDecoder stream(*tok, false);
+      std::string streamed;
+      for (int64_t id : ids) streamed += stream.push(id);
+      streamed += stream.finish();
+      EXPECT_EQ(streamed, back) << name;
+    }
+  }
 }
 
 }  // namespace
