@@ -19,7 +19,7 @@ namespace {
 std::unique_ptr<Session> open(const std::string& source) {
   OpenOptions o;
   o.plugin_dirs = {test::plugin_dir()};
-  o.cache_layers = 1;
+  o.cache_size = 1;
   return Session::open(source, o);
 }
 
