@@ -15,7 +15,8 @@ Outgoing answer(uint64_t id, const Answer& a) {
   return o;
 }
 
-// The model a request names, or nullptr once an error answer has been sent.
+}  // namespace
+
 const ServedModel* find_model(ServerState& state, uint64_t id, const std::string& model, const Respond& respond) {
   if (!is_valid_component_id(model)) {
     respond(error_answer(state, id, ErrorCode::invalid_argument, "invalid model name '" + model + "'"));
@@ -28,8 +29,6 @@ const ServedModel* find_model(ServerState& state, uint64_t id, const std::string
   }
   return &it->second;
 }
-
-}  // namespace
 
 Outgoing error_answer(ServerState& state, uint64_t id, ErrorCode code, const std::string& message) {
   state.metrics.error(wire::code_for(code));
@@ -50,6 +49,7 @@ void handle_request(const std::shared_ptr<ServerState>& state, ConnectionAuth& a
   if (const auto* m = std::get_if<wire::GetManifest>(&request.body)) {
     return handle_get_manifest(*state, request.id, *m, respond);
   }
+  if (const auto* f = std::get_if<wire::GetFile>(&request.body)) return handle_get_file(state, request.id, *f, respond);
   return handle_get_chunk(state, request.id, std::get<wire::GetChunk>(request.body), respond);
 }
 

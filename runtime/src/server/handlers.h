@@ -39,5 +39,10 @@ void handle_list_models(ServerState& state, uint64_t id, const Respond& respond)
 void handle_get_manifest(ServerState& state, uint64_t id, const wire::GetManifest& request, const Respond& respond);
 void handle_get_chunk(const std::shared_ptr<ServerState>& state, uint64_t id, const wire::GetChunk& request,
                       const Respond& respond);
+// file_handler.cpp: a file the model's manifest lists (tokenizer files, generation_config.json).
+void handle_get_file(const std::shared_ptr<ServerState>& state, uint64_t id, const wire::GetFile& request,
+                     const Respond& respond);
+// The served model a request names, or nullptr once an error answer has been sent.
+const ServedModel* find_model(ServerState& state, uint64_t id, const std::string& model, const Respond& respond);
 
 }  // namespace surf::server

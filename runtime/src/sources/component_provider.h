@@ -94,6 +94,14 @@ std::unique_ptr<ComponentProvider> make_hf_provider(std::shared_ptr<HfCheckpoint
 
 struct OpenOptions;
 // ws://host:port[/model]: a weight server (docs/protocol.md).
+// ws:// components and the model's files (get_file) over one connection.
+class ModelFiles;
+struct WsSource {
+  std::shared_ptr<ComponentProvider> provider;
+  std::shared_ptr<ModelFiles> files;
+};
+WsSource open_ws_source(const std::string& url, const OpenOptions& options, std::shared_ptr<BufferPool> pool);
+
 std::unique_ptr<ComponentProvider> make_ws_provider(const std::string& url, const OpenOptions& options,
                                                     std::shared_ptr<BufferPool> pool);
 

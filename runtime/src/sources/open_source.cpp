@@ -23,9 +23,8 @@ Manifest read_manifest(StorageBackend& backend) {
 }  // namespace
 
 std::shared_ptr<ModelFiles> open_model_files(const std::string& source, const OpenOptions& options) {
-  (void)options;
   if (source.rfind("ws://", 0) == 0 || source.rfind("wss://", 0) == 0) {
-    fail(ErrorCode::unsupported, "tokenizer files from '" + source + "' are not served yet");
+    return open_ws_source(source, options, std::make_shared<BufferPool>(1)).files;
   }
   if (is_s3_url(source)) {
     auto backend = open_store_backend(source, false);
@@ -45,8 +44,9 @@ SourceDescription open_source(const std::string& source, const OpenOptions& opti
   SourceDescription d;
   if (source.rfind("ws://", 0) == 0 || source.rfind("wss://", 0) == 0) {
     d.kind = "ws";
-    d.provider = make_ws_provider(source, options, pool);
-    d.files = no_model_files();
+    WsSource ws = open_ws_source(source, options, pool);
+    d.provider = std::move(ws.provider);
+    d.files = std::move(ws.files);
     d.plugin = registry.find(d.provider->manifest().model_type);
     return d;
   }

@@ -1,4 +1,5 @@
-// ws://host:port[/model]: components from a weight server, with reconnect and retry.
+// ws://host:port[/model]: components and the model's files from a weight server, with reconnect
+// and retry.
 #include <chrono>
 #include <mutex>
 #include <thread>
@@ -8,6 +9,7 @@
 #include "surf/runtime.h"
 #include "surf/storage/chunk.h"
 #include "transport/wire.h"
+#include "text/model_files.h"
 #include "transport/ws_connection.h"
 
 namespace surf {
@@ -74,6 +76,21 @@ class WsProvider final : public ComponentProvider {
     });
   }
 
+  // A file the manifest lists (get_file), checked against its size and checksum.
+  std::optional<std::string> read_file(const std::string& name) {
+    const ManifestFile* f = manifest_.find_file(name);
+    if (f == nullptr) return std::nullopt;
+    return retrying("file '" + name + "'", [&] {
+      auto conn = connection();
+      ReplyPtr r = call(conn, wire::GetFile{url_.model, name}, f->bytes);
+      const auto& file = expect<wire::FileAnswer>(*r, "file '" + name + "' from " + describe(), "a file");
+      if (file.size != f->bytes || checksum_of(file.data, file.size) != f->checksum) {
+        fail(ErrorCode::corrupt, "file '" + name + "' from " + describe() + " does not match its manifest entry (size or checksum)");
+      }
+      return std::optional<std::string>(std::string(reinterpret_cast<const char*>(file.data), file.size));
+    });
+  }
+
  private:
   std::shared_ptr<WsConnection> connection() {
     std::lock_guard lock(mutex_);
@@ -132,11 +149,25 @@ class WsProvider final : public ComponentProvider {
   std::shared_ptr<WsConnection> conn_;
 };
 
+class WsFiles final : public ModelFiles {
+ public:
+  explicit WsFiles(std::shared_ptr<WsProvider> provider) : provider_(std::move(provider)) {}
+  std::optional<std::string> read(const std::string& name) override { return provider_->read_file(name); }
+
+ private:
+  std::shared_ptr<WsProvider> provider_;
+};
+
 }  // namespace
 
 std::unique_ptr<ComponentProvider> make_ws_provider(const std::string& url, const OpenOptions& options,
                                                     std::shared_ptr<BufferPool> pool) {
   return std::make_unique<WsProvider>(url, options, std::move(pool));
+}
+
+WsSource open_ws_source(const std::string& url, const OpenOptions& options, std::shared_ptr<BufferPool> pool) {
+  auto p = std::make_shared<WsProvider>(url, options, std::move(pool));
+  return {p, std::make_shared<WsFiles>(p)};
 }
 
 }  // namespace surf

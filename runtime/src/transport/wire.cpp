@@ -78,7 +78,8 @@ const char* op_name(const RequestBody& body) {
   return std::visit(Overloaded{[](const Hello&) { return "hello"; },
                                [](const ListModels&) { return "list_models"; },
                                [](const GetManifest&) { return "get_manifest"; },
-                               [](const GetChunk&) { return "get_chunk"; }},
+                               [](const GetChunk&) { return "get_chunk"; },
+                               [](const GetFile&) { return "get_file"; }},
                     body);
 }
 
@@ -108,6 +109,13 @@ void encode_request(ByteBuffer& out, const Request& r) {
                           pk.pack(g.model);
                           pack_key(pk, "component");
                           pk.pack(g.component);
+                        },
+                        [&](const GetFile& g) {
+                          begin_request(pk, 4, r.id, op);
+                          pack_key(pk, "model");
+                          pk.pack(g.model);
+                          pack_key(pk, "name");
+                          pk.pack(g.name);
                         }},
              r.body);
 }
@@ -121,7 +129,7 @@ std::variant<Request, BadRequest> decode_request(const std::byte* data, size_t s
   }
   const msgpack::object& req = oh.get();
   Request r;
-  std::string op, model, component, token;
+  std::string op, model, component, name, token;
   int version = -1;
   try {
     if (req.type != msgpack::type::MAP) throw msgpack::type_error();
@@ -129,6 +137,7 @@ std::variant<Request, BadRequest> decode_request(const std::byte* data, size_t s
     op = string_or_empty(req, "op");
     model = string_or_empty(req, "model");
     component = string_or_empty(req, "component");
+    name = string_or_empty(req, "name");
     token = string_or_empty(req, "token");
     if (auto* f = mp::field(req, "version")) version = f->as<int>();
   } catch (const std::exception&) {
@@ -142,6 +151,8 @@ std::variant<Request, BadRequest> decode_request(const std::byte* data, size_t s
     r.body = GetManifest{std::move(model)};
   } else if (op == "get_chunk") {
     r.body = GetChunk{std::move(model), std::move(component)};
+  } else if (op == "get_file") {
+    r.body = GetFile{std::move(model), std::move(name)};
   } else {
     return BadRequest{r.id, "unknown op '" + op + "'"};
   }
@@ -209,6 +220,23 @@ void encode_answer(ByteBuffer& out, uint64_t id, const ManifestAnswer& a) {
   pk.pack(a.manifest);
 }
 
+void encode_answer(ByteBuffer& out, uint64_t id, const FileAnswer& a) {
+  if (a.size > 0xffffffffu) fail(ErrorCode::too_large, "file '" + a.name + "' is over 4 GiB");
+  out.clear();
+  mp::BufferWriter w{out};
+  Packer pk(w);
+  begin_answer(pk, 4, id);
+  pack_key(pk, "model");
+  pk.pack(a.model);
+  pack_key(pk, "name");
+  pk.pack(a.name);
+  pack_key(pk, "checksum");
+  pk.pack(a.checksum);
+  pack_key(pk, "data");
+  pk.pack_bin(static_cast<uint32_t>(a.size));
+  pk.pack_bin_body(reinterpret_cast<const char*>(a.data), static_cast<uint32_t>(a.size));
+}
+
 void encode_chunk_answer_head(ByteBuffer& out, uint64_t id, const ChunkAnswer& a) {
   if (a.size > 0xffffffffu) fail(ErrorCode::too_large, "chunk '" + a.component + "' is over 4 GiB");
   out.clear();
@@ -247,7 +275,18 @@ Answer decode_answer(const std::byte* data, size_t size) {
       }
       a.body = std::move(e);
     } else if (const msgpack::object* d = mp::field(root, "data")) {
-      if (d->type != msgpack::type::BIN) malformed("chunk data is not a bin field");
+      const bool file = mp::field(root, "name") != nullptr && mp::field(root, "component") == nullptr;
+      if (d->type != msgpack::type::BIN) malformed(file ? "file data is not a bin field" : "chunk data is not a bin field");
+      if (file) {
+        FileAnswer f;
+        f.model = string_or_empty(root, "model");
+        f.name = string_or_empty(root, "name");
+        f.checksum = string_or_empty(root, "checksum");
+        f.data = reinterpret_cast<const std::byte*>(d->via.bin.ptr);
+        f.size = d->via.bin.size;
+        a.body = std::move(f);
+        return a;
+      }
       ChunkAnswer c;
       c.model = string_or_empty(root, "model");
       c.component = string_or_empty(root, "component");

@@ -35,14 +35,19 @@ struct GetChunk {
   std::string model;
   std::string component;
 };
-using RequestBody = std::variant<Hello, ListModels, GetManifest, GetChunk>;
+// A file the manifest lists under `files` (tokenizer files, generation_config.json).
+struct GetFile {
+  std::string model;
+  std::string name;
+};
+using RequestBody = std::variant<Hello, ListModels, GetManifest, GetChunk, GetFile>;
 
 struct Request {
   uint64_t id = 0;
   RequestBody body;
 };
 
-// The op's name on the wire: "hello", "list_models", "get_manifest", "get_chunk".
+// The op's name on the wire: "hello", "list_models", "get_manifest", "get_chunk", "get_file".
 const char* op_name(const RequestBody& body);
 
 void encode_request(ByteBuffer& out, const Request& request);
@@ -87,7 +92,15 @@ struct ChunkAnswer {
   const std::byte* data = nullptr;  // decoded: points into the received message
   size_t size = 0;
 };
-using AnswerBody = std::variant<ErrorAnswer, HelloAnswer, ListModelsAnswer, ManifestAnswer, ChunkAnswer>;
+// A model file: `data` (last field) holds its bytes; `checksum` is the manifest's.
+struct FileAnswer {
+  std::string model;
+  std::string name;
+  std::string checksum;
+  const std::byte* data = nullptr;  // encode: read from here; decoded: points into the message
+  size_t size = 0;
+};
+using AnswerBody = std::variant<ErrorAnswer, HelloAnswer, ListModelsAnswer, ManifestAnswer, ChunkAnswer, FileAnswer>;
 
 struct Answer {
   uint64_t id = 0;
@@ -98,12 +111,14 @@ void encode_answer(ByteBuffer& out, uint64_t id, const ErrorAnswer& answer);
 void encode_answer(ByteBuffer& out, uint64_t id, const HelloAnswer& answer);
 void encode_answer(ByteBuffer& out, uint64_t id, const ListModelsAnswer& answer);
 void encode_answer(ByteBuffer& out, uint64_t id, const ManifestAnswer& answer);
+void encode_answer(ByteBuffer& out, uint64_t id, const FileAnswer& answer);  // copies the file bytes
 // A chunk answer is sent as this head and then `answer.size` bytes of chunk (the `data` bin's
 // body, sent from the server's buffer without a copy; answer.data is not read here). The head ends
 // with the bin32 header, padded (`pad`) so that the chunk starts 64-byte aligned.
 void encode_chunk_answer_head(ByteBuffer& out, uint64_t id, const ChunkAnswer& answer);
 
-// Which answer it is follows from its fields (error, data, manifest, models, version). Bin fields
+// Which answer it is follows from its fields (error, data with name: a file, data: a chunk,
+// manifest, models, version). Bin fields
 // are referenced, not copied: the answer points into `data`, which must outlive it.
 // Error(network) naming the problem if the message is not a well-formed answer.
 Answer decode_answer(const std::byte* data, size_t size);
