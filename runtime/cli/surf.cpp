@@ -159,7 +159,7 @@ TensorMap read_inputs(const std::string& path) { return cli::read_input_tensors(
 
 int cmd_chunk(const std::vector<std::string>& argv) {
   const auto flags = join({{{"out", true, "chunk store to create: a directory or s3://bucket/prefix"},
-                            {"dtype", true, "keep | f32 | bf16 | f16 (default keep)"},
+                            {"dtype", true, "keep | f32 | bf16 | f16 | q8_0 | q4_0 (default keep; q8_0/q4_0 quantize linear-layer weights)"},
                             {"compress", true, "none | zstd (default none)"},
                             {"zstd-level", true, "zstd level (default 3)"}},
                            kPluginFlags});
@@ -344,19 +344,21 @@ int cmd_inspect(const std::vector<std::string>& argv) {
                                  {"role", c.resident ? "resident" : "streamed"},
                                  {"bytes", c.bytes},
                                  {"raw_bytes", c.raw_bytes},
-                                 {"tensors", c.tensors}});
+                                 {"tensors", c.tensors},
+                                 {"dtypes", c.dtypes}});
     }
+    j["dtype"] = info.dtype;
     std::cout << j.dump(1) << "\n";
     return 0;
   }
   uint64_t resident = 0, streamed = 0, biggest = 0;
   std::cout << "source: " << info.source << " (" << info.source_kind << ")\nmodel_type: " << info.model_type
-            << "\nplugin: " << info.plugin << "\ncomponents (execution order):\n";
+            << "\nplugin: " << info.plugin << "\ndtype: " << info.dtype << "\ncomponents (execution order):\n";
   for (const auto& id : info.execution_order) {
     for (const auto& c : info.components) {
       if (c.id != id) continue;
       std::cout << "  " << c.id << "  " << (c.resident ? "resident" : "streamed") << "  " << c.tensors
-                << " tensors  " << c.bytes << " bytes\n";
+                << " tensors (" << c.dtypes << ")  " << c.bytes << " bytes\n";
       (c.resident ? resident : streamed) += c.raw_bytes;
       if (!c.resident) biggest = std::max(biggest, c.raw_bytes);
     }
