@@ -369,10 +369,11 @@ int cmd_inspect(const std::vector<std::string>& argv) {
 }
 
 int cmd_check(const std::vector<std::string>& argv) {
-  const auto flags = join({{{"source", true, "hf (in place) | store (chunked to a temp store) | ws (that store behind a weight server) | a SOURCE URL"}},
+  const auto flags = join({{{"source", true, "hf (in place) | store (chunked to a temp store) | ws (that store behind a weight server) | a SOURCE URL"},
+                            {"dtype", true, "with store|ws: chunk as keep|f32|bf16|f16|q8_0|q4_0; q8_0/q4_0 compare with golden-<dtype>.*"}},
                            kStreamFlags, kPluginFlags});
   if (wants_help(argv)) {
-    print_help("check FIXTURE_DIR... [--plugin-dir DIR] [--source hf|store|ws]",
+    print_help("check FIXTURE_DIR... [--plugin-dir DIR] [--source hf|store|ws] [--dtype q8_0|q4_0]",
                "Runs each fixture (HF checkpoint + golden.safetensors + golden.json) through the plugin\n"
                "serving its model_type and compares every expected tensor with golden.json's rule and\n"
                "fp32 tolerance (generated ids exactly). Exit status 0 only if all pass.",
@@ -385,6 +386,7 @@ int cmd_check(const std::vector<std::string>& argv) {
   o.plugin_dirs = a.all("plugin-dir");
   o.source = a.get("source", "hf");
   read_stream_flags(a, o.cache_size, o.prefetch);
+  o.dtype = a.get("dtype", "keep");
   int passed = 0, failed = 0;
   for (const auto& dir : a.positional) {
     try {

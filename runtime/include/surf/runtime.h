@@ -249,6 +249,10 @@ class WeightServer {
 // Runs a golden fixture (HF checkpoint + golden.safetensors + golden.json) through its plugin.
 struct CheckOptions {
   std::string source = "hf";  // hf | store | ws (store served by an in-process weight server) | a SOURCE URL
+  // For store / ws: the chunker's --dtype. q8_0 / q4_0 compare against the fixture's
+  // golden-<dtype>.* (the float64 reference on the dequantized weights) with exact matmuls
+  // (ActivationRounding::none), and check the stored blocks against the sha256 listed there.
+  std::string dtype = "keep";
   std::vector<std::string> plugin_dirs;
   int cache_size = kDefaultCacheSize;
   int prefetch = kDefaultPrefetch;
