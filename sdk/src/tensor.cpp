@@ -4,9 +4,12 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <mutex>
 #include <sstream>
 
 #include "kernels/quant.h"
@@ -184,6 +187,66 @@ void* aligned_bytes(size_t n) {
   return p;
 }
 
+// Large tensor buffers (activations of a prefill: MBs each, made and dropped every layer) are kept
+// for reuse when freed: touching fresh pages is slow on VMs (~0.3 GB/s here, against 15 GB/s for
+// warm ones), and glibc returns big blocks to the OS. Up to SURF_TENSOR_CACHE_MB (default 32) MB
+// are kept, in size classes of a quarter octave; the oldest go first.
+class BlockCache {
+ public:
+  static BlockCache& get() {
+    static BlockCache* cache = new BlockCache();  // never destroyed: tensors may outlive statics
+    return *cache;
+  }
+  static size_t size_class(size_t n) {
+    size_t top = size_t{1} << (63 - __builtin_clzll(n));  // highest power of two <= n
+    const size_t step = std::max<size_t>(top / 4, 64);
+    return (n + step - 1) / step * step;
+  }
+  bool caches(size_t n) const { return n >= kMin && n <= limit_; }
+  void* take(size_t cls) {
+    {
+      std::lock_guard lock(mutex_);
+      for (auto it = free_.begin(); it != free_.end(); ++it) {
+        if (it->first == cls) {
+          void* p = it->second;
+          free_.erase(it);
+          held_ -= cls;
+          return p;
+        }
+      }
+    }
+    return aligned_bytes(cls);
+  }
+  void give(void* p, size_t cls) {
+    std::lock_guard lock(mutex_);
+    while (held_ + cls > limit_ && !free_.empty()) {
+      std::free(free_.front().second);
+      held_ -= free_.front().first;
+      free_.pop_front();
+    }
+    free_.emplace_back(cls, p);
+    held_ += cls;
+  }
+
+ private:
+  BlockCache() {
+    const char* env = std::getenv("SURF_TENSOR_CACHE_MB");
+    if (env != nullptr) limit_ = static_cast<size_t>(std::max(0L, std::atol(env))) << 20;
+  }
+  static constexpr size_t kMin = 256 << 10;
+  size_t limit_ = size_t{32} << 20;
+  std::mutex mutex_;
+  std::deque<std::pair<size_t, void*>> free_;  // oldest first
+  size_t held_ = 0;
+};
+
+std::shared_ptr<void> tensor_storage(size_t n) {
+  BlockCache& cache = BlockCache::get();
+  if (!cache.caches(n)) return std::shared_ptr<void>(aligned_bytes(n), [](void* q) { std::free(q); });
+  const size_t cls = BlockCache::size_class(n);
+  return std::shared_ptr<void>(cache.take(cls), [cls](void* q) { BlockCache::get().give(q, cls); });
+}
+
 int64_t whole_blocks(DType dtype, size_t count) {
   (void)row_bytes(dtype, static_cast<int64_t>(count));  // throws unless whole blocks
   return static_cast<int64_t>(count);
@@ -261,9 +324,9 @@ Tensor Tensor::empty(DType dtype, Shape shape) {
   Tensor t;
   t.dtype_ = dtype;
   t.shape_ = std::move(shape);
-  void* p = aligned_bytes(t.nbytes());
-  t.owner_ = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
-  t.data_ = p;
+  auto storage = tensor_storage(t.nbytes());
+  t.data_ = storage.get();
+  t.owner_ = std::move(storage);
   return t;
 }
 

@@ -11,6 +11,7 @@
 #include "kernels/pool.h"
 #include "kernels/quant.h"
 
+// GCC 12 warns falsely inside the AVX-512 intrinsic headers at -O3 (uninitialised upper halves).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -22,38 +23,31 @@ namespace surf::kernels {
 
 namespace {
 
-constexpr int64_t kTile = 32;  // activation rows per packed panel (two 16-lane vectors)
-constexpr int kPanel = 8;      // weight rows per packed panel
+// Blocking (BLIS-style). A packed weight panel of kNr rows x kKc columns (k-major, f32) stays in
+// L1 and serves every activation row; the activations of one kKc slice (m x kKc) stay in L2 and
+// serve every panel. The micro-kernel keeps an MR x NR tile of y in registers.
+constexpr int64_t kKc = 256;
+constexpr int kNr512 = 32, kMr512 = 12;  // 12 x 32: 24 zmm accumulators
+constexpr int kNr256 = 16, kMr256 = 6;   // 6 x 16: 12 ymm accumulators
 
-// A 64-byte aligned scratch buffer per thread, reused across calls.
-float* scratch(std::vector<float>& v, size_t floats) {
+float* aligned(std::vector<float>& v, size_t floats) {
   if (v.size() < floats + 16) v.resize(floats + 16);
-  auto p = reinterpret_cast<uintptr_t>(v.data());
+  const auto p = reinterpret_cast<uintptr_t>(v.data());
   return reinterpret_cast<float*>((p + 63) & ~uintptr_t{63});
 }
 
-// x[m, k] -> panels [tile][k][32] (rows past m are zero).
-void pack_a(const float* x, int64_t m, int64_t k, float* ap, int64_t t, int64_t k0, int64_t k1) {
-  float* out = ap + t * k * kTile;
-  const int64_t rows = std::min<int64_t>(kTile, m - t * kTile);
-  for (int64_t c = k0; c < k1; ++c) {
-    float* dst = out + c * kTile;
-    for (int64_t i = 0; i < rows; ++i) dst[i] = x[(t * kTile + i) * k + c];
-    for (int64_t i = rows; i < kTile; ++i) dst[i] = 0.0f;
-  }
-}
-
-// Rows [j0, j0 + rows) of w, columns [k0, k0 + kc), widened to f32 rows of `kc` in `out`.
+// Rows [j0, j0 + rows) of w, columns [k0, k0 + kc), widened to f32 rows of `ld` floats.
 SURF_AVX512 void widen_rows_avx512(const std::byte* w, DType dtype, int64_t k, int64_t j0, int rows, int64_t k0,
-                                   int64_t kc, float* out) {
+                                   int64_t kc, float* out, int64_t ld) {
   const size_t rb = row_bytes(dtype, k);
   for (int r = 0; r < rows; ++r) {
     const std::byte* row = w + (j0 + r) * rb;
-    float* dst = out + r * kc;
-    if (dtype == DType::BF16 || dtype == DType::F16) {
+    float* dst = out + r * ld;
+    if (dtype == DType::F32) {
+      std::memcpy(dst, reinterpret_cast<const float*>(row) + k0, static_cast<size_t>(kc) * 4);
+    } else if (dtype == DType::BF16 || dtype == DType::F16) {
       const auto* src = reinterpret_cast<const uint16_t*>(row) + k0;
-      int64_t i = 0;
-      for (; i < kc; i += 16) {
+      for (int64_t i = 0; i < kc; i += 16) {
         const __mmask16 m = kc - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (kc - i)) - 1);
         const __m256i h = _mm256_maskz_loadu_epi16(m, src + i);
         const __m512 v = dtype == DType::F16 ? _mm512_cvtph_ps(h)
@@ -64,10 +58,10 @@ SURF_AVX512 void widen_rows_avx512(const std::byte* w, DType dtype, int64_t k, i
       const auto* blk = reinterpret_cast<const BlockQ8_0*>(row) + k0 / kBlock;
       for (int64_t b = 0; b < kc / kBlock; ++b) {
         const __m512 d = _mm512_set1_ps(_cvtsh_ss(blk[b].d));
-        const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[b].qs))));
-        const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[b].qs + 16))));
-        _mm512_storeu_ps(dst + b * kBlock, _mm512_mul_ps(lo, d));
-        _mm512_storeu_ps(dst + b * kBlock + 16, _mm512_mul_ps(hi, d));
+        const __m128i* q = reinterpret_cast<const __m128i*>(blk[b].qs);
+        _mm512_storeu_ps(dst + b * kBlock, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q))), d));
+        _mm512_storeu_ps(dst + b * kBlock + 16,
+                         _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q + 1))), d));
       }
     } else {  // Q4_0
       const auto* blk = reinterpret_cast<const BlockQ4_0*>(row) + k0 / kBlock;
@@ -75,98 +69,208 @@ SURF_AVX512 void widen_rows_avx512(const std::byte* w, DType dtype, int64_t k, i
       for (int64_t b = 0; b < kc / kBlock; ++b) {
         const __m512 d = _mm512_set1_ps(_cvtsh_ss(blk[b].d));
         const __m512i raw = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[b].qs)));
-        const __m512 lo = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(raw, low), eight));
-        const __m512 hi = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(raw, 4), eight));
-        _mm512_storeu_ps(dst + b * kBlock, _mm512_mul_ps(lo, d));
-        _mm512_storeu_ps(dst + b * kBlock + 16, _mm512_mul_ps(hi, d));
+        _mm512_storeu_ps(dst + b * kBlock,
+                         _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(raw, low), eight)), d));
+        _mm512_storeu_ps(dst + b * kBlock + 16,
+                         _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(raw, 4), eight)), d));
       }
     }
   }
 }
 
-void widen_rows_generic(const std::byte* w, DType dtype, int64_t k, int64_t j0, int rows, int64_t k0, int64_t kc,
-                        float* out) {
+// 16 x 16 f32 transpose: rows r[0..15] (each 16 floats at src + i * lds) -> dst + c * ldd.
+SURF_AVX512 inline void transpose16(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * lds);
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+    r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+    r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+  }
+  // r[4q + s] holds, per 128-bit lane L, elements (row 4q + 0..3, column 4L + s).
+  for (int q = 0; q < 4; q += 2) {
+    for (int s = 0; s < 4; ++s) {
+      t[4 * q + s] = _mm512_shuffle_f32x4(r[4 * q + s], r[4 * (q + 1) + s], 0x88);      // lanes 0, 2
+      t[4 * (q + 1) + s] = _mm512_shuffle_f32x4(r[4 * q + s], r[4 * (q + 1) + s], 0xdd);  // lanes 1, 3
+    }
+  }
+  // t[4q + s] (q in {0, 2}): [rows 4q..4q+3 | rows 4q+4..] of columns (lane 0: s, lane 1: 8 + s, ...)
+  for (int s = 0; s < 4; ++s) {
+    const __m512 a = _mm512_shuffle_f32x4(t[s], t[8 + s], 0x88), b = _mm512_shuffle_f32x4(t[s], t[8 + s], 0xdd);
+    const __m512 c = _mm512_shuffle_f32x4(t[4 + s], t[12 + s], 0x88), d = _mm512_shuffle_f32x4(t[4 + s], t[12 + s], 0xdd);
+    _mm512_storeu_ps(dst + (s)*ldd, a);
+    _mm512_storeu_ps(dst + (8 + s) * ldd, b);
+    _mm512_storeu_ps(dst + (4 + s) * ldd, c);
+    _mm512_storeu_ps(dst + (12 + s) * ldd, d);
+  }
+}
+
+// Packs weight rows [j0, j0 + rows) (rows <= 32), columns [k0, k0 + kc), as panel[k][32] f32.
+SURF_AVX512 void pack_panel_avx512(const std::byte* w, DType dtype, int64_t k, int64_t j0, int rows, int64_t k0,
+                                   int64_t kc, float* rows_buf, float* panel) {
+  const int64_t kc16 = (kc + 15) / 16 * 16;
+  widen_rows_avx512(w, dtype, k, j0, rows, k0, kc, rows_buf, kc16);
+  for (int r = 0; r < kNr512; ++r) {
+    float* row = rows_buf + r * kc16;
+    if (r >= rows) {
+      std::memset(row, 0, static_cast<size_t>(kc16) * 4);
+    } else if (kc16 > kc) {
+      std::memset(row + kc, 0, static_cast<size_t>(kc16 - kc) * 4);
+    }
+  }
+  for (int64_t c = 0; c < kc16; c += 16) {
+    transpose16(rows_buf + c, kc16, panel + c * kNr512, kNr512);
+    transpose16(rows_buf + 16 * kc16 + c, kc16, panel + c * kNr512 + 16, kNr512);
+  }
+}
+
+// y[MR rows, 32 columns from y] (+)= a[kc][kMrPack] (packed activations, MR <= kMrPack used) *
+// panel[kc][32]; `cols` valid columns.
+// Cache lines to bring into L2 while a micro-kernel runs: the next panel's weights (which sit in
+// short runs, one per row: too short for the hardware prefetcher to catch).
+struct Prefetch {
+  const std::byte* base = nullptr;
+  size_t row_stride = 0, bytes = 0;  // per row
+  int rows = 0;
+  int64_t lines() const { return base ? rows * static_cast<int64_t>((bytes + 63) / 64) : 0; }
+  const char* line(int64_t i) const {
+    return reinterpret_cast<const char*>(base) + (i % rows) * row_stride + (i / rows) * 64;
+  }
+};
+
+template <int MR>
+SURF_AVX512 void micro_avx512(const float* a, const float* panel, int64_t kc, float* y, int64_t ldy, int cols,
+                              bool accumulate, const Prefetch& pf) {
+  __m512 acc[MR][2];
+  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  const int64_t lines = pf.lines();
+  for (int64_t c = 0; c < kc; ++c) {
+    if (2 * c < lines) {  // two lines per step: f32 panels have twice a bf16 one's
+      _mm_prefetch(pf.line(2 * c), _MM_HINT_T1);
+      if (2 * c + 1 < lines) _mm_prefetch(pf.line(2 * c + 1), _MM_HINT_T1);
+    }
+    const __m512 b0 = _mm512_load_ps(panel + c * kNr512), b1 = _mm512_load_ps(panel + c * kNr512 + 16);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 av = _mm512_set1_ps(a[c * kMr512 + i]);
+      acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
+    }
+  }
+  const __mmask16 m0 = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
+  const __mmask16 m1 = cols >= 32 ? __mmask16(0xffff) : cols <= 16 ? __mmask16(0) : __mmask16((1u << (cols - 16)) - 1);
+  for (int i = 0; i < MR; ++i) {
+    float* out = y + i * ldy;
+    if (accumulate) {
+      acc[i][0] = _mm512_add_ps(acc[i][0], _mm512_maskz_loadu_ps(m0, out));
+      acc[i][1] = _mm512_add_ps(acc[i][1], _mm512_maskz_loadu_ps(m1, out + 16));
+    }
+    _mm512_mask_storeu_ps(out, m0, acc[i][0]);
+    _mm512_mask_storeu_ps(out + 16, m1, acc[i][1]);
+  }
+}
+
+// Every activation row: packed tiles of kMr512 rows (the last one may be shorter).
+SURF_AVX512 void micro_avx512_rows(int64_t rows, const float* ap, const float* panel, int64_t kc, float* y, int64_t ldy,
+                                   int cols, bool accumulate, const Prefetch& next) {
+  const Prefetch none;
+  for (int64_t i = 0; i < rows; i += kMr512) {
+    const float* a = ap + (i / kMr512) * kc * kMr512;
+    float* out = y + i * ldy;
+    // The first tile asks for the next panel while it computes.
+    const Prefetch& use = i == 0 ? next : none;
+    switch (std::min<int64_t>(kMr512, rows - i)) {
+#define SURF_TILE(n) \
+  case n: micro_avx512<n>(a, panel, kc, out, ldy, cols, accumulate, use); break;
+      SURF_TILE(1) SURF_TILE(2) SURF_TILE(3) SURF_TILE(4) SURF_TILE(5) SURF_TILE(6)
+      SURF_TILE(7) SURF_TILE(8) SURF_TILE(9) SURF_TILE(10) SURF_TILE(11) SURF_TILE(12) SURF_TILE(13) SURF_TILE(14)
+#undef SURF_TILE
+      default: break;
+    }
+  }
+}
+
+// AVX2: panel[k][16], 6 x 16 tiles.
+void pack_panel_generic(const std::byte* w, DType dtype, int64_t k, int64_t j0, int rows, int64_t k0, int64_t kc,
+                        float* rows_buf, float* panel, int nr) {
   const size_t rb = row_bytes(dtype, k);
   for (int r = 0; r < rows; ++r) {
-    convert_to_f32(dtype, w + (j0 + r) * rb + row_bytes(dtype, k0), out + r * kc, static_cast<size_t>(kc));
+    convert_to_f32(dtype, w + (j0 + r) * rb + row_bytes(dtype, k0), rows_buf + r * kc, static_cast<size_t>(kc));
+  }
+  for (int64_t c = 0; c < kc; ++c) {
+    for (int r = 0; r < nr; ++r) panel[c * nr + r] = r < rows ? rows_buf[r * kc + c] : 0.0f;
   }
 }
 
-// y tile [32 activation rows, 8 weight rows] += ap[kc][32] x b[8][kc] (b given as row pointers).
-SURF_AVX512 void micro_avx512(const float* ap, const float* const* b, int64_t kc, float* tile) {
-  __m512 acc[2][kPanel];
-  for (int r = 0; r < kPanel; ++r) acc[0][r] = acc[1][r] = _mm512_setzero_ps();
-  const float *b0 = b[0], *b1 = b[1], *b2 = b[2], *b3 = b[3], *b4 = b[4], *b5 = b[5], *b6 = b[6], *b7 = b[7];
+template <int MR>
+SURF_AVX2 void micro_avx2(const float* a, const float* panel, int64_t kc, float* y, int64_t ldy, int cols,
+                          bool accumulate) {
+  __m256 acc[MR][2];
+  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
   for (int64_t c = 0; c < kc; ++c) {
-    const __m512 a0 = _mm512_load_ps(ap + c * kTile), a1 = _mm512_load_ps(ap + c * kTile + 16);
-#define SURF_STEP(r, p)                                      \
-  {                                                          \
-    const __m512 bv = _mm512_set1_ps(p[c]);                  \
-    acc[0][r] = _mm512_fmadd_ps(a0, bv, acc[0][r]);          \
-    acc[1][r] = _mm512_fmadd_ps(a1, bv, acc[1][r]);          \
-  }
-    SURF_STEP(0, b0) SURF_STEP(1, b1) SURF_STEP(2, b2) SURF_STEP(3, b3)
-    SURF_STEP(4, b4) SURF_STEP(5, b5) SURF_STEP(6, b6) SURF_STEP(7, b7)
-#undef SURF_STEP
-  }
-  for (int r = 0; r < kPanel; ++r) {
-    _mm512_store_ps(tile + r * kTile, acc[0][r]);
-    _mm512_store_ps(tile + r * kTile + 16, acc[1][r]);
-  }
-}
-
-// AVX2: the 32 x 8 tile as 32 x 3 + 32 x 3 + 32 x 2.
-template <int NR>
-SURF_AVX2 void micro_avx2_part(const float* ap, const float* const* b, int64_t kc, float* tile) {
-  __m256 acc[4][NR];
-  for (int r = 0; r < NR; ++r) acc[0][r] = acc[1][r] = acc[2][r] = acc[3][r] = _mm256_setzero_ps();
-  for (int64_t c = 0; c < kc; ++c) {
-    const float* a = ap + c * kTile;
-    const __m256 a0 = _mm256_load_ps(a), a1 = _mm256_load_ps(a + 8), a2 = _mm256_load_ps(a + 16),
-                 a3 = _mm256_load_ps(a + 24);
-    for (int r = 0; r < NR; ++r) {
-      const __m256 bv = _mm256_broadcast_ss(b[r] + c);
-      acc[0][r] = _mm256_fmadd_ps(a0, bv, acc[0][r]);
-      acc[1][r] = _mm256_fmadd_ps(a1, bv, acc[1][r]);
-      acc[2][r] = _mm256_fmadd_ps(a2, bv, acc[2][r]);
-      acc[3][r] = _mm256_fmadd_ps(a3, bv, acc[3][r]);
+    const __m256 b0 = _mm256_load_ps(panel + c * kNr256), b1 = _mm256_load_ps(panel + c * kNr256 + 8);
+    for (int i = 0; i < MR; ++i) {
+      const __m256 av = _mm256_broadcast_ss(a + c * kMr256 + i);
+      acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
+      acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
     }
   }
-  for (int r = 0; r < NR; ++r) {
-    for (int v = 0; v < 4; ++v) _mm256_store_ps(tile + r * kTile + 8 * v, acc[v][r]);
-  }
-}
-
-SURF_AVX2 void micro_avx2(const float* ap, const float* const* b, int64_t kc, float* tile) {
-  micro_avx2_part<3>(ap, b, kc, tile);
-  micro_avx2_part<3>(ap, b + 3, kc, tile + 3 * kTile);
-  micro_avx2_part<2>(ap, b + 6, kc, tile + 6 * kTile);
-}
-
-// Adds (or, for the first block of the reduction, stores) a finished tile into y.
-void scatter_tile(const float* tile, float* y, int64_t n, int64_t t, int64_t m, int64_t j0, int rows, bool first) {
-  const int64_t valid = std::min<int64_t>(kTile, m - t * kTile);
-  for (int64_t i = 0; i < valid; ++i) {
-    float* out = y + (t * kTile + i) * n + j0;
-    if (first) {
-      for (int r = 0; r < rows; ++r) out[r] = tile[r * kTile + i];
+  for (int i = 0; i < MR; ++i) {
+    float* out = y + i * ldy;
+    if (cols == kNr256) {
+      if (accumulate) {
+        acc[i][0] = _mm256_add_ps(acc[i][0], _mm256_loadu_ps(out));
+        acc[i][1] = _mm256_add_ps(acc[i][1], _mm256_loadu_ps(out + 8));
+      }
+      _mm256_storeu_ps(out, acc[i][0]);
+      _mm256_storeu_ps(out + 8, acc[i][1]);
     } else {
-      for (int r = 0; r < rows; ++r) out[r] += tile[r * kTile + i];
+      alignas(32) float tmp[kNr256];
+      _mm256_store_ps(tmp, acc[i][0]);
+      _mm256_store_ps(tmp + 8, acc[i][1]);
+      for (int c = 0; c < cols; ++c) out[c] = accumulate ? out[c] + tmp[c] : tmp[c];
     }
   }
 }
 
-int64_t block_of_k(int64_t k) {
-  constexpr int64_t target = 1024;
-  const int64_t blocks = (k + target - 1) / target;
-  return (k + blocks - 1) / blocks + kBlock - 1 - ((k + blocks - 1) / blocks + kBlock - 1) % kBlock;
+SURF_AVX2 void micro_avx2_rows(int64_t rows, const float* ap, const float* panel, int64_t kc, float* y, int64_t ldy,
+                               int cols, bool accumulate) {
+  for (int64_t i = 0; i < rows; i += kMr256) {
+    const float* a = ap + (i / kMr256) * kc * kMr256;
+    float* out = y + i * ldy;
+    switch (std::min<int64_t>(kMr256, rows - i)) {
+      case 1: micro_avx2<1>(a, panel, kc, out, ldy, cols, accumulate); break;
+      case 2: micro_avx2<2>(a, panel, kc, out, ldy, cols, accumulate); break;
+      case 3: micro_avx2<3>(a, panel, kc, out, ldy, cols, accumulate); break;
+      case 4: micro_avx2<4>(a, panel, kc, out, ldy, cols, accumulate); break;
+      case 5: micro_avx2<5>(a, panel, kc, out, ldy, cols, accumulate); break;
+      default: micro_avx2<6>(a, panel, kc, out, ldy, cols, accumulate); break;
+    }
+  }
 }
 
-// The portable path: panels widened to f32, then OpenBLAS sgemm on each.
+// Activations x[m, k] -> for each block of kKc columns, tiles of `mr` rows: [tile][kc][mr]
+// (rows past m are zero). Block b starts at b * m_padded * kKc.
+void pack_activations(const float* x, int64_t m, int64_t k, int mr, float* out, int64_t b, int64_t t) {
+  const int64_t tiles = (m + mr - 1) / mr;
+  const int64_t k0 = b * kKc, kc = std::min(kKc, k - k0);
+  float* dst = out + b * tiles * mr * kKc + t * kc * mr;
+  const int64_t rows = std::min<int64_t>(mr, m - t * mr);
+  for (int64_t c = 0; c < kc; ++c) {
+    for (int64_t i = 0; i < rows; ++i) dst[c * mr + i] = x[(t * mr + i) * k + k0 + c];
+    for (int64_t i = rows; i < mr; ++i) dst[c * mr + i] = 0.0f;
+  }
+}
+
+// The portable path: panels widened to f32, then OpenBLAS sgemm on each (single-threaded inside
+// the pool's tasks).
 void gemm_blas(const float* x, int64_t m, int64_t k, const std::byte* w, DType dtype, int64_t n, float* y) {
-  Pool& pool = Pool::get();
   const int64_t rows = std::max<int64_t>(8, std::min<int64_t>(256, (1 << 18) / std::max<int64_t>(k, 1)));
-  pool.run_ranges(n, rows, 8, [&](int64_t n0, int64_t n1) {
+  Pool::get().run_ranges(n, rows, 8, [&](int64_t n0, int64_t n1) {
     thread_local std::vector<float> buf;
     for (int64_t j0 = n0; j0 < n1; j0 += rows) {
       const int64_t r = std::min(rows, n1 - j0);
@@ -174,8 +278,9 @@ void gemm_blas(const float* x, int64_t m, int64_t k, const std::byte* w, DType d
       if (dtype == DType::F32) {
         panel = reinterpret_cast<const float*>(w) + j0 * k;
       } else {
-        float* p = scratch(buf, static_cast<size_t>(r * k));
-        widen_rows_generic(w, dtype, k, j0, static_cast<int>(r), 0, k, p);
+        float* p = aligned(buf, static_cast<size_t>(r * k));
+        const size_t rb = row_bytes(dtype, k);
+        for (int64_t i = 0; i < r; ++i) convert_to_f32(dtype, w + (j0 + i) * rb, p + i * k, static_cast<size_t>(k));
         panel = p;
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(r),
@@ -195,53 +300,37 @@ void gemm(const float* x, int64_t m, int64_t k, const std::byte* w, DType dtype,
   }
   Pool& pool = Pool::get();
   const bool avx512 = cpu.level == IsaLevel::avx512;
-  const int64_t tiles = (m + kTile - 1) / kTile;
+  const int nr = avx512 ? kNr512 : kNr256, mr = avx512 ? kMr512 : kMr256;
+  // Activations packed once per call, shared by every task: contiguous broadcasts, and no cache-set
+  // conflicts between rows whose stride is a multiple of 4 KB.
+  const int64_t tiles = (m + mr - 1) / mr, blocks = (k + kKc - 1) / kKc;
   thread_local std::vector<float> a_buf;
-  float* ap = scratch(a_buf, static_cast<size_t>(tiles * k * kTile));
-  const int64_t kchunk = 256;
-  const int64_t kchunks = (k + kchunk - 1) / kchunk;
-  pool.run(tiles * kchunks, [&](int64_t task) {
-    const int64_t t = task / kchunks, c = task % kchunks;
-    pack_a(x, m, k, ap, t, c * kchunk, std::min(k, (c + 1) * kchunk));
-  });
-  const int64_t kc_block = std::min(k, block_of_k(k));
-  const float* zeros = nullptr;
-  thread_local std::vector<float> zero_buf;
-  if (n % kPanel != 0) {
-    zero_buf.assign(static_cast<size_t>(kc_block), 0.0f);
-    zeros = zero_buf.data();
-  }
-  const size_t rb = row_bytes(dtype, k);
-  // Tasks: ranges of weight rows, 8-aligned, at least 64 rows each.
-  pool.run_ranges(n, 64, kPanel, [&](int64_t n0, int64_t n1) {
-    thread_local std::vector<float> panel_buf, tile_buf;
-    float* panel = scratch(panel_buf, static_cast<size_t>(kPanel * kc_block));
-    float* tile = scratch(tile_buf, static_cast<size_t>(kPanel * kTile));
-    for (int64_t k0 = 0; k0 < k; k0 += kc_block) {
-      const int64_t kc = std::min(kc_block, k - k0);
-      for (int64_t j0 = n0; j0 < n1; j0 += kPanel) {
-        const int rows = static_cast<int>(std::min<int64_t>(kPanel, n1 - j0));
-        const float* b[kPanel];
-        if (dtype == DType::F32) {
-          for (int r = 0; r < kPanel; ++r) {
-            b[r] = r < rows ? reinterpret_cast<const float*>(w + (j0 + r) * rb) + k0 : zeros;
+  float* ap = aligned(a_buf, static_cast<size_t>(blocks * tiles * mr * kKc));
+  pool.run(blocks * tiles, [&](int64_t task) { pack_activations(x, m, k, mr, ap, task / tiles, task % tiles); });
+  // Tasks: ranges of weight rows, whole panels, a few per thread (dynamic: a busy core does less).
+  pool.run_ranges(n, 4 * nr, nr, [&](int64_t n0, int64_t n1) {
+    thread_local std::vector<float> rows_buf, panel_buf;
+    float* rows = aligned(rows_buf, static_cast<size_t>(kNr512 * (kKc + 16)));
+    float* panel = aligned(panel_buf, static_cast<size_t>(kNr512 * (kKc + 16)));
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t k0 = b * kKc, kc = std::min(kKc, k - k0);
+      const float* a = ap + b * tiles * mr * kKc;
+      for (int64_t j0 = n0; j0 < n1; j0 += nr) {
+        const int cols = static_cast<int>(std::min<int64_t>(nr, n1 - j0));
+        if (avx512) {
+          pack_panel_avx512(w, dtype, k, j0, cols, k0, kc, rows, panel);
+          Prefetch next;
+          if (j0 + nr < n1) {
+            const int64_t skew = k0 % dtype_block_elements(dtype);
+            next.base = w + (j0 + nr) * row_bytes(dtype, k) + row_bytes(dtype, k0 - skew);
+            next.row_stride = row_bytes(dtype, k);
+            next.bytes = row_bytes(dtype, kc + skew);
+            next.rows = static_cast<int>(std::min<int64_t>(nr, n1 - j0 - nr));
           }
+          micro_avx512_rows(m, a, panel, kc, y + j0, n, cols, b > 0, next);
         } else {
-          if (avx512) {
-            widen_rows_avx512(w, dtype, k, j0, rows, k0, kc, panel);
-          } else {
-            widen_rows_generic(w, dtype, k, j0, rows, k0, kc, panel);
-          }
-          for (int r = 0; r < kPanel; ++r) b[r] = r < rows ? panel + r * kc : zeros;
-        }
-        for (int64_t t = 0; t < tiles; ++t) {
-          const float* a = ap + (t * k + k0) * kTile;
-          if (avx512) {
-            micro_avx512(a, b, kc, tile);
-          } else {
-            micro_avx2(a, b, kc, tile);
-          }
-          scatter_tile(tile, y, n, t, m, j0, rows, k0 == 0);
+          pack_panel_generic(w, dtype, k, j0, cols, k0, kc, rows, panel, kNr256);
+          micro_avx2_rows(m, a, panel, kc, y + j0, n, cols, b > 0);
         }
       }
     }

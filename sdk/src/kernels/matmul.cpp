@@ -21,10 +21,12 @@ T* grow(std::vector<T>& v, size_t n) {
   return v.data();
 }
 
-// Weight rows per task: about 64 KB of weights, so small projections still use every thread.
+// Weight rows per task: at least 32 KB of weights, so the small k/v projections still use every
+// thread; up to 16 tasks per thread, so a core that another process takes for a while holds up
+// little of a bandwidth-bound matmul.
 int64_t gemv_grain(DType dtype, int64_t k) {
   const int64_t bytes = static_cast<int64_t>(row_bytes(dtype, k));
-  return std::max<int64_t>(4, (64 << 10) / std::max<int64_t>(bytes, 1));
+  return std::max<int64_t>(4, (32 << 10) / std::max<int64_t>(bytes, 1));
 }
 
 GemvKernel float_kernel(const Isa& cpu) {
@@ -91,7 +93,7 @@ void linear(const float* x, int64_t m, int64_t k, const std::byte* w, DType dtyp
   } else {
     kernel = float_kernel(cpu);
   }
-  Pool::get().run_ranges(n, gemv_grain(dtype, k), 16, [&](int64_t n0, int64_t n1) { kernel(a, n0, n1); });
+  Pool::get().run_ranges(n, gemv_grain(dtype, k), 16, [&](int64_t n0, int64_t n1) { kernel(a, n0, n1); }, 16);
 }
 
 void linear_in_out(const float* x, int64_t m, int64_t k, const std::byte* w, DType dtype, int64_t n, float* y) {

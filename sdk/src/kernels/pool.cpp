@@ -41,18 +41,25 @@ inline void cpu_relax() {
 
 }  // namespace
 
+// Protocol. The caller publishes a call by making `generation` odd (closed), waiting until no
+// worker is inside the previous call, writing the call, and making `generation` even (open).
+// A worker announces itself in `active` before it reads `generation`: if it reads an open
+// generation it has not served, that call's fields stay intact until it leaves. The caller returns
+// once every task is done, without waiting for workers that have not woken up yet (on a busy
+// machine a sleeping worker may take a scheduler tick to run; the caller takes its tasks instead).
 struct Pool::State {
   std::mutex call_mutex;  // one caller at a time; others run inline
   std::atomic<uint32_t> generation{0};
+  std::atomic<int> active{0};
   std::atomic<bool> stop{false};
   // The current call.
   void (*call)(void*, int64_t) = nullptr;
   void* ctx = nullptr;
   int64_t tasks = 0;
   std::atomic<int64_t> next{0};
-  std::atomic<int> finished{0};  // workers done with the current call
+  std::atomic<int64_t> done{0};
   std::mutex error_mutex;
-  std::exception_ptr error;      // the first exception a task threw
+  std::exception_ptr error;  // the first exception a task threw
   std::vector<std::thread> workers;
 
   void work() {
@@ -63,8 +70,8 @@ struct Pool::State {
       } catch (...) {
         std::lock_guard g(error_mutex);
         if (!error) error = std::current_exception();
-        next.store(tasks, std::memory_order_relaxed);  // skip the rest
       }
+      done.fetch_add(1, std::memory_order_release);
     }
     in_pool_task = false;
   }
@@ -73,21 +80,24 @@ struct Pool::State {
     uint32_t seen = 0;
     for (;;) {
       const auto start = std::chrono::steady_clock::now();
-      uint32_t g;
       for (int spins = 0;; ++spins) {
-        g = generation.load(std::memory_order_acquire);
-        if (g != seen) break;
+        const uint32_t g = generation.load(std::memory_order_acquire);
+        if (g != seen && (g & 1) == 0) break;
         if ((spins & 255) == 255 && std::chrono::steady_clock::now() - start > kSpin) {
-          generation.wait(seen, std::memory_order_acquire);
+          generation.wait(g, std::memory_order_acquire);
           spins = 0;
           continue;
         }
         cpu_relax();
       }
-      seen = g;
       if (stop.load(std::memory_order_acquire)) return;
-      work();
-      finished.fetch_add(1, std::memory_order_release);
+      active.fetch_add(1, std::memory_order_seq_cst);
+      const uint32_t g = generation.load(std::memory_order_seq_cst);
+      if ((g & 1) == 0 && g != seen) {
+        seen = g;
+        work();
+      }
+      active.fetch_sub(1, std::memory_order_release);
     }
   }
 };
@@ -106,16 +116,16 @@ Pool::Pool() : state_(new State) {
 
 Pool::~Pool() {
   state_->stop.store(true, std::memory_order_release);
-  state_->generation.fetch_add(1, std::memory_order_release);
+  state_->generation.fetch_add(2, std::memory_order_seq_cst);
   state_->generation.notify_all();
   for (auto& w : state_->workers) w.join();
   delete state_;
 }
 
-int64_t Pool::chunk_size(int64_t n, int64_t grain, int64_t align) const {
+int64_t Pool::chunk_size(int64_t n, int64_t grain, int64_t align, int per_thread) const {
   align = std::max<int64_t>(align, 1);
-  // At most 4 ranges per thread (load balance on a shared machine), at least `grain` items each.
-  int64_t chunk = std::max<int64_t>(grain, (n + 4 * threads_ - 1) / (4 * threads_));
+  const int64_t ranges = static_cast<int64_t>(std::max(1, per_thread)) * threads_;
+  int64_t chunk = std::max<int64_t>(grain, (n + ranges - 1) / ranges);
   chunk = (chunk + align - 1) / align * align;
   return std::max<int64_t>(chunk, 1);
 }
@@ -132,16 +142,17 @@ void Pool::run_erased(int64_t tasks, void (*call)(void*, int64_t), void* ctx) {
     for (int64_t t = 0; t < tasks; ++t) call(ctx, t);
     return;
   }
+  s.generation.fetch_add(1, std::memory_order_seq_cst);  // closed: no worker starts the old call
+  while (s.active.load(std::memory_order_seq_cst) != 0) cpu_relax();
   s.call = call;
   s.ctx = ctx;
   s.tasks = tasks;
   s.next.store(0, std::memory_order_relaxed);
-  s.finished.store(0, std::memory_order_relaxed);
-  s.generation.fetch_add(1, std::memory_order_release);
+  s.done.store(0, std::memory_order_relaxed);
+  s.generation.fetch_add(1, std::memory_order_seq_cst);  // open
   s.generation.notify_all();
   s.work();
-  const int workers = static_cast<int>(s.workers.size());
-  while (s.finished.load(std::memory_order_acquire) < workers) cpu_relax();
+  while (s.done.load(std::memory_order_acquire) < tasks) cpu_relax();
   if (s.error) std::rethrow_exception(std::exchange(s.error, nullptr));
 }
 

@@ -27,15 +27,16 @@ class Pool {
     run_erased(tasks, [](void* ctx, int64_t task) { (*static_cast<Fn*>(ctx))(task); }, &fn);
   }
 
-  // Splits [0, n) into ranges of `align` multiples (but the last) of about `grain` items each,
-  // at most a few per thread, and calls fn(begin, end) for each.
+  // Splits [0, n) into ranges of at least `grain` items, multiples of `align` (but the last), at
+  // most `per_thread` per thread, and calls fn(begin, end) for each. More ranges balance better
+  // when another process takes a core for a while; fewer cost less to hand out.
   template <class Fn>
-  void run_ranges(int64_t n, int64_t grain, int64_t align, Fn&& fn) {
-    const int64_t chunk = chunk_size(n, grain, align);
+  void run_ranges(int64_t n, int64_t grain, int64_t align, Fn&& fn, int per_thread = 4) {
+    const int64_t chunk = chunk_size(n, grain, align, per_thread);
     run((n + chunk - 1) / chunk, [&](int64_t t) { fn(t * chunk, std::min(n, (t + 1) * chunk)); });
   }
 
-  int64_t chunk_size(int64_t n, int64_t grain, int64_t align) const;
+  int64_t chunk_size(int64_t n, int64_t grain, int64_t align, int per_thread) const;
 
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;
