@@ -38,6 +38,7 @@ std::vector<float> random_values(int64_t n, uint32_t seed) {
 
 int main(int argc, char** argv) {
   const int rounds = std::stoi(arg(argc, argv, "rounds", "7"));
+  ops::set_kernel_isa(arg(argc, argv, "isa", "native"));
   // --repeat D:N:K:M:COUNT runs one matmul COUNT times and exits (for perf stat: FLOP per cycle).
   const std::string repeat = arg(argc, argv, "repeat", "");
   if (!repeat.empty()) {

@@ -217,7 +217,9 @@ class KernelPaths : public testing::TestWithParam<const char*> {
     const std::string level = want.substr(0, want.find('-'));
     if (native.rfind(level, 0) == 0 || level == "scalar" || (level == "avx2" && native.rfind("avx512", 0) == 0)) {
       EXPECT_EQ(isa_.rfind(level == "native" ? native : level, 0), 0u) << want << " ran as " << isa_;
-      if (want.find("novnni") != std::string::npos) EXPECT_EQ(isa_.find("vnni"), std::string::npos) << isa_;
+      if (want.find("novnni") != std::string::npos) {
+        EXPECT_EQ(isa_.find("vnni"), std::string::npos) << isa_;
+      }
     }
     std::printf("kernel path %s: %s\n", want.c_str(), isa_.c_str());
   }
