@@ -19,6 +19,7 @@ the fixture's golden.safetensors/golden.json:
 
 numpy only; deterministic (regeneration is byte-identical). Never run at build or test time.
 GPT-2 fixtures are skipped: their Conv1D weights are [in, out] and stay unquantized, and the head is tied.
+LLaMA-family fixtures include Qwen2 and Mistral (same weight names; biases stay f32).
 """
 import argparse
 import hashlib
@@ -99,6 +100,9 @@ def linear_weight(family, name, cfg):
         return name.endswith(("attention.self.query.weight", "attention.self.key.weight",
                               "attention.self.value.weight", "attention.output.dense.weight",
                               "intermediate.dense.weight", "output.dense.weight"))
+    if family == "gpt_neox":
+        return name.endswith(("attention.query_key_value.weight", "attention.dense.weight", "mlp.dense_h_to_4h.weight",
+                              "mlp.dense_4h_to_h.weight")) or name == "embed_out.weight"
     if family == "t5":
         return name.endswith(tuple(f"{a}.{p}.weight" for a in ("SelfAttention", "EncDecAttention")
                                    for p in ("q", "k", "v", "o"))) or \
@@ -109,8 +113,8 @@ def linear_weight(family, name, cfg):
 
 def canonical(family, disk_name, layout):
     """disk name -> the reference's parameter name (make_fixtures.disk_tensors, inverted)."""
-    pre = layout.get("prefix", "")
-    if family == "bert" and pre and disk_name.startswith(pre):
+    pre = layout.get("prefix", "gpt_neox." if family == "gpt_neox" else "")
+    if family in ("bert", "gpt_neox") and pre and disk_name.startswith(pre):
         return disk_name[len(pre):]
     return disk_name
 
@@ -123,9 +127,9 @@ def masked(a, mask):
 
 def compare(name, a, b, inp, family):
     mask = None
-    if family == "llama" and name in ("logits", "last_hidden_state", "logits_default_positions"):
+    if family in ("llama", "gpt_neox") and name in ("logits", "last_hidden_state", "logits_default_positions"):
         mask = inp["attention_mask"].astype(bool)[:, :, None]
-    if family == "llama" and name == "hidden_states":
+    if family in ("llama", "gpt_neox") and name == "hidden_states":
         mask = inp["attention_mask"].astype(bool)[None, :, :, None]
     a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
     out = {"max_abs_err": float(np.max(masked(np.abs(a64 - b64), mask))),
@@ -166,7 +170,7 @@ def main():
         golden = json.load(open(gpath))
         spec = golden["generator_spec"]
         family, layout = spec["family"], spec.get("layout", {})
-        if family not in ("llama", "bert", "t5"):
+        if family not in ("llama", "bert", "t5", "gpt_neox"):
             print(f"skip {fixture}: {family} keeps its weights unquantized")
             continue
         cfg = MF.model_cfg(spec)
@@ -211,9 +215,9 @@ def main():
             noise, versus = {}, {}
             for k, v in outs.items():
                 mask = None
-                if family == "llama" and k in ("logits", "last_hidden_state", "logits_default_positions"):
+                if family in ("llama", "gpt_neox") and k in ("logits", "last_hidden_state", "logits_default_positions"):
                     mask = inp["attention_mask"].astype(bool)[:, :, None]
-                if family == "llama" and k == "hidden_states":
+                if family in ("llama", "gpt_neox") and k == "hidden_states":
                     mask = inp["attention_mask"].astype(bool)[None, :, :, None]
                 noise[k] = {"max_abs_err": float(np.max(masked(np.abs(np.asarray(outs32[k], np.float64) - v), mask))),
                             "max_fraction_of_fp32_compute_tolerance": tol_fraction(outs32[k], v, mask)}
