@@ -73,7 +73,6 @@ size_t row_bytes(DType dtype, int64_t elements) {
   return static_cast<size_t>(elements / block) * dtype_block_bytes(dtype);
 }
 
-size_t tensor_bytes(DType dtype, const Shape& shape) { return shape_bytes(shape, dtype); }
 
 std::string shape_string(const Shape& shape) {
   std::ostringstream s;
@@ -381,7 +380,7 @@ Tensor Tensor::reshape(Shape shape) const {
     fail(ErrorCode::invalid_argument,
          "cannot reshape " + shape_string(shape_) + " to " + shape_string(shape));
   }
-  if (is_quantized(dtype_)) (void)tensor_bytes(dtype_, shape);  // blocks must not straddle rows
+  if (is_quantized(dtype_)) (void)shape_bytes(shape, dtype_);  // blocks must not straddle rows
   Tensor t = *this;
   t.shape_ = std::move(shape);
   return t;

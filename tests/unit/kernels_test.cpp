@@ -40,11 +40,11 @@ TEST(BlockFormats, SizesAndNames) {
   EXPECT_EQ(dtype_block_elements(DType::Q8_0), 32);
   EXPECT_EQ(dtype_block_bytes(DType::Q8_0), 34u);
   EXPECT_EQ(dtype_block_bytes(DType::Q4_0), 18u);
-  EXPECT_EQ(tensor_bytes(DType::Q8_0, {3, 64}), 3u * 2 * 34);
-  EXPECT_EQ(tensor_bytes(DType::Q4_0, {5, 96}), 5u * 3 * 18);
-  EXPECT_EQ(tensor_bytes(DType::BF16, {5, 7}), 70u);
+  EXPECT_EQ(shape_bytes({3, 64}, DType::Q8_0), 3u * 2 * 34);
+  EXPECT_EQ(shape_bytes({5, 96}, DType::Q4_0), 5u * 3 * 18);
+  EXPECT_EQ(shape_bytes({5, 7}, DType::BF16), 70u);
   EXPECT_EQ(row_bytes(DType::Q4_0, 64), 36u);
-  EXPECT_THROW(tensor_bytes(DType::Q8_0, {4, 33}), Error);
+  EXPECT_THROW(shape_bytes({4, 33}, DType::Q8_0), Error);
   EXPECT_THROW(Tensor::empty(DType::Q4_0, {2, 48}), Error);
   EXPECT_EQ(dtype_from_name("q8_0"), DType::Q8_0);
   EXPECT_EQ(dtype_from_name("Q4_0"), DType::Q4_0);
@@ -123,7 +123,7 @@ TEST(BlockFormats, RoundTripErrorIsWithinHalfAStepForOddShapes) {
       std::vector<float> x = random_values(n, static_cast<uint32_t>(n), 0.7f);
       x[3] = 0.0f;
       Tensor q = quantized(dtype, shape, x);
-      ASSERT_EQ(q.nbytes(), tensor_bytes(dtype, shape));
+      ASSERT_EQ(q.nbytes(), shape_bytes(shape, dtype));
       Tensor back = q.to_f32();
       ASSERT_EQ(back.shape(), shape);
       for (int64_t b = 0; b < n / 32; ++b) {

@@ -89,7 +89,7 @@ std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, 
     size_t need = 0;
     for (const auto& t : rc.tensors) {
       const TensorInfo& info = *ck->find(t.hf_name).info;
-      need += tensor_bytes(out_dtype_of(t), info.shape) + 64;
+      need += shape_bytes(info.shape, out_dtype_of(t)) + 64;
       need += info.length + 64;  // room for the source bytes when converting
     }
     staging.resize(need);
@@ -99,7 +99,7 @@ std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, 
       auto loc = ck->find(t.hf_name);
       const TensorInfo& info = *loc.info;
       const DType out_dtype = out_dtype_of(t);
-      const size_t out_bytes = tensor_bytes(out_dtype, info.shape);
+      const size_t out_bytes = shape_bytes(info.shape, out_dtype);
       std::byte* src = staging.data() + at;
       loc.file->read(info, src);
       at += (info.length + 63) / 64 * 64;

@@ -45,7 +45,6 @@ int64_t shape_numel(const Shape& shape);
 // Storage bytes of a tensor of this shape (block formats: whole blocks); throws as shape_numel
 // does, above 2^62 bytes, and when a block format's last dimension is not a multiple of its block.
 size_t shape_bytes(const Shape& shape, DType dtype);
-size_t tensor_bytes(DType dtype, const Shape& shape);  // the same (being folded into shape_bytes)
 // Bytes of `elements` consecutive elements of a row; Error(invalid_argument) unless whole blocks.
 size_t row_bytes(DType dtype, int64_t elements);
 
