@@ -80,7 +80,8 @@ const std::byte* row_at(const Tensor& w, int64_t row, int64_t width) {
 ActivationRounding activation_rounding_from_name(std::string_view name) {
   if (name == "none") return ActivationRounding::none;
   if (name == "quantized") return ActivationRounding::quantized;
-  fail(ErrorCode::invalid_argument, "activation rounding '" + std::string(name) + "' is not one of none, quantized");
+  if (name == "all") return ActivationRounding::all;
+  fail(ErrorCode::invalid_argument, "activation rounding '" + std::string(name) + "' is not one of none, quantized, all");
 }
 
 void set_activation_rounding(ActivationRounding rounding) { rounding_setting().store(rounding); }

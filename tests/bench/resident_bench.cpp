@@ -7,8 +7,10 @@
 // machine kind (quoted, not measured here). Rounds interleave the formats so that noise from other
 // processes hits each alike; medians (min-max) over the rounds after one warm-up round.
 //
-//   build/tests/bench/resident_bench [--rounds 6] [--decode 64] [--prompt 128] [--formats f32,bf16,q8_0,q4_0]
-//                                    [--rounding quantized|none]
+//   build/tests/bench/resident_bench [--rounds 6] [--decode 64] [--prompt 128]
+//                                    [--formats f32,bf16,q8_0,q4_0,bf16:all] [--rounding quantized|none|all]
+// A format may name its activation rounding after a colon (bf16:all: bf16 activations in prefill,
+// the numerics of llama.cpp's BF16 path); otherwise --rounding applies (default quantized).
 // Data goes to SURF_BENCH_DIR (default /tmp/surf-bench): ~2.2 GB checkpoint + 8.4 GB of stores.
 #include <cstdio>
 #include <filesystem>
@@ -62,7 +64,7 @@ int main(int argc, char** argv) {
   ops::set_activation_rounding(ops::activation_rounding_from_name(rounding));
   std::vector<std::string> formats;
   {
-    std::stringstream ss(arg(argc, argv, "formats", "f32,bf16,q8_0,q4_0"));
+    std::stringstream ss(arg(argc, argv, "formats", "f32,bf16,q8_0,q4_0,bf16:all"));
     for (std::string f; std::getline(ss, f, ',');) formats.push_back(f);
   }
   const std::string preset = "tinyllama-1.1b";
@@ -74,13 +76,18 @@ int main(int argc, char** argv) {
     synth_checkpoint(hf.string(), so);
   }
   struct Run {
-    std::string format;
-    std::unique_ptr<Session> session;
+    std::string format, label;
+    ops::ActivationRounding rounding;
+    std::unique_ptr<Session> session;  // owned by the first run of a store
+    Session* view = nullptr;
     uint64_t bytes_per_token = 0, resident = 0;
     std::vector<double> prefill, decode;
   };
   std::vector<Run> runs;
-  for (const auto& f : formats) {
+  std::map<std::string, Session*> opened;  // one session per store, shared by its roundings
+  for (const auto& spec : formats) {
+    const std::string f = spec.substr(0, spec.find(':'));
+    const std::string how = spec.find(':') == std::string::npos ? rounding : spec.substr(spec.find(':') + 1);
     // The bf16 store keeps the checkpoint's dtype (the same store stream_bench uses).
     const fs::path store = fs::path(bench::work_dir()) / (preset + "-" + f + "-store");
     if (!fs::exists(store / "manifest.json")) {
@@ -91,12 +98,19 @@ int main(int argc, char** argv) {
     }
     Run r;
     r.format = f;
-    OpenOptions o;
-    o.prefetch = 0;
-    o.cache_size = 1000;  // every layer stays
-    o.warmup = {"all"};
-    r.session = Session::open(store.string(), o);
-    for (const auto& c : r.session->info().components) {
+    r.label = spec.find(':') == std::string::npos ? f : spec;
+    r.rounding = ops::activation_rounding_from_name(how);
+    if (!opened.count(f)) {
+      OpenOptions o;
+      o.prefetch = 0;
+      o.cache_size = 1000;  // every layer stays
+      o.warmup = {"all"};
+      r.session = Session::open(store.string(), o);
+      opened[f] = r.session.get();
+    }
+    Session* session = opened[f];
+    r.view = session;
+    for (const auto& c : session->info().components) {
       r.resident += c.raw_bytes;
       if (c.id != "embed") r.bytes_per_token += c.raw_bytes;  // decode gathers one embedding row
     }
@@ -105,7 +119,8 @@ int main(int argc, char** argv) {
   const ModelConfig cfg = ModelConfig::parse(read_text_file(hf / "config.json"));
   const int64_t vocab = cfg.get_int("vocab_size");
   const Tensor prompt_ids = random_ids(prompt, vocab, 7), one = random_ids(1, vocab, 9);
-  std::printf("kernels %s, %d threads, activation rounding %s; RSS %.2f GB with every format resident\n",
+  std::printf("kernels %s, %d threads, activation rounding %s (unless a format names its own); RSS %.2f GB with every "
+              "format resident\n",
               ops::kernel_isa(), ops::kernel_threads(), rounding.c_str(), bench::rss_bytes() / 1e9);
   std::printf("prefill: %lld-token prompt -> first token; decode: 1-token prompt + %lld greedy tokens, rate of the %lld\n",
               static_cast<long long>(prompt), static_cast<long long>(decode), static_cast<long long>(decode));
@@ -114,14 +129,15 @@ int main(int argc, char** argv) {
     const double bw = bench::read_bandwidth(size_t{1} << 30, 2, 3);
     if (round > 0) bandwidth.push_back(bw);
     for (auto& r : runs) {
+      ops::set_activation_rounding(r.rounding);
       double t0 = bench::now_s();
-      r.session->generate({{"input_ids", prompt_ids}}, 1);
+      r.view->generate({{"input_ids", prompt_ids}}, 1);
       const double pre = bench::now_s() - t0;
       t0 = bench::now_s();
-      r.session->generate({{"input_ids", one}}, 1);
+      r.view->generate({{"input_ids", one}}, 1);
       const double first = bench::now_s() - t0;
       t0 = bench::now_s();
-      r.session->generate({{"input_ids", one}}, 1 + decode);
+      r.view->generate({{"input_ids", one}}, 1 + decode);
       const double all = bench::now_s() - t0;
       if (round > 0) {
         r.prefill.push_back(static_cast<double>(prompt) / pre);
@@ -136,7 +152,7 @@ int main(int argc, char** argv) {
   // Weight-matmul FLOPs of a prefill: 2 * prompt * every layer's weights + the head on the last row.
   const double layer_params = 2048.0 * (2048 * 2 + 256 * 2) + 3.0 * 2048 * 5632;
   const double prefill_flop = 2.0 * static_cast<double>(prompt) * 22 * layer_params + 2.0 * 2048 * 32000;
-  std::printf("\n%-5s %9s | %-24s %9s %6s %-22s %6s | %-24s %8s %9s %6s\n", "", "MB/token", "decode tok/s", "roofline",
+  std::printf("\n%-8s %9s | %-24s %9s %6s %-22s %6s | %-24s %8s %9s %6s\n", "", "MB/token", "decode tok/s", "roofline",
               "ratio", "llama.cpp", "ours/", "prefill-128 tok/s", "GFLOP/s", "llama.cpp", "ours/");
   for (const auto& r : runs) {
     const auto d = bench::spread(r.decode), p = bench::spread(r.prefill);
@@ -152,12 +168,14 @@ int main(int argc, char** argv) {
       std::snprintf(vs_dec, sizeof vs_dec, "%.2f", d.median / peer->second.decode);
       std::snprintf(vs_pre, sizeof vs_pre, "%.2f", p.median / peer->second.prefill);
     }
-    std::printf("%-5s %9.0f | %-24s %9.1f %6.2f %-22s %6s | %-24s %8.1f %9s %6s\n", r.format.c_str(),
+    std::printf("%-8s %9.0f | %-24s %9.1f %6.2f %-22s %6s | %-24s %8.1f %9s %6s\n", r.label.c_str(),
                 r.bytes_per_token / 1e6, dec, roof, d.median / roof, peer_dec, vs_dec, pre, prefill_flop * p.median / prompt / 1e9,
                 peer_pre, vs_pre);
   }
   std::printf("\nroofline = read bandwidth / model bytes per token (every weight but the embedding table, read once\n"
               "per token); llama.cpp figures are quoted medians (min-max) from 6 interleaved rounds on this machine\n"
-              "kind (2 threads, same shape), not measured in this run.\n");
+              "kind (2 threads, same shape), not measured in this run. Rounding: f32/bf16 rows exact (fp32 tier);\n"
+              "q8_0/q4_0 decode rounds activations to int8 blocks (GGML's numerics), their prefill is exact;\n"
+              "bf16:all rounds prefill activations to bf16 (llama.cpp's BF16 numerics).\n");
   return 0;
 }

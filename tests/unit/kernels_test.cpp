@@ -180,6 +180,13 @@ void reference(const Tensor& x, const Tensor& w, std::vector<double>& y, std::ve
   }
 }
 
+// x rounded to bf16 (nearest even), as ActivationRounding::all does before bf16 dot products.
+Tensor bf16_rounded(const Tensor& x) {
+  Tensor b = Tensor::empty(DType::BF16, x.shape());
+  convert_from_f32(DType::BF16, x.f32(), b.raw_mutable(), static_cast<size_t>(x.numel()));
+  return b.to_f32();
+}
+
 // The integer path's math in float64: activations rounded as the kernels do (f32 operations),
 // exact integer dot products, scales multiplied in.
 void reference_int8(const Tensor& x, const Tensor& w, std::vector<double>& y, std::vector<double>& scale) {
@@ -243,21 +250,24 @@ TEST_P(KernelPaths, LinearMatchesFloat64ReferenceForEveryDtype) {
       const std::vector<float> wv = random_values(c.n * c.k, 11, 0.05f);
       Tensor w = quantized(dtype, {c.n, c.k}, wv);
       Tensor x = Tensor::from_f32({c.m, c.k}, random_values(c.m * c.k, 7));
-      for (auto rounding : {ops::ActivationRounding::none, ops::ActivationRounding::quantized}) {
+      for (auto rounding : {ops::ActivationRounding::none, ops::ActivationRounding::quantized, ops::ActivationRounding::all}) {
         ops::set_activation_rounding(rounding);
-        const bool integer = is_quantized(dtype) && c.m <= 4 && rounding == ops::ActivationRounding::quantized;
+        const bool integer = is_quantized(dtype) && c.m <= 4 && rounding != ops::ActivationRounding::none;
+        const bool bf16_dot = dtype == DType::BF16 && c.m > 4 && rounding == ops::ActivationRounding::all &&
+                              isa_.find("bf16") != std::string::npos && isa_.rfind("avx512", 0) == 0;
         std::vector<double> ref, scale;
         if (integer) {
           reference_int8(x, w, ref, scale);
         } else {
-          reference(x, w, ref, scale);
+          reference(bf16_dot ? bf16_rounded(x) : x, w, ref, scale);
         }
         const Tensor y = ops::linear(x, w);
         ASSERT_EQ(y.shape(), (Shape{c.m, c.n}));
         for (int64_t i = 0; i < y.numel(); ++i) {
           const double tol = 2e-6 * scale[i] + 1e-7 * std::sqrt(static_cast<double>(c.k));
           ASSERT_NEAR(y.f32()[i], ref[i], tol) << isa_ << " " << dtype_name(dtype) << " m=" << c.m << " n=" << c.n
-                                               << " k=" << c.k << " integer=" << integer << " at " << i;
+                                               << " k=" << c.k << " integer=" << integer << " bf16_dot=" << bf16_dot
+                                               << " at " << i;
         }
       }
     }
@@ -319,6 +329,7 @@ TEST(Kernels, QuantizedWeightsRejectedWhereTheyCannotWork) {
   EXPECT_NO_THROW(ops::set_kernel_isa("native"));
   EXPECT_THROW(ops::set_kernel_isa("sse9"), Error);
   EXPECT_THROW(ops::activation_rounding_from_name("fast"), Error);
+  EXPECT_EQ(ops::activation_rounding_from_name("all"), ops::ActivationRounding::all);
 }
 
 TEST(Kernels, EmbeddingGathersQuantizedRows) {

@@ -18,6 +18,7 @@
 
 #define SURF_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 #define SURF_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define SURF_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")))
 
 namespace surf::kernels {
 
@@ -290,7 +291,127 @@ void gemm_blas(const float* x, int64_t m, int64_t k, const std::byte* w, DType d
   });
 }
 
+// ---- bf16 dot products (ActivationRounding::all). A 32-bit lane holds a pair of bf16 values at
+// columns (2c, 2c + 1); vdpbf16ps multiplies pairs and adds both products to an f32 lane. The
+// weight panel is [pair][32 rows] of such lanes: a 32-bit transpose of the rows' pairs.
+SURF_AVX512 void pack_panel_bf16(const std::byte* w, int64_t k, int64_t j0, int rows, int64_t k0, int64_t kc,
+                                 uint32_t* rows_buf, uint32_t* panel) {
+  const int64_t pairs = (kc + 1) / 2, pairs16 = (pairs + 15) / 16 * 16;
+  const size_t rb = row_bytes(DType::BF16, k);
+  for (int r = 0; r < kNr512; ++r) {
+    uint32_t* dst = rows_buf + r * pairs16;
+    if (r < rows) {
+      const auto* src = reinterpret_cast<const uint16_t*>(w + (j0 + r) * rb) + k0;
+      std::memcpy(dst, src, static_cast<size_t>(kc) * 2);
+      if (kc % 2) reinterpret_cast<uint16_t*>(dst)[kc] = 0;
+      std::memset(dst + pairs, 0, static_cast<size_t>(pairs16 - pairs) * 4);
+    } else {
+      std::memset(dst, 0, static_cast<size_t>(pairs16) * 4);
+    }
+  }
+  for (int64_t c = 0; c < pairs16; c += 16) {
+    transpose16(reinterpret_cast<const float*>(rows_buf) + c, pairs16, reinterpret_cast<float*>(panel) + c * kNr512,
+                kNr512);
+    transpose16(reinterpret_cast<const float*>(rows_buf) + 16 * pairs16 + c, pairs16,
+                reinterpret_cast<float*>(panel) + c * kNr512 + 16, kNr512);
+  }
+}
+
+// Activations rounded to bf16 (nearest even) as pairs: [tile][pair][kMr512] 32-bit lanes.
+SURF_AVX512BF16 void pack_activations_bf16(const float* x, int64_t m, int64_t k, uint32_t* out, int64_t b, int64_t t) {
+  const int64_t tiles = (m + kMr512 - 1) / kMr512;
+  const int64_t k0 = b * kKc, kc = std::min(kKc, k - k0), pairs = (kc + 1) / 2;
+  uint32_t* dst = out + b * tiles * kMr512 * (kKc / 2) + t * pairs * kMr512;
+  const int64_t rows = std::min<int64_t>(kMr512, m - t * kMr512);
+  for (int64_t p = 0; p < pairs; ++p) {
+    for (int64_t i = 0; i < kMr512; ++i) {
+      float lo = 0.0f, hi = 0.0f;
+      if (i < rows) {
+        const float* row = x + (t * kMr512 + i) * k + k0;
+        lo = row[2 * p];
+        hi = 2 * p + 1 < kc ? row[2 * p + 1] : 0.0f;
+      }
+      const __m128bh v = _mm_cvtneps_pbh(_mm_setr_ps(lo, hi, 0.0f, 0.0f));
+      uint32_t bits;
+      std::memcpy(&bits, &v, 4);
+      dst[p * kMr512 + i] = bits;
+    }
+  }
+}
+
+template <int MR>
+SURF_AVX512BF16 void micro_bf16(const uint32_t* a, const uint32_t* panel, int64_t pairs, float* y, int64_t ldy, int cols,
+                                bool accumulate) {
+  __m512 acc[MR][2];
+  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < pairs; ++p) {
+    const __m512bh b0 = (__m512bh)_mm512_load_si512(panel + p * kNr512);
+    const __m512bh b1 = (__m512bh)_mm512_load_si512(panel + p * kNr512 + 16);
+    for (int i = 0; i < MR; ++i) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[p * kMr512 + i]));
+      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], av, b0);
+      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], av, b1);
+    }
+  }
+  const __mmask16 m0 = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
+  const __mmask16 m1 = cols >= 32 ? __mmask16(0xffff) : cols <= 16 ? __mmask16(0) : __mmask16((1u << (cols - 16)) - 1);
+  for (int i = 0; i < MR; ++i) {
+    float* out = y + i * ldy;
+    if (accumulate) {
+      acc[i][0] = _mm512_add_ps(acc[i][0], _mm512_maskz_loadu_ps(m0, out));
+      acc[i][1] = _mm512_add_ps(acc[i][1], _mm512_maskz_loadu_ps(m1, out + 16));
+    }
+    _mm512_mask_storeu_ps(out, m0, acc[i][0]);
+    _mm512_mask_storeu_ps(out + 16, m1, acc[i][1]);
+  }
+}
+
+SURF_AVX512BF16 void micro_bf16_rows(int64_t rows, const uint32_t* ap, const uint32_t* panel, int64_t pairs, float* y,
+                                     int64_t ldy, int cols, bool accumulate) {
+  for (int64_t i = 0; i < rows; i += kMr512) {
+    const uint32_t* a = ap + (i / kMr512) * pairs * kMr512;
+    float* out = y + i * ldy;
+    switch (std::min<int64_t>(kMr512, rows - i)) {
+#define SURF_TILE(n) \
+  case n: micro_bf16<n>(a, panel, pairs, out, ldy, cols, accumulate); break;
+      SURF_TILE(1) SURF_TILE(2) SURF_TILE(3) SURF_TILE(4) SURF_TILE(5) SURF_TILE(6)
+      SURF_TILE(7) SURF_TILE(8) SURF_TILE(9) SURF_TILE(10) SURF_TILE(11) SURF_TILE(12)
+#undef SURF_TILE
+      default: break;
+    }
+  }
+}
+
 }  // namespace
+
+void gemm_bf16_dot(const float* x, int64_t m, int64_t k, const std::byte* w, int64_t n, float* y) {
+  Pool& pool = Pool::get();
+  const int64_t tiles = (m + kMr512 - 1) / kMr512, blocks = (k + kKc - 1) / kKc;
+  thread_local std::vector<uint32_t> a_buf;
+  if (a_buf.size() < static_cast<size_t>(blocks * tiles * kMr512 * (kKc / 2) + 16)) {
+    a_buf.resize(static_cast<size_t>(blocks * tiles * kMr512 * (kKc / 2) + 16));
+  }
+  uint32_t* ap = reinterpret_cast<uint32_t*>((reinterpret_cast<uintptr_t>(a_buf.data()) + 63) & ~uintptr_t{63});
+  pool.run(blocks * tiles, [&](int64_t task) { pack_activations_bf16(x, m, k, ap, task / tiles, task % tiles); });
+  pool.run_ranges(n, 4 * kNr512, kNr512, [&](int64_t n0, int64_t n1) {
+    thread_local std::vector<uint32_t> rows_buf, panel_buf;
+    auto aligned32 = [](std::vector<uint32_t>& v, size_t words) {
+      if (v.size() < words + 16) v.resize(words + 16);
+      return reinterpret_cast<uint32_t*>((reinterpret_cast<uintptr_t>(v.data()) + 63) & ~uintptr_t{63});
+    };
+    uint32_t* rows = aligned32(rows_buf, static_cast<size_t>(kNr512 * (kKc / 2 + 16)));
+    uint32_t* panel = aligned32(panel_buf, static_cast<size_t>(kNr512 * (kKc / 2 + 16)));
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t k0 = b * kKc, kc = std::min(kKc, k - k0), pairs = (kc + 1) / 2;
+      const uint32_t* a = ap + b * tiles * kMr512 * (kKc / 2);
+      for (int64_t j0 = n0; j0 < n1; j0 += kNr512) {
+        const int cols = static_cast<int>(std::min<int64_t>(kNr512, n1 - j0));
+        pack_panel_bf16(w, k, j0, cols, k0, kc, rows, panel);
+        micro_bf16_rows(m, a, panel, pairs, y + j0, n, cols, b > 0);
+      }
+    }
+  });
+}
 
 void gemm(const float* x, int64_t m, int64_t k, const std::byte* w, DType dtype, int64_t n, float* y) {
   const Isa& cpu = isa();

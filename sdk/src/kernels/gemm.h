@@ -14,4 +14,8 @@ namespace surf::kernels {
 
 void gemm(const float* x, int64_t m, int64_t k, const std::byte* w, DType dtype, int64_t n, float* y);
 
+// BF16 weights with activations rounded to bf16: AVX512_BF16 dot products (vdpbf16ps, f32
+// accumulation), twice the f32 kernel's arithmetic per instruction. Needs isa().bf16.
+void gemm_bf16_dot(const float* x, int64_t m, int64_t k, const std::byte* w, int64_t n, float* y);
+
 }  // namespace surf::kernels

@@ -61,7 +61,11 @@ void linear(const float* x, int64_t m, int64_t k, const std::byte* w, DType dtyp
   }
   const Isa& cpu = isa();
   if (m > kGemvMaxRows) {
-    gemm(x, m, k, w, dtype, n, y);
+    if (dtype == DType::BF16 && rounding == ops::ActivationRounding::all && cpu.level == IsaLevel::avx512 && cpu.bf16) {
+      gemm_bf16_dot(x, m, k, w, n, y);
+    } else {
+      gemm(x, m, k, w, dtype, n, y);
+    }
     return;
   }
   GemvArgs a;
