@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/pool.h"
+#include "kernels/vec.h"
 #include "surf/ops.h"
 
 namespace surf::ops {
@@ -43,8 +44,16 @@ void attention(const float* q, const float* k, const float* v, float* out, const
       for (int64_t i = 0; i < a.q_len; ++i) std::memset(op + i * os, 0, hd * 4);
       return;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a.q_len, a.kv_len, hd, a.scale, qp, qs,
-                kp, ks, 0.0f, s, a.kv_len);
+    // Few queries (decoding): plain dot products; OpenBLAS's packing costs more than the work.
+    const bool few = a.q_len <= 4;
+    if (few) {
+      for (int64_t i = 0; i < a.q_len; ++i) {
+        for (int64_t j = 0; j < a.kv_len; ++j) s[i * a.kv_len + j] = a.scale * kernels::dot(qp + i * qs, kp + j * ks, hd);
+      }
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a.q_len, a.kv_len, hd, a.scale, qp, qs,
+                  kp, ks, 0.0f, s, a.kv_len);
+    }
     if (a.bias) {
       const float* bias = a.bias + (a.bias_per_batch ? b * a.heads : 0) * a.q_len * a.kv_len +
                           h * a.q_len * a.kv_len;
@@ -59,8 +68,18 @@ void attention(const float* q, const float* k, const float* v, float* out, const
       }
     }
     softmax_rows(s, a.q_len, a.kv_len);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, a.q_len, hd, a.kv_len, 1.0f, s,
-                a.kv_len, vp, ks, 0.0f, op, os);
+    if (few) {
+      for (int64_t i = 0; i < a.q_len; ++i) {
+        float* o = op + i * os;
+        std::memset(o, 0, hd * 4);
+        for (int64_t j = 0; j < a.kv_len; ++j) {
+          if (s[i * a.kv_len + j] != 0.0f) kernels::axpy(s[i * a.kv_len + j], vp + j * ks, o, hd);
+        }
+      }
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, a.q_len, hd, a.kv_len, 1.0f, s,
+                  a.kv_len, vp, ks, 0.0f, op, os);
+    }
   });
 }
 
