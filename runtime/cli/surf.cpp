@@ -418,6 +418,9 @@ int cmd_serve(const std::vector<std::string>& argv) {
                             {"cache-mb", true, "server-side chunk cache in MB (default 256)"},
                             {"token-file", true, "require the bearer token in this file"},
                             {"max-connections", true, "refuse connections beyond this (default 256)"},
+                            {"max-connections-per-address", true, "refuse connections from one address beyond this (default 64; 0: no limit)"},
+                            {"max-buffer-mb", true, "request bytes buffered over all connections, in MiB (default 64)"},
+                            {"hello-timeout-ms", true, "with --token-file: time to authenticate (default 10000)"},
                             {"max-request-bytes", true, "largest request accepted (default 65536)"},
                             {"threads", true, "I/O threads (default 2)"}}});
   if (wants_help(argv)) {
@@ -456,6 +459,9 @@ int cmd_serve(const std::vector<std::string>& argv) {
   o.cache_bytes = static_cast<uint64_t>(std::max(0LL, a.get_int("cache-mb", 256))) * 1000000ull;
   o.max_connections = static_cast<size_t>(std::max(1LL, a.get_int("max-connections", 256)));
   o.max_request_bytes = static_cast<size_t>(std::max(256LL, a.get_int("max-request-bytes", 65536)));
+  o.max_connections_per_address = static_cast<size_t>(std::max(0LL, a.get_int("max-connections-per-address", 64)));
+  o.max_buffer_bytes = static_cast<size_t>(std::max(1LL, a.get_int("max-buffer-mb", 64))) << 20;
+  o.hello_timeout_ms = static_cast<int>(std::clamp(a.get_int("hello-timeout-ms", 10000), 1LL, 3600000LL));
   o.threads = static_cast<int>(std::max(1LL, a.get_int("threads", 2)));
   if (a.has("token-file")) {
     std::ifstream in(a.get("token-file"));

@@ -71,18 +71,79 @@ TEST(Wire, RequestBytesAreTheDocumentedMaps) {
 }
 
 TEST(Wire, MalformedRequestsAreBadRequestsWithTheirId) {
-  EXPECT_EQ(bad("\xc1").message, "not a msgpack message");
-  EXPECT_EQ(bad("\x01").message, "request must be a map with id, op and string fields");
+  EXPECT_EQ(bad("\xc1").message, "not a msgpack request: it holds an ext value or the invalid byte 0xc1");
+  EXPECT_EQ(bad("\x01").message, "a request must be a msgpack map");
   // {"id": 3, "op": 4}: op is not a string.
   const auto wrong_type = bad("\x82\xa2id\x03\xa2op\x04");
   EXPECT_EQ(wrong_type.id, 3u);
+  EXPECT_EQ(wrong_type.message, "field 'op' must be a string (msgpack str)");
   // {"id": 4, "op": "drop"}
   const auto unknown = bad("\x82\xa2id\x04\xa2op\xa4" "drop");
   EXPECT_EQ(unknown.id, 4u);
   EXPECT_EQ(unknown.message, "unknown op 'drop'");
-  // hello without a version decodes as version -1 (the server answers unsupported_version).
-  auto decoded = wire::decode_request(reinterpret_cast<const std::byte*>("\x82\xa2id\x01\xa2op\xa5hello"), 15);
-  EXPECT_EQ(std::get<wire::Hello>(std::get<wire::Request>(decoded).body).version, -1);
+  // hello without a version is a bad request, not an unsupported version.
+  const auto no_version = bad("\x82\xa2id\x01\xa2op\xa5hello");
+  EXPECT_EQ(no_version.id, 1u);
+  EXPECT_EQ(no_version.message, "hello needs 'version' (an integer: the client's protocol version)");
+  // {"id": 2, "op": "hello", "version": "1"}
+  EXPECT_EQ(bad("\x83\xa2id\x02\xa2op\xa5hello\xa7version\xa1" "1").message, "field 'version' must be an integer");
+  // {"id": -1, "op": "list_models"}: ids are unsigned.
+  EXPECT_EQ(bad("\x82\xa2id\xff\xa2op\xablist_models").message, "field 'id' must be an unsigned integer");
+  // A map followed by more bytes is not one request.
+  EXPECT_EQ(bad(std::string("\x81\xa2id\x01\x00", 6)).message, "not a msgpack request: bytes follow the map");
+}
+
+// op, model, component, name and token are msgpack str: the same bytes as bin are refused (a
+// client from another language must not get away with sending bytes where text is meant).
+TEST(Wire, BinaryWhereTextIsMeantIsRefused) {
+  // {"id": 5, "op": bin "get_manifest"}
+  EXPECT_EQ(bad(std::string("\x82\xa2id\x05\xa2op\xc4\x0c") + "get_manifest").message,
+            "field 'op' must be a string (msgpack str)");
+  // {"id": 6, "op": "get_manifest", "model": bin "m"}
+  EXPECT_EQ(bad(std::string("\x83\xa2id\x06\xa2op\xacget_manifest\xa5model\xc4\x01m")).message,
+            "field 'model' must be a string (msgpack str)");
+  // {"id": 7, "op": "hello", "version": 1, "token": bin "t"}
+  EXPECT_EQ(bad(std::string("\x84\xa2id\x07\xa2op\xa5hello\xa7version\x01\xa5token\xc4\x01t")).message,
+            "field 'token' must be a string (msgpack str)");
+}
+
+// Nesting and element counts are refused by a walk over the bytes, before msgpack-c allocates:
+// 4 million nested arrays in 4 MiB, or a map of 60,000 entries, never become objects.
+TEST(Wire, RequestShapeLimitsHoldBeforeUnpacking) {
+  std::string nested(4u << 20, '\x91');
+  nested.back() = '\xc0';
+  EXPECT_EQ(bad(nested).message, "not a msgpack request: it nests deeper than 4 levels");
+  std::string wide = "\xdf\x00\x00\xea\x60";  // map32 of 60,000 entries
+  for (int i = 0; i < 60000; ++i) wide += std::string("\xc0\xc0");
+  EXPECT_EQ(bad(wide).message, "not a msgpack request: it holds more than 256 values");
+  // A declared count far beyond the bytes present is refused as it is declared.
+  EXPECT_EQ(bad("\xdd\xff\xff\xff\xff").message, "not a msgpack request: it holds more than 256 values");
+  EXPECT_EQ(bad("\x82\xa2id\x01\xa2op\xdb\xff\xff\xff\xff").message, "not a msgpack request: it is cut short");
+  // Within the limits: 4 levels and extra fields are fine.
+  ByteBuffer ok;
+  wire::encode_request(ok, {9, wire::ListModels{}});
+  std::string extra(reinterpret_cast<const char*>(ok.data()), ok.size());
+  extra[0] = '\x83';
+  extra += "\xa1x\x91\x91\x91\xc0";  // "x": [[[nil]]]
+  auto decoded = wire::decode_request(reinterpret_cast<const std::byte*>(extra.data()), extra.size());
+  ASSERT_TRUE(std::holds_alternative<wire::Request>(decoded));
+  EXPECT_EQ(std::get<wire::Request>(decoded).id, 9u);
+}
+
+// Error messages quote what they refuse short and escaped, and are valid UTF-8 whatever they
+// were made from.
+TEST(Wire, ErrorTextIsShortEscapedAndValidUtf8) {
+  EXPECT_EQ(wire::quote("a'b\\c"), "'a\\'b\\\\c'");
+  EXPECT_EQ(wire::quote("\xff\xfe\xfd"), "'\\xff\\xfe\\xfd'");
+  EXPECT_EQ(wire::quote(std::string(1000000, 'a')), "'" + std::string(64, 'a') + "' (1000000 bytes, first 64 shown)");
+  EXPECT_EQ(wire::valid_utf8("caf\xc3\xa9 \xff \xed\xa0\x80 \xf0\x9f\x98\x80", 100),
+            "caf\xc3\xa9 \\xff \\xed\\xa0\\x80 \xf0\x9f\x98\x80");
+  EXPECT_EQ(wire::valid_utf8(std::string(5000, 'x'), 1024), std::string(1024, 'x') + "... (5000 bytes)");
+  ByteBuffer b;
+  wire::encode_answer(b, 1, wire::ErrorAnswer{ErrorCode::internal, "bad \xc0\x80 bytes"});
+  EXPECT_EQ(std::get<wire::ErrorAnswer>(wire::decode_answer(b.data(), b.size()).body).message, "bad \\xc0\\x80 bytes");
+  // An op of b"\xff\xfe\xfd" (as str) comes back escaped.
+  EXPECT_EQ(bad("\x82\xa2id\x01\xa2op\xa3\xff\xfe\xfd").message, "unknown op '\\xff\\xfe\\xfd'");
 }
 
 TEST(Wire, AnswersRoundTrip) {

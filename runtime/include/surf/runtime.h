@@ -223,7 +223,10 @@ struct ServeOptions {
   uint16_t port = 8765;        // 0: any free port (reported through on_listening)
   uint64_t cache_bytes = 256ull << 20;
   std::string token;           // non-empty: clients must present it
-  size_t max_connections = 256;
+  size_t max_connections = 256;  // open connections, counted from accept (before the upgrade)
+  size_t max_connections_per_address = 64;  // from one peer address; 0: no such limit
+  size_t max_buffer_bytes = 64ull << 20;    // request bytes buffered over all connections
+  int hello_timeout_ms = 10000;  // with a token: an unauthenticated connection's time to say hello
   size_t max_request_bytes = 64 * 1024;
   int threads = 2;
 };

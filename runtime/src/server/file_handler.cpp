@@ -13,19 +13,19 @@ void handle_get_file(const std::shared_ptr<ServerState>& state, uint64_t id, con
   if (m == nullptr) return;
   if (!is_valid_component_id(request.name)) {
     return respond(error_answer(*state, id, ErrorCode::invalid_argument,
-                                "invalid file name '" + request.name + "': only [A-Za-z0-9_.-], no '..'"));
+                                "invalid file name " + wire::quote(request.name) + ": only [A-Za-z0-9_.-], no '..'"));
   }
   const ManifestFile* f = m->manifest.find_file(request.name);
   if (f == nullptr) {
     return respond(error_answer(*state, id, ErrorCode::not_found,
-                                "model '" + request.model + "' has no file '" + request.name + "'"));
+                                "model " + wire::quote(request.model) + " has no file " + wire::quote(request.name)));
   }
   boost::asio::post(state->loaders, [state, id, request, checksum = f->checksum, backend = m->backend, respond] {
     ByteBuffer data;
     try {
       backend->get(file_key(request.name), data);
     } catch (const std::exception& e) {
-      return respond(error_answer(*state, id, ErrorCode::internal, "cannot read file '" + request.name + "': " + e.what()));
+      return respond(error_answer(*state, id, ErrorCode::internal, "cannot read file " + wire::quote(request.name) + ": " + e.what()));
     }
     if (data.size() > 0xffffffffu) return respond(error_answer(*state, id, ErrorCode::too_large, "file over 4 GiB"));
     Outgoing o;

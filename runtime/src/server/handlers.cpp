@@ -19,12 +19,12 @@ Outgoing answer(uint64_t id, const Answer& a) {
 
 const ServedModel* find_model(ServerState& state, uint64_t id, const std::string& model, const Respond& respond) {
   if (!is_valid_component_id(model)) {
-    respond(error_answer(state, id, ErrorCode::invalid_argument, "invalid model name '" + model + "'"));
+    respond(error_answer(state, id, ErrorCode::invalid_argument, "invalid model name " + wire::quote(model)));
     return nullptr;
   }
   auto it = state.models.find(model);
   if (it == state.models.end()) {
-    respond(error_answer(state, id, ErrorCode::not_found, "no model '" + model + "'"));
+    respond(error_answer(state, id, ErrorCode::not_found, "no model " + wire::quote(model)));
     return nullptr;
   }
   return &it->second;
@@ -90,12 +90,12 @@ void handle_get_chunk(const std::shared_ptr<ServerState>& state, uint64_t id, co
   if (m == nullptr) return;
   if (!is_valid_component_id(request.component)) {
     return respond(error_answer(*state, id, ErrorCode::invalid_argument,
-                                "invalid component name '" + request.component + "': only [A-Za-z0-9_.-], no '..'"));
+                                "invalid component name " + wire::quote(request.component) + ": only [A-Za-z0-9_.-], no '..'"));
   }
   const ManifestComponent* c = m->manifest.find(request.component);
   if (c == nullptr) {
     return respond(error_answer(*state, id, ErrorCode::not_found,
-                                "model '" + request.model + "' has no component '" + request.component + "'"));
+                                "model " + wire::quote(request.model) + " has no component " + wire::quote(request.component)));
   }
   // Storage reads run on the loader pool, not on the connection's thread.
   boost::asio::post(state->loaders, [state, id, request, key = c->key, checksum = c->checksum, backend = m->backend,
@@ -115,7 +115,7 @@ void handle_get_chunk(const std::shared_ptr<ServerState>& state, uint64_t id, co
     }
     if (!data) {
       return respond(error_answer(*state, id, ErrorCode::internal,
-                                  "cannot read component '" + request.component + "': " + error));
+                                  "cannot read component " + wire::quote(request.component) + ": " + error));
     }
     if (data->size() > 0xffffffffu) return respond(error_answer(*state, id, ErrorCode::too_large, "chunk over 4 GiB"));
     Outgoing o;

@@ -23,7 +23,7 @@ void Metrics::latency(double seconds) {
   sum_ += seconds;
 }
 
-std::string Metrics::text(uint64_t cache_bytes) const {
+std::string Metrics::text(uint64_t cache_bytes, uint64_t open_connections, uint64_t buffer_bytes) const {
   std::lock_guard lock(mutex_);
   std::ostringstream s;
   s << "# HELP surf_requests_total Requests by operation.\n# TYPE surf_requests_total counter\n";
@@ -42,6 +42,20 @@ std::string Metrics::text(uint64_t cache_bytes) const {
     << "# TYPE surf_cache_misses_total counter\nsurf_cache_misses_total " << cache_misses.load() << "\n"
     << "# TYPE surf_cache_bytes gauge\nsurf_cache_bytes " << cache_bytes << "\n"
     << "# TYPE surf_active_connections gauge\nsurf_active_connections " << connections.load() << "\n"
+    << "# HELP surf_open_connections Accepted connections not yet closed, upgraded or not.\n"
+    << "# TYPE surf_open_connections gauge\nsurf_open_connections " << open_connections << "\n"
+    << "# HELP surf_connections_refused_total Connections closed at accept, by the limit they hit.\n"
+    << "# TYPE surf_connections_refused_total counter\n"
+    << "surf_connections_refused_total{reason=\"max_connections\"} " << refused_max_connections.load() << "\n"
+    << "surf_connections_refused_total{reason=\"per_address\"} " << refused_per_address.load() << "\n"
+    << "# HELP surf_accept_pauses_total Times accepting paused for lack of file descriptors.\n"
+    << "# TYPE surf_accept_pauses_total counter\nsurf_accept_pauses_total " << accept_pauses.load() << "\n"
+    << "# HELP surf_hello_timeouts_total Connections closed for not authenticating in time.\n"
+    << "# TYPE surf_hello_timeouts_total counter\nsurf_hello_timeouts_total " << hello_timeouts.load() << "\n"
+    << "# HELP surf_request_buffer_bytes Request bytes buffered against the shared budget.\n"
+    << "# TYPE surf_request_buffer_bytes gauge\nsurf_request_buffer_bytes " << buffer_bytes << "\n"
+    << "# HELP surf_budget_refusals_total Requests refused because the buffer budget was spent.\n"
+    << "# TYPE surf_budget_refusals_total counter\nsurf_budget_refusals_total " << budget_refusals.load() << "\n"
     << "# HELP surf_request_duration_seconds Time from request to answer queued.\n"
     << "# TYPE surf_request_duration_seconds histogram\n";
   for (size_t i = 0; i < std::size(kBuckets); ++i) {

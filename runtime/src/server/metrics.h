@@ -18,8 +18,15 @@ class Metrics {
   void error(const std::string& wire_code);   // an error answer, by its code on the wire
   void latency(double seconds);               // from request to answer queued
   std::atomic<uint64_t> bytes_served{0}, cache_hits{0}, cache_misses{0}, connections{0};
+  // Connections refused at accept, by reason; times accept ran out of file descriptors and
+  // paused; connections closed for saying no hello in time; requests refused for lack of buffer
+  // budget (docs/protocol.md, "Limits").
+  std::atomic<uint64_t> refused_max_connections{0}, refused_per_address{0}, accept_pauses{0}, hello_timeouts{0},
+      budget_refusals{0};
 
-  std::string text(uint64_t cache_bytes) const;
+  // open_connections: accepted and not yet closed, upgraded or not; buffer_bytes: request bytes
+  // buffered beyond the per-connection floors.
+  std::string text(uint64_t cache_bytes, uint64_t open_connections = 0, uint64_t buffer_bytes = 0) const;
 
  private:
   mutable std::mutex mutex_;

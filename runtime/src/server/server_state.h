@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "server/chunk_cache.h"
+#include "server/limits.h"
 #include "server/metrics.h"
 #include "surf/runtime.h"
 #include "surf/storage/backend.h"
@@ -28,6 +29,10 @@ struct ServerState {
   std::map<std::string, ServedModel> models;
   ChunkCache cache;
   Metrics metrics;
+  // Connections from accept to close, request-buffer memory, rate-limited warnings (limits.h).
+  ConnectionLimits limits{options.max_connections, options.max_connections_per_address};
+  BufferBudget buffer_budget{options.max_buffer_bytes};
+  LogLimiter refusal_log{std::chrono::seconds(10)}, accept_log{std::chrono::seconds(10)};
   boost::asio::thread_pool loaders{2};  // storage reads, off the I/O threads
   explicit ServerState(const ServeOptions& o) : options(o), cache(o.cache_bytes) {}
 };
@@ -38,6 +43,13 @@ inline bool token_matches(const std::string& want, std::string_view got) {
   unsigned char diff = 0;
   for (size_t i = 0; i < want.size(); ++i) diff |= static_cast<unsigned char>(want[i] ^ got[i]);
   return diff == 0;
+}
+
+// The paths a WebSocket upgrade may ask for: `/` or `/MODEL` (a name in [A-Za-z0-9_.-], no
+// `..`; whether the server has that model is get_manifest's to say). Anything else is a 404.
+inline bool upgrade_path_ok(std::string_view target) {
+  if (target == "/") return true;
+  return target.size() > 1 && target[0] == '/' && is_valid_component_id(target.substr(1));
 }
 
 }  // namespace surf::server

@@ -3,6 +3,7 @@
 // side is ws_session.cpp, the operations handlers.cpp, the chunk cache and the metrics their own.
 #include <utility>  // Asio wants it first with GCC 12
 
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -33,8 +34,10 @@ using server::ServerState;
 // A new connection's first request: a WebSocket upgrade, GET /healthz, GET /metrics, or a 404.
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
-  HttpSession(tcp::socket&& socket, std::shared_ptr<ServerState> state)
-      : stream_(std::move(socket)), state_(std::move(state)) {}
+  HttpSession(tcp::socket&& socket, std::shared_ptr<ServerState> state, std::shared_ptr<void> slot)
+      : stream_(std::move(socket)), state_(std::move(state)) {
+    slot_ = std::move(slot);
+  }
 
   void run() {
     stream_.expires_after(std::chrono::seconds(30));
@@ -46,13 +49,13 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void on_read(beast::error_code ec, size_t) {
     if (ec) return;
     auto req = parser_.release();
-    if (websocket::is_upgrade(req)) {
+    if (websocket::is_upgrade(req) && server::upgrade_path_ok(std::string_view(req.target().data(), req.target().size()))) {
       bool authed = state_->options.token.empty();
       const auto header = req[http::field::authorization];
       const std::string_view auth(header.data(), header.size());
       if (!authed && auth.starts_with("Bearer ")) authed = server::token_matches(state_->options.token, auth.substr(7));
       stream_.expires_never();
-      server::start_ws_session(stream_.release_socket(), state_, authed, std::move(req));
+      server::start_ws_session(stream_.release_socket(), state_, authed, std::move(req), std::move(slot_));
       return;
     }
     auto res = std::make_shared<http::response<http::string_body>>();
@@ -67,11 +70,11 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     } else if (req.method() == http::verb::get && target == "/metrics") {
       res->result(http::status::ok);
       res->set(http::field::content_type, "text/plain; version=0.0.4");
-      res->body() = state_->metrics.text(state_->cache.bytes());
+      res->body() = state_->metrics.text(state_->cache.bytes(), state_->limits.open(), state_->buffer_budget.used());
     } else {
       res->result(http::status::not_found);
       res->set(http::field::content_type, "text/plain");
-      res->body() = "not found: GET /healthz, GET /metrics, or a WebSocket upgrade\n";
+      res->body() = "not found: GET /healthz, GET /metrics, or a WebSocket upgrade to / or /MODEL\n";
     }
     res->prepare_payload();
     http::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code, size_t) {
@@ -84,6 +87,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   beast::flat_buffer buffer_;
   http::request_parser<http::string_body> parser_;
   std::shared_ptr<ServerState> state_;
+  std::shared_ptr<void> slot_;  // the connection's place in the limits (limits.h)
 };
 
 }  // namespace
@@ -91,26 +95,76 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 struct WeightServer::Impl {
   std::shared_ptr<ServerState> state;
   net::io_context ioc;
-  tcp::acceptor acceptor{ioc};
+  tcp::acceptor acceptor{net::make_strand(ioc)};  // its handlers, the timer's and stop's close: one strand
+  net::steady_timer accept_timer{acceptor.get_executor()};
+  std::chrono::milliseconds accept_backoff{0};  // 0: not paused
   std::vector<std::thread> threads;
   std::once_flag stopped;
 
   explicit Impl(const ServeOptions& o) : state(std::make_shared<ServerState>(o)), ioc(std::max(1, o.threads)) {}
 
   void accept() {
+    if (!acceptor.is_open()) return;  // stopped
     acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
-      if (ec) return;  // acceptor closed
-      if (state->metrics.connections.load() >= state->options.max_connections) {
-        log_warn("serve: refusing a connection: " + std::to_string(state->options.max_connections) + " already open");
-        beast::error_code ignored;
-        socket.close(ignored);
-      } else {
-        beast::error_code ignored;
-        socket.set_option(tcp::no_delay(true), ignored);
-        std::make_shared<HttpSession>(std::move(socket), state)->run();
+      if (ec == net::error::operation_aborted || !acceptor.is_open()) return;  // stopped
+      if (ec) return accept_failed(ec);
+      if (accept_backoff.count() > 0) {
+        log_info("serve: accepting connections again");
+        accept_backoff = std::chrono::milliseconds(0);
       }
+      admit(std::move(socket));
       accept();
     });
+  }
+
+  // Out of file descriptors (or kernel memory): accepting again at once would fail again, and
+  // giving up would leave the port dead for good. Pause, doubling up to 1 s, and retry; the
+  // connections already open keep being served and, as they close, free descriptors. One warning
+  // per burst. Any other error concerns one connection only: accept the next.
+  void accept_failed(beast::error_code ec) {
+    namespace errc = boost::system::errc;
+    if (ec != errc::too_many_files_open && ec != errc::too_many_files_open_in_system &&
+        ec != errc::no_buffer_space && ec != errc::not_enough_memory) {
+      return accept();
+    }
+    if (accept_backoff.count() == 0) {
+      state->metrics.accept_pauses++;
+      state->accept_log.warn("serve: cannot accept connections: " + ec.message() +
+                             "; retrying, open connections are still served");
+      accept_backoff = std::chrono::milliseconds(10);
+    } else {
+      accept_backoff = std::min(accept_backoff * 2, std::chrono::milliseconds(1000));
+    }
+    accept_timer.expires_after(accept_backoff);
+    accept_timer.async_wait([this](beast::error_code wec) {
+      if (!wec) accept();
+    });
+  }
+
+  // A slot in the limits (limits.h) for the new connection, or it is closed at once: counted in
+  // /metrics, logged at most once per interval.
+  void admit(tcp::socket socket) {
+    beast::error_code ec;
+    const auto peer = socket.remote_endpoint(ec);
+    const std::string address = ec ? std::string("?") : peer.address().to_string();
+    server::ConnectionLimits::Refusal why{};
+    auto slot = state->limits.admit(address, why);
+    if (!slot) {
+      if (why == server::ConnectionLimits::Refusal::total) {
+        state->metrics.refused_max_connections++;
+        state->refusal_log.warn("serve: refusing connections: " + std::to_string(state->options.max_connections) +
+                                " already open (--max-connections)");
+      } else {
+        state->metrics.refused_per_address++;
+        state->refusal_log.warn("serve: refusing connections from " + address + ": " +
+                                std::to_string(state->options.max_connections_per_address) +
+                                " already open from it (--max-connections-per-address)");
+      }
+      socket.close(ec);
+      return;
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    std::make_shared<HttpSession>(std::move(socket), state, std::move(slot))->run();
   }
 };
 
@@ -147,8 +201,9 @@ uint16_t WeightServer::port() const { return impl_->acceptor.local_endpoint().po
 
 void WeightServer::stop() {
   std::call_once(impl_->stopped, [this] {
-    net::post(impl_->ioc, [this] {
+    net::post(impl_->acceptor.get_executor(), [this] {
       beast::error_code ignored;
+      impl_->accept_timer.cancel();
       impl_->acceptor.close(ignored);
       impl_->ioc.stop();
     });

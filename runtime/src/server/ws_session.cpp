@@ -1,6 +1,7 @@
 #include "server/ws_session.h"
 
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
 #include <chrono>
@@ -21,12 +22,16 @@ using Clock = std::chrono::steady_clock;
 
 class WsSession : public std::enable_shared_from_this<WsSession> {
  public:
-  WsSession(tcp::socket&& socket, std::shared_ptr<ServerState> state, bool authed)
+  WsSession(tcp::socket&& socket, std::shared_ptr<ServerState> state, bool authed, std::shared_ptr<void> slot)
       : ws_(std::move(socket)), state_(std::move(state)) {
     auth_.authed = authed;
     state_->metrics.connections++;
+    slot_ = std::move(slot);
   }
-  ~WsSession() { state_->metrics.connections--; }
+  ~WsSession() {
+    state_->metrics.connections--;
+    state_->buffer_budget.release(charged_);
+  }
 
   void run(http::request<http::string_body> req) {
     ws_.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
@@ -36,18 +41,98 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     ws_.auto_fragment(false);
     ws_.binary(true);
     ws_.async_accept(req, [self = shared_from_this()](beast::error_code ec) {
-      if (!ec) self->read();
+      if (ec) return;
+      self->start_hello_deadline();
+      self->read();
     });
   }
 
  private:
-  void read() {
-    in_.consume(in_.size());
-    ws_.async_read(in_, [self = shared_from_this()](beast::error_code ec, size_t) {
-      if (ec) return;  // closed, timed out or a protocol violation: Beast has dealt with the socket
-      self->receive(self->responder(Clock::now()));
-      self->read();
+  // With a token required and none on the upgrade, the connection has hello_timeout_ms to
+  // authenticate; then it is closed (1008), so idle strangers cannot hold the connection slots.
+  void start_hello_deadline() {
+    if (auth_.authed || state_->options.hello_timeout_ms <= 0) return;
+    hello_timer_ = std::make_unique<net::steady_timer>(ws_.get_executor());
+    hello_timer_->expires_after(std::chrono::milliseconds(state_->options.hello_timeout_ms));
+    hello_timer_->async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (ec || self->auth_.authed) return;
+      self->state_->metrics.hello_timeouts++;
+      if (self->queue_.empty()) {
+        self->ws_.async_close({websocket::close_code::policy_error, "no hello with the token in time"},
+                              [self](beast::error_code) {});
+      } else {  // a write is under way: Beast allows no close beside it
+        beast::error_code ignored;
+        beast::get_lowest_layer(self->ws_).socket().close(ignored);
+      }
     });
+  }
+
+  // Reads the next message a piece at a time (limits.h): up to max_request_bytes are buffered,
+  // growth past the first kBufferFloor bytes charged to the server's shared budget; a message over
+  // the limit, or one the budget cannot hold, is read to its end without keeping it and answered
+  // too_large. Beast itself closes the connection (1009) past read_message_max.
+  void read() {
+    const size_t limit = state_->options.max_request_bytes;
+    if (in_.capacity() == in_.size()) {
+      const size_t want = (discarding_ ? kBufferFloor
+                                       : std::min(std::max(in_.capacity() * 2, kBufferFloor), limit + 1));
+      const size_t over_floor = want > kBufferFloor ? want - kBufferFloor : 0;
+      if (!discarding_ && over_floor > charged_ && !state_->buffer_budget.try_charge(over_floor - charged_)) {
+        over_budget_ = true;
+        discard();
+        return read();
+      }
+      charged_ = std::max(charged_, over_floor);
+      in_.reserve(want);
+    }
+    ws_.async_read_some(in_, in_.capacity() - in_.size(), [self = shared_from_this()](beast::error_code ec, size_t n) {
+      if (ec) {  // closed, timed out or a protocol violation: Beast has dealt with the socket
+        if (self->hello_timer_) self->hello_timer_->cancel();
+        return;
+      }
+      self->on_read(n);
+    });
+  }
+
+  void on_read(size_t n) {
+    message_bytes_ += n;
+    const size_t limit = state_->options.max_request_bytes;
+    if (!discarding_ && message_bytes_ > limit) discard();
+    if (discarding_) in_.consume(in_.size());
+    if (!ws_.is_message_done()) return read();
+    const Respond respond = responder(Clock::now());
+    if (message_bytes_ > limit) {
+      state_->metrics.request("invalid");
+      respond(error_answer(*state_, 0, ErrorCode::too_large,
+                           "request of " + std::to_string(message_bytes_) + " bytes exceeds the limit of " +
+                               std::to_string(limit)));
+    } else if (over_budget_) {
+      state_->metrics.request("invalid");
+      state_->metrics.budget_refusals++;
+      respond(error_answer(*state_, 0, ErrorCode::too_large,
+                           "request of " + std::to_string(message_bytes_) +
+                               " bytes found the server's request buffers full; send it again later"));
+    } else {
+      receive(respond);
+      if (auth_.authed && hello_timer_) hello_timer_->cancel();
+    }
+    message_bytes_ = 0;
+    over_budget_ = false;
+    discarding_ = false;
+    in_.consume(in_.size());
+    if (in_.capacity() > kBufferFloor) discard();  // give a large buffer back between messages
+    discarding_ = false;
+    read();
+  }
+
+  // Drops what is buffered, gives the buffer's memory and budget back and keeps reading the
+  // message into a small buffer that is emptied after every read.
+  void discard() {
+    in_.clear();
+    in_.shrink_to_fit();
+    state_->buffer_budget.release(charged_);
+    charged_ = 0;
+    discarding_ = true;
   }
 
   // Answers go out on this connection's strand, whichever thread produced them.
@@ -62,12 +147,6 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
   void receive(const Respond& respond) {
     if (!ws_.got_binary()) {
       return respond(error_answer(*state_, 0, ErrorCode::invalid_argument, "messages must be binary msgpack"));
-    }
-    if (in_.size() > state_->options.max_request_bytes) {
-      state_->metrics.request("invalid");
-      return respond(error_answer(*state_, 0, ErrorCode::too_large,
-                                  "request of " + std::to_string(in_.size()) + " bytes exceeds the limit of " +
-                                      std::to_string(state_->options.max_request_bytes)));
     }
     auto decoded = wire::decode_request(static_cast<const std::byte*>(in_.data().data()), in_.size());
     if (const auto* bad = std::get_if<wire::BadRequest>(&decoded)) {
@@ -100,13 +179,19 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
   std::shared_ptr<ServerState> state_;
   ConnectionAuth auth_;
   std::deque<Outgoing> queue_;  // strand only
+  // Strand only: the connection's slot (limits.h), the reading of the current message, the
+  // budget bytes its buffer holds and the hello deadline.
+  std::shared_ptr<void> slot_;
+  size_t message_bytes_ = 0, charged_ = 0;
+  bool discarding_ = false, over_budget_ = false;
+  std::unique_ptr<net::steady_timer> hello_timer_;
 };
 
 }  // namespace
 
 void start_ws_session(tcp::socket&& socket, std::shared_ptr<ServerState> state, bool authed,
-                      http::request<http::string_body>&& request) {
-  std::make_shared<WsSession>(std::move(socket), std::move(state), authed)->run(std::move(request));
+                      http::request<http::string_body>&& request, std::shared_ptr<void> slot) {
+  std::make_shared<WsSession>(std::move(socket), std::move(state), authed, std::move(slot))->run(std::move(request));
 }
 
 }  // namespace surf::server

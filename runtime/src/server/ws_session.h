@@ -14,8 +14,10 @@
 namespace surf::server {
 
 // Completes the upgrade `request` received on `socket` and serves the connection until it closes.
-// `authed`: the upgrade carried the server's token (or none is required).
+// `authed`: the upgrade carried the server's token (or none is required). `slot`: the
+// connection's place in the server's limits (limits.h), held until the session ends.
 void start_ws_session(boost::asio::ip::tcp::socket&& socket, std::shared_ptr<ServerState> state, bool authed,
-                      boost::beast::http::request<boost::beast::http::string_body>&& request);
+                      boost::beast::http::request<boost::beast::http::string_body>&& request,
+                      std::shared_ptr<void> slot);
 
 }  // namespace surf::server

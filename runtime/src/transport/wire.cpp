@@ -1,5 +1,8 @@
 #include "transport/wire.h"
 
+#include <climits>
+#include <cstdint>
+
 #include "surf/storage/msgpack_util.h"
 
 namespace surf::wire {
@@ -35,6 +38,93 @@ void begin_answer(Packer& pk, uint32_t fields, uint64_t id) {
   pk.pack(true);
 }
 
+// Walks one msgpack value without building it, so a request's shape is refused before msgpack-c
+// allocates for it: at most `max_depth` nested containers, `max_values` values in all (keys
+// count), no ext, nothing missing, nothing after it. Empty if fine, else what is wrong.
+std::string check_shape(const std::byte* data, size_t size, size_t max_depth, size_t max_values) {
+  const auto* p = reinterpret_cast<const unsigned char*>(data);
+  size_t off = 0, values = 0;
+  std::vector<uint64_t> open{1};  // values still to read in each open container; the root holds one
+  auto be = [&](size_t bytes, uint64_t& v) {
+    if (size - off < bytes) return false;
+    v = 0;
+    for (size_t i = 0; i < bytes; ++i) v = (v << 8) | p[off + i];
+    off += bytes;
+    return true;
+  };
+  while (!open.empty()) {
+    if (open.back() == 0) {
+      open.pop_back();
+      continue;
+    }
+    --open.back();
+    if (++values > max_values) return "it holds more than " + std::to_string(max_values) + " values";
+    if (off >= size) return "it is cut short";
+    const unsigned char b = p[off++];
+    uint64_t skip = 0, children = 0;
+    bool container = false;
+    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
+      // fixint, nil, false, true
+    } else if ((b & 0xf0) == 0x80 || (b & 0xf0) == 0x90) {
+      children = (b & 0x0f) * ((b & 0xf0) == 0x80 ? 2u : 1u);
+      container = true;
+    } else if ((b & 0xe0) == 0xa0) {
+      skip = b & 0x1f;
+    } else {
+      switch (b) {
+        case 0xc4: case 0xd9: if (!be(1, skip)) return "it is cut short"; break;
+        case 0xc5: case 0xda: if (!be(2, skip)) return "it is cut short"; break;
+        case 0xc6: case 0xdb: if (!be(4, skip)) return "it is cut short"; break;
+        case 0xca: case 0xce: case 0xd2: skip = 4; break;
+        case 0xcb: case 0xcf: case 0xd3: skip = 8; break;
+        case 0xcc: case 0xd0: skip = 1; break;
+        case 0xcd: case 0xd1: skip = 2; break;
+        case 0xdc: case 0xde: if (!be(2, children)) return "it is cut short"; container = true; break;
+        case 0xdd: case 0xdf: if (!be(4, children)) return "it is cut short"; container = true; break;
+        default: return "it holds an ext value or the invalid byte 0xc1";
+      }
+      if (b == 0xde || b == 0xdf) children *= 2;
+    }
+    if (skip > size - off) return "it is cut short";
+    off += skip;
+    if (container) {
+      if (open.size() > max_depth) return "it nests deeper than " + std::to_string(max_depth) + " levels";
+      if (children > max_values) return "it holds more than " + std::to_string(max_values) + " values";
+      open.push_back(children);
+    }
+  }
+  if (off != size) return "bytes follow the map";
+  return {};
+}
+
+// A request's string field: absent is empty, anything but a msgpack str is refused.
+bool string_field(const msgpack::object& map, std::string_view key, std::string& out, std::string& error) {
+  const msgpack::object* f = mp::field(map, key);
+  if (f == nullptr) return true;
+  if (f->type != msgpack::type::STR) {
+    error = "field '" + std::string(key) + "' must be a string (msgpack str)";
+    return false;
+  }
+  out.assign(f->via.str.ptr, f->via.str.size);
+  return true;
+}
+
+// The length of the code point starting at s[i] if it is well-formed UTF-8, else 0.
+size_t utf8_length(std::string_view s, size_t i) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+  if (n == 0 || i + n > s.size()) return 0;
+  uint32_t cp = n == 1 ? c : c & (0x7f >> n);
+  for (size_t k = 1; k < n; ++k) {
+    const auto d = static_cast<unsigned char>(s[i + k]);
+    if ((d & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (d & 0x3f);
+  }
+  const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < min[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+  return n;
+}
+
 std::string string_or_empty(const msgpack::object& map, std::string_view key) {
   const msgpack::object* f = mp::field(map, key);
   return f ? f->as<std::string>() : std::string();
@@ -53,6 +143,46 @@ uint64_t uint_or_zero(const msgpack::object& map, std::string_view key) {
 constexpr size_t kMaxAnswerHead = 64 * 1024;
 
 }  // namespace
+
+std::string quote(std::string_view text, size_t max_bytes) {
+  static const char hex[] = "0123456789abcdef";
+  std::string out = "'";
+  for (size_t i = 0; i < text.size() && i < max_bytes; ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c == '\'' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 0xf];
+    }
+  }
+  out += "'";
+  if (text.size() > max_bytes) out += " (" + std::to_string(text.size()) + " bytes, first " + std::to_string(max_bytes) + " shown)";
+  return out;
+}
+
+std::string valid_utf8(std::string_view text, size_t max_bytes) {
+  static const char hex[] = "0123456789abcdef";
+  std::string out;
+  size_t i = 0;
+  while (i < text.size() && out.size() < max_bytes) {
+    if (const size_t n = utf8_length(text, i)) {
+      out.append(text.substr(i, n));
+      i += n;
+    } else {
+      const auto c = static_cast<unsigned char>(text[i++]);
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 0xf];
+    }
+  }
+  if (i < text.size()) out += "... (" + std::to_string(text.size()) + " bytes)";
+  return out;
+}
 
 const char* code_for(ErrorCode code) {
   switch (code) {
@@ -121,6 +251,9 @@ void encode_request(ByteBuffer& out, const Request& r) {
 }
 
 std::variant<Request, BadRequest> decode_request(const std::byte* data, size_t size) {
+  if (const std::string wrong = check_shape(data, size, kMaxRequestDepth, kMaxRequestValues); !wrong.empty()) {
+    return BadRequest{0, "not a msgpack request: " + wrong};
+  }
   msgpack::object_handle oh;
   try {
     oh = msgpack::unpack(reinterpret_cast<const char*>(data), size, nullptr, nullptr, mp::limits(size));
@@ -128,22 +261,29 @@ std::variant<Request, BadRequest> decode_request(const std::byte* data, size_t s
     return BadRequest{0, "not a msgpack message"};
   }
   const msgpack::object& req = oh.get();
+  if (req.type != msgpack::type::MAP) return BadRequest{0, "a request must be a msgpack map"};
   Request r;
-  std::string op, model, component, name, token;
-  int version = -1;
-  try {
-    if (req.type != msgpack::type::MAP) throw msgpack::type_error();
-    r.id = uint_or_zero(req, "id");
-    op = string_or_empty(req, "op");
-    model = string_or_empty(req, "model");
-    component = string_or_empty(req, "component");
-    name = string_or_empty(req, "name");
-    token = string_or_empty(req, "token");
-    if (auto* f = mp::field(req, "version")) version = f->as<int>();
-  } catch (const std::exception&) {
-    return BadRequest{r.id, "request must be a map with id, op and string fields"};
+  if (const msgpack::object* id = mp::field(req, "id")) {
+    if (id->type != msgpack::type::POSITIVE_INTEGER) return BadRequest{0, "field 'id' must be an unsigned integer"};
+    r.id = id->via.u64;
+  }
+  std::string op, model, component, name, token, error;
+  if (!string_field(req, "op", op, error) || !string_field(req, "model", model, error) ||
+      !string_field(req, "component", component, error) || !string_field(req, "name", name, error) ||
+      !string_field(req, "token", token, error)) {
+    return BadRequest{r.id, error};
   }
   if (op == "hello") {
+    const msgpack::object* v = mp::field(req, "version");
+    if (v == nullptr) return BadRequest{r.id, "hello needs 'version' (an integer: the client's protocol version)"};
+    int version = 0;
+    if (v->type == msgpack::type::POSITIVE_INTEGER) {
+      version = static_cast<int>(std::min<uint64_t>(v->via.u64, INT32_MAX));
+    } else if (v->type == msgpack::type::NEGATIVE_INTEGER) {
+      version = static_cast<int>(std::max<int64_t>(v->via.i64, INT32_MIN));
+    } else {
+      return BadRequest{r.id, "field 'version' must be an integer"};
+    }
     r.body = Hello{version, std::move(token)};
   } else if (op == "list_models") {
     r.body = ListModels{};
@@ -153,8 +293,10 @@ std::variant<Request, BadRequest> decode_request(const std::byte* data, size_t s
     r.body = GetChunk{std::move(model), std::move(component)};
   } else if (op == "get_file") {
     r.body = GetFile{std::move(model), std::move(name)};
+  } else if (op.empty()) {
+    return BadRequest{r.id, "a request needs 'op' (a string)"};
   } else {
-    return BadRequest{r.id, "unknown op '" + op + "'"};
+    return BadRequest{r.id, "unknown op " + quote(op)};
   }
   return r;
 }
@@ -173,7 +315,7 @@ void encode_answer(ByteBuffer& out, uint64_t id, const ErrorAnswer& a) {
   pack_key(pk, "code");
   pk.pack(std::string_view(code_for(a.code)));
   pack_key(pk, "message");
-  pk.pack(a.message);
+  pk.pack(valid_utf8(a.message, kMaxErrorMessage));
 }
 
 void encode_answer(ByteBuffer& out, uint64_t id, const HelloAnswer& a) {

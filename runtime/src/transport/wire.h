@@ -24,7 +24,7 @@ ErrorCode error_from_code(std::string_view wire_code);
 // --- requests: {id, op, fields of the op} ---
 
 struct Hello {
-  int version = kProtocolVersion;  // decoded as -1 when absent
+  int version = kProtocolVersion;  // a hello without one is a BadRequest
   std::string token;               // empty: none sent
 };
 struct ListModels {};
@@ -51,6 +51,21 @@ struct Request {
 const char* op_name(const RequestBody& body);
 
 void encode_request(ByteBuffer& out, const Request& request);
+
+// A request is one msgpack map of at most this many nested containers and values (keys
+// included): anything else is refused before it is unpacked (docs/protocol.md, "Limits").
+inline constexpr size_t kMaxRequestDepth = 4;
+inline constexpr size_t kMaxRequestValues = 256;
+// An error answer's message is cut to this many bytes.
+inline constexpr size_t kMaxErrorMessage = 1024;
+
+// Text from a request, for an error message: single-quoted, at most `max_bytes` of it, every byte
+// outside printable ASCII as \xHH (so the result is ASCII, valid UTF-8, whatever came in), and
+// how long it was if cut.
+std::string quote(std::string_view text, size_t max_bytes = 64);
+// `text` with every byte that is not part of well-formed UTF-8 written as \xHH, cut after about
+// `max_bytes`: what an error answer's message is made of.
+std::string valid_utf8(std::string_view text, size_t max_bytes);
 
 // A message that is not a valid request: answered with bad_request (id 0 if it had none).
 struct BadRequest {
