@@ -14,7 +14,10 @@
 
 namespace surf::test {
 
-ServerProcess::ServerProcess(std::vector<std::string> args, int port) : args_(std::move(args)), port_(port) { start(); }
+ServerProcess::ServerProcess(std::vector<std::string> args, int port, std::string log_file)
+    : args_(std::move(args)), port_(port), log_file_(std::move(log_file)) {
+  start();
+}
 
 ServerProcess::~ServerProcess() { stop(); }
 
@@ -32,6 +35,10 @@ void ServerProcess::start() {
   if (pid_ == 0) {
     ::dup2(fds[1], 1);
     ::close(fds[0]);
+    if (!log_file_.empty()) {
+      const int log = ::open(log_file_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      if (log >= 0) ::dup2(log, 2);
+    }
     std::vector<char*> a;
     for (auto& s : argv) a.push_back(s.data());
     a.push_back(nullptr);

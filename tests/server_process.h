@@ -9,7 +9,8 @@ namespace surf::test {
 class ServerProcess {
  public:
   // args: extra arguments after `surf serve` (stores, token file, ...). port 0 = any free port.
-  explicit ServerProcess(std::vector<std::string> args, int port = 0);
+  // log_file: the server's stderr goes there (appended) instead of the test's.
+  explicit ServerProcess(std::vector<std::string> args, int port = 0, std::string log_file = "");
   ~ServerProcess();
   ServerProcess(const ServerProcess&) = delete;
   ServerProcess& operator=(const ServerProcess&) = delete;
@@ -21,11 +22,13 @@ class ServerProcess {
   int stop();
   void restart();     // same arguments, same port
   bool running() const { return pid_ > 0; }
+  int pid() const { return pid_; }
 
  private:
   void start();
   std::vector<std::string> args_;
   int port_;
+  std::string log_file_;
   int pid_ = -1;
 };
 
