@@ -132,7 +132,7 @@ Manifest Manifest::from_json(const std::string& text) {
         ManifestFile mf;
         mf.name = f.at("name").get<std::string>();
         if (!is_valid_component_id(mf.name)) fail(ErrorCode::corrupt, "manifest: file name '" + mf.name + "' is not allowed");
-        mf.bytes = f.at("bytes").get<uint64_t>();
+        mf.bytes = json_uint(f.at("bytes"), "manifest: file '" + mf.name + "' bytes");
         mf.checksum = f.at("checksum").get<std::string>();
         m.files.push_back(std::move(mf));
       }
