@@ -227,14 +227,16 @@ std::string kind_of(const std::exception& e) {
   return std::string("other: ") + e.what();
 }
 
-// A client: get_chunk for random components, each answer checked against the manifest.
+// A client: get_chunk for random components, each answer checked against the manifest, on
+// connections of 1-100 requests.
 void client(int port, const Manifest& m, uint64_t seed, bool slow) {
   std::mt19937_64 rng(seed);
   uint64_t id = 0;
   while (!stopping) {
     try {
       Ws c(port, 10);
-      while (!stopping) {
+      // Connections come and go (1-100 requests each), so the proxy's faults keep coming too.
+      for (uint64_t left = 1 + rng() % 100; left > 0 && !stopping; --left) {
         const ManifestComponent& comp = m.components[rng() % m.components.size()];
         ByteBuffer req;
         wire::encode_request(req, {++id, wire::GetChunk{"llama", comp.id}});
