@@ -109,7 +109,7 @@ struct WeightServer::Impl {
       if (ec == net::error::operation_aborted || !acceptor.is_open()) return;  // stopped
       if (ec) return accept_failed(ec);
       if (accept_backoff.count() > 0) {
-        log_info("serve: accepting connections again");
+        log_warn("serve: accepting connections again");
         accept_backoff = std::chrono::milliseconds(0);
       }
       admit(std::move(socket));
