@@ -226,6 +226,7 @@ TEST(ServerLimits, FdExhaustionPausesAcceptAndRecovers) {
   const double recovery = std::chrono::duration<double>(Clock::now() - closed).count();
   EXPECT_EQ(health, "200\nok\n");
   EXPECT_LT(recovery, 3.0);
+  std::printf("fd exhaustion: /healthz answered %.3f s after the held connections closed\n", recovery);
   RawClient fresh(server.port());
   EXPECT_EQ(fresh.send({3, wire::GetChunk{"llama", "layers.1"}}).first, "ok");
   const std::string m = http_get(server.port(), "/metrics");
@@ -325,6 +326,8 @@ TEST(ServerLimits, NestedArrayFloodStaysWithinTheMemoryBudget) {
   }
   const uint64_t peak = proc_kib(server.pid(), "VmHWM");
   EXPECT_LT(peak - std::min(peak, before), 40u * 1024) << "peak RSS " << peak << " KiB, before " << before << " KiB";
+  std::printf("nested arrays: 4 x 4 MiB requests, peak RSS +%llu KiB\n",
+              static_cast<unsigned long long>(peak - std::min(peak, before)));
   EXPECT_EQ(warm.send({2, wire::ListModels{}}).first, "ok");
 }
 
