@@ -130,6 +130,28 @@ TEST(Wire, RequestShapeLimitsHoldBeforeUnpacking) {
   EXPECT_EQ(std::get<wire::Request>(decoded).id, 9u);
 }
 
+// Answers get the same walk before unpacking (a hostile server must not make the client build
+// millions of objects), with room for a list of many models.
+TEST(Wire, AnswerShapeLimitsHoldBeforeUnpacking) {
+  std::string nested(1u << 20, '\x91');
+  nested.back() = '\xc0';
+  test::expect_error([&] { wire::decode_answer(reinterpret_cast<const std::byte*>(nested.data()), nested.size()); },
+                     ErrorCode::network, "nests deeper than 4 levels");
+  std::string wide("\xdd\x00\x10\x00\x00", 5);  // array32 of 1M nils
+  wide.append(1u << 20, '\xc0');
+  test::expect_error([&] { wire::decode_answer(reinterpret_cast<const std::byte*>(wide.data()), wide.size()); },
+                     ErrorCode::network, "holds more than 65536 values");
+  wire::ListModelsAnswer many;
+  for (int i = 0; i < 1000; ++i) {
+    std::string name = std::to_string(i);
+    name.insert(name.begin(), 'm');
+    many.models.push_back({name, "llama", 3, 100});
+  }
+  ByteBuffer b;
+  wire::encode_answer(b, 1, many);
+  EXPECT_EQ(std::get<wire::ListModelsAnswer>(wire::decode_answer(b.data(), b.size()).body).models.size(), 1000u);
+}
+
 // Error messages quote what they refuse short and escaped, and are valid UTF-8 whatever they
 // were made from.
 TEST(Wire, ErrorTextIsShortEscapedAndValidUtf8) {

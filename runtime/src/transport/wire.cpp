@@ -139,6 +139,11 @@ uint64_t uint_or_zero(const msgpack::object& map, std::string_view key) {
   fail(ErrorCode::network, "malformed answer from the weight server: " + what);
 }
 
+// An answer nests at most 3 deep (list_models: map, array, map); 4 leaves room. 2^16 values is
+// thousands of models.
+constexpr size_t kMaxAnswerDepth = 4;
+constexpr size_t kMaxAnswerValues = size_t{1} << 16;
+
 // The head of an answer (everything before `data`) is small: names, a checksum, < 64 pad bytes.
 constexpr size_t kMaxAnswerHead = 64 * 1024;
 
@@ -397,6 +402,11 @@ void encode_chunk_answer_head(ByteBuffer& out, uint64_t id, const ChunkAnswer& a
 }
 
 Answer decode_answer(const std::byte* data, size_t size) {
+  // A hostile server must not make the client build millions of objects either; bins (chunks,
+  // files) are skipped by the walk, so this costs nothing on large answers.
+  if (const std::string wrong = check_shape(data, size, kMaxAnswerDepth, kMaxAnswerValues); !wrong.empty()) {
+    malformed(wrong);
+  }
   msgpack::object_handle oh;
   try {
     oh = msgpack::unpack(reinterpret_cast<const char*>(data), size, mp::reference_bins, nullptr, mp::limits(size));
