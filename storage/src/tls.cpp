@@ -27,13 +27,16 @@ std::string env(const char* name) {
   return v ? v : "";
 }
 
-// OpenSSL's first queued error as text (and the queue cleared).
+// OpenSSL's queued errors' reasons, oldest first, as one line (and the queue cleared):
+// "no start line; PEM lib" rather than only the last, least specific one.
 std::string openssl_reason() {
-  const unsigned long e = ERR_get_error();
-  ERR_clear_error();
-  if (e == 0) return "unknown error";
-  const char* r = ERR_reason_error_string(e);
-  return r ? r : "error " + std::to_string(e);
+  std::string out;
+  for (unsigned long e; (e = ERR_get_error()) != 0;) {
+    const char* r = ERR_reason_error_string(e);
+    const std::string reason = r ? r : "error " + std::to_string(e);
+    if (out.find(reason) == std::string::npos) out += (out.empty() ? "" : "; ") + reason;
+  }
+  return out.empty() ? "unknown error" : out;
 }
 
 void tls12_minimum(ssl::context& ctx) {
@@ -117,7 +120,7 @@ std::shared_ptr<ssl::context> server_context(const std::string& cert_file, const
   ctx->use_certificate_chain_file(cert_file, ec);
   if (ec) fail(ErrorCode::invalid_argument, "TLS certificate '" + cert_file + "' is not usable: " + openssl_reason());
   ctx->use_private_key_file(key_file, ssl::context::pem, ec);
-  if (ec) fail(ErrorCode::invalid_argument, "TLS key '" + key_file + "' is not usable: " + openssl_reason());
+  if (ec) fail(ErrorCode::invalid_argument, "TLS key '" + key_file + "' is not usable (not an unencrypted PEM private key?): " + openssl_reason());
   if (SSL_CTX_check_private_key(ctx->native_handle()) != 1) {
     fail(ErrorCode::invalid_argument, "TLS key '" + key_file + "' does not match certificate '" + cert_file + "'");
   }

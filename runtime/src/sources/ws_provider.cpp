@@ -99,7 +99,10 @@ class WsProvider final : public ComponentProvider {
   std::string describe() const override {
     if (servers_.size() == 1) return servers_[0]->url.text();
     std::string d;
-    for (const auto& s : servers_) d += (d.empty() ? "" : ",") + s->url.text();
+    for (const auto& s : servers_) {
+      if (!d.empty()) d += ',';
+      d += s->url.text();
+    }
     return d;
   }
 
