@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <chrono>
 #include <cstdlib>
@@ -11,6 +12,7 @@
 #include "surf/log.h"
 #include "surf/storage/s3.h"
 #include "surf/storage/sigv4.h"
+#include "surf/storage/tls.h"
 
 namespace surf {
 
@@ -57,10 +59,57 @@ std::string xml_value(const std::string& xml, const std::string& tag, size_t fro
   return out;
 }
 
-struct Endpoint {
-  std::string host, port;
-  bool path_style;
-};
+// A bucket name that can be the first label of a host name (and of a certificate's wildcard):
+// lowercase letters, digits and '-', no dots.
+bool dns_label(const std::string& b) {
+  if (b.size() < 3 || b.size() > 63 || b.front() == '-' || b.back() == '-') return false;
+  return std::all_of(b.begin(), b.end(), [](char c) { return std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '-'; });
+}
+
+}  // namespace
+
+S3Address s3_address(const S3Config& cfg, const std::string& bucket, const std::string& encoded_key) {
+  S3Address a;
+  std::string ep = cfg.endpoint;
+  if (ep.empty()) {
+    ep = "https://s3." + cfg.region + ".amazonaws.com";
+  }
+  if (ep.rfind("https://", 0) == 0) {
+    a.scheme = "https";
+    ep = ep.substr(8);
+  } else if (ep.rfind("http://", 0) == 0) {
+    a.scheme = "http";
+    ep = ep.substr(7);
+  } else {
+    fail(ErrorCode::invalid_argument, "bad S3 endpoint '" + cfg.endpoint + "': expected http://HOST[:PORT] or https://HOST[:PORT]");
+  }
+  while (!ep.empty() && ep.back() == '/') ep.pop_back();
+  if (ep.find('/') != std::string::npos) fail(ErrorCode::invalid_argument, "bad S3 endpoint '" + cfg.endpoint + "': no path allowed");
+  const size_t colon = ep.rfind(':');
+  a.host = colon == std::string::npos ? ep : ep.substr(0, colon);
+  a.port = colon == std::string::npos ? (a.scheme == "https" ? "443" : "80") : ep.substr(colon + 1);
+  if (a.host.empty() || a.port.empty() || a.port.find_first_not_of("0123456789") != std::string::npos) {
+    fail(ErrorCode::invalid_argument, "bad S3 endpoint '" + cfg.endpoint + "'");
+  }
+  const bool aws = a.host.size() > 14 && a.host.compare(a.host.size() - 14, 14, ".amazonaws.com") == 0;
+  if (cfg.addressing == "virtual") {
+    if (!dns_label(bucket)) {
+      fail(ErrorCode::invalid_argument, "bucket '" + bucket + "' cannot be addressed virtual-hosted style "
+                                        "(lowercase letters, digits and '-' only): use path style");
+    }
+    a.virtual_hosted = true;
+  } else if (cfg.addressing == "auto") {
+    a.virtual_hosted = aws && dns_label(bucket);
+  } else if (cfg.addressing != "path") {
+    fail(ErrorCode::invalid_argument, "S3 addressing '" + cfg.addressing + "': expected auto, virtual or path");
+  }
+  if (a.virtual_hosted) a.host = bucket + "." + a.host;
+  a.host_header = a.port == (a.scheme == "https" ? "443" : "80") ? a.host : a.host + ":" + a.port;
+  a.path = a.virtual_hosted ? "/" + encoded_key : "/" + bucket + (encoded_key.empty() ? "" : "/" + encoded_key);
+  return a;
+}
+
+namespace {
 
 class S3Backend final : public StorageBackend {
  public:
@@ -70,18 +119,12 @@ class S3Backend final : public StorageBackend {
       fail(ErrorCode::unauthorized, "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile "
                                     "in ~/.aws/credentials (AWS_PROFILE)");
     }
-    if (cfg_.endpoint.empty()) {
-      // AWS proper needs TLS, which this build does not speak yet.
-      fail(ErrorCode::unsupported, "s3://" + bucket_ + ": AWS endpoints need HTTPS, not supported yet; set "
-                                   "AWS_ENDPOINT_URL to an http:// S3-compatible endpoint");
-    }
-    std::string ep = cfg_.endpoint;
-    if (ep.rfind("https://", 0) == 0) fail(ErrorCode::unsupported, "https endpoints are not supported yet: " + ep);
-    if (ep.rfind("http://", 0) == 0) ep = ep.substr(7);
-    while (!ep.empty() && ep.back() == '/') ep.pop_back();
-    const size_t colon = ep.rfind(':');
-    endpoint_ = {colon == std::string::npos ? ep : ep.substr(0, colon), colon == std::string::npos ? "80" : ep.substr(colon + 1), true};
-    if (endpoint_.host.empty()) fail(ErrorCode::invalid_argument, "bad S3 endpoint '" + cfg_.endpoint + "'");
+    endpoint_ = s3_address(cfg_, bucket_, "");
+    target_.host = endpoint_.host;
+    target_.port = endpoint_.port;
+    target_.tls = endpoint_.scheme == "https";
+    target_.ca_file = cfg_.ca_file;
+    target_.connect_to = cfg_.connect_to;
   }
 
   std::string describe() const override { return "s3://" + bucket_ + (prefix_.empty() ? "" : "/" + prefix_); }
@@ -177,10 +220,10 @@ class S3Backend final : public StorageBackend {
 
  private:
   std::string join(const std::string& key) const { return prefix_.empty() ? key : prefix_ + "/" + key; }
-  std::string bucket_path() const { return "/" + bucket_; }
+  std::string bucket_path() const { return s3_address(cfg_, bucket_, "").path; }
   std::string object_path(const std::string& key) const {
     validate_key(key);
-    return "/" + bucket_ + "/" + sigv4::uri_encode(join(key), false);
+    return s3_address(cfg_, bucket_, sigv4::uri_encode(join(key), false)).path;
   }
 
   http::Response head(const std::string& key) {
@@ -258,7 +301,7 @@ class S3Backend final : public StorageBackend {
       sr.query = query;
       sr.payload_hash = payload_hash;
       const std::string date = sigv4::amz_date_now();
-      sr.headers = {{"host", endpoint_.host + ":" + endpoint_.port}, {"x-amz-content-sha256", payload_hash}, {"x-amz-date", date}};
+      sr.headers = {{"host", endpoint_.host_header}, {"x-amz-content-sha256", payload_hash}, {"x-amz-date", date}};
       if (!cfg_.session_token.empty()) sr.headers.emplace_back("x-amz-security-token", cfg_.session_token);
       const sigv4::Signature sig = sigv4::sign(sr, cfg_.access_key_id, cfg_.secret_access_key, cfg_.region, "s3", date);
       r.target = target;
@@ -269,7 +312,7 @@ class S3Backend final : public StorageBackend {
       r.headers.emplace_back("authorization", sig.authorization);
       try {
         std::lock_guard lock(client_mutex_);
-        if (!client_) client_ = std::make_unique<http::Client>(endpoint_.host, endpoint_.port, cfg_.timeout_ms);
+        if (!client_) client_ = std::make_unique<http::Client>(target_, cfg_.timeout_ms);
         http::Response res = client_->send(r);
         const bool slow_down = res.status == 503 || res.status == 429 || res.body.find("<Code>SlowDown</Code>") != std::string::npos;
         if (res.status < 500 && !slow_down) return res;
@@ -307,7 +350,8 @@ class S3Backend final : public StorageBackend {
 
   std::string bucket_, prefix_;
   S3Config cfg_;
-  Endpoint endpoint_;
+  S3Address endpoint_;  // of the bucket
+  http::Target target_;
   std::mutex client_mutex_;
   std::unique_ptr<http::Client> client_;
 };
@@ -344,6 +388,9 @@ S3Config s3_config_from_environment() {
   if (!env("AWS_REGION").empty()) c.region = env("AWS_REGION");
   else if (!env("AWS_DEFAULT_REGION").empty()) c.region = env("AWS_DEFAULT_REGION");
   c.endpoint = !env("AWS_ENDPOINT_URL_S3").empty() ? env("AWS_ENDPOINT_URL_S3") : env("AWS_ENDPOINT_URL");
+  c.ca_file = tls::ca_bundle_from_env(true);
+  if (!env("SURF_S3_ADDRESSING").empty()) c.addressing = env("SURF_S3_ADDRESSING");
+  c.connect_to = env("SURF_S3_CONNECT_TO");
   return c;
 }
 

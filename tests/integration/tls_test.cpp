@@ -17,6 +17,7 @@
 
 #include "../server_process.h"
 #include "../test_util.h"
+#include "../tls_fixtures.h"
 #include "cache/buffer_pool.h"
 #include "surf/runtime.h"
 #include "surf/storage/safetensors.h"
@@ -31,30 +32,8 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-void run_ok(const std::vector<std::string>& argv) {
-  const auto r = test::run_command(argv);
-  if (r.exit_code != 0) throw std::runtime_error(argv[0] + " " + argv[1] + " failed: " + r.err);
-}
-
-// A private PKI made with the openssl CLI: two CAs, and leaf certificates signed by the first.
-struct Pki {
-  test::TempDir dir;
-  std::string path(const std::string& name) const { return dir.str(name); }
-
-  void ca(const std::string& name) {
-    run_ok({"/usr/bin/openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", path(name + ".key"), "-out", path(name + ".pem"), "-days", "2", "-subj", "/CN=surf test " + name});
-  }
-  // A leaf for `san` (e.g. "DNS:localhost,IP:127.0.0.1") valid for `days` (negative: expired).
-  void leaf(const std::string& name, const std::string& san, int days, const std::string& ca = "ca") {
-    run_ok({"/usr/bin/openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
-            path(name + ".key"), "-out", path(name + ".csr"), "-subj", "/CN=" + name});
-    std::ofstream(path(name + ".ext")) << "subjectAltName=" << san << "\n";
-    run_ok({"/usr/bin/openssl", "x509", "-req", "-in", path(name + ".csr"), "-CA", path(ca + ".pem"), "-CAkey",
-            path(ca + ".key"), "-CAcreateserial", "-days", std::to_string(days), "-extfile", path(name + ".ext"), "-out",
-            path(name + ".pem")});
-  }
-
+// Two CAs, and leaf certificates signed by the first.
+struct Pki : test::TestPki {
   Pki() {
     ca("ca");
     ca("other-ca");
@@ -162,7 +141,7 @@ TEST(Tls, CaBundleFromTheEnvironmentAndTheCommandLine) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("certificate verify failed: unable to get local issuer certificate"), std::string::npos) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-  r = test::run_command({test::surf_exe(), "inspect", url, "--ca-file", pki().dir.str("missing.pem"), "--plugin-dir", test::plugin_dir()});
+  r = test::run_command({test::surf_exe(), "inspect", url, "--ca-file", pki().path("missing.pem"), "--plugin-dir", test::plugin_dir()});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("cannot read CA bundle"), std::string::npos) << r.err;
 }
