@@ -1,5 +1,6 @@
 #include "tls_fixtures.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -82,6 +83,69 @@ StunnelProcess::~StunnelProcess() {
   }
   ::kill(pid_, SIGKILL);
   ::waitpid(pid_, nullptr, 0);
+}
+
+}  // namespace surf::test
+
+namespace surf::test {
+
+PythonServer::PythonServer(const std::string& script, const std::vector<std::string>& args) {
+  int out[2], in[2];
+  if (::pipe(out) != 0 || ::pipe(in) != 0) throw std::runtime_error("pipe failed");
+  std::vector<std::string> argv = {"/usr/bin/python3", script};
+  argv.insert(argv.end(), args.begin(), args.end());
+  pid_ = ::fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    ::dup2(out[1], 1);
+    ::dup2(in[0], 0);
+    ::close(out[0]);
+    ::close(in[1]);
+    std::vector<char*> a;
+    for (auto& s : argv) a.push_back(s.data());
+    a.push_back(nullptr);
+    ::execv(a[0], a.data());
+    std::_Exit(127);
+  }
+  ::close(out[1]);
+  ::close(in[0]);
+  stdin_fd_ = in[1];
+  std::string line;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (line.find('\n') == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{out[0], POLLIN, 0};
+    if (::poll(&p, 1, 100) > 0) {
+      char buf[256];
+      const ssize_t n = ::read(out[0], buf, sizeof buf);
+      if (n <= 0) break;
+      line.append(buf, static_cast<size_t>(n));
+    }
+  }
+  ::close(out[0]);
+  if (line.rfind("READY ", 0) != 0) {
+    stop();
+    throw std::runtime_error(script + " did not start: '" + line + "'");
+  }
+  port_ = std::stoi(line.substr(6));
+}
+
+PythonServer::~PythonServer() { stop(); }
+
+void PythonServer::stop() {
+  if (stdin_fd_ >= 0) ::close(stdin_fd_);
+  stdin_fd_ = -1;
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGTERM);
+  for (int i = 0; i < 300; ++i) {
+    if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
+      pid_ = -1;
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, nullptr, 0);
+  pid_ = -1;
 }
 
 }  // namespace surf::test

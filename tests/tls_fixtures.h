@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "test_util.h"
 
@@ -35,6 +36,28 @@ class StunnelProcess {
  private:
   TempDir dir_;
   int pid_ = -1;
+  int port_ = 0;
+};
+
+}  // namespace surf::test
+
+namespace surf::test {
+
+// A helper server in Python (/usr/bin/python3 SCRIPT ARGS...) that prints "READY <port>" when
+// it listens on 127.0.0.1 and serves until its stdin closes; stopped by its pid.
+class PythonServer {
+ public:
+  PythonServer(const std::string& script, const std::vector<std::string>& args);
+  ~PythonServer();
+  PythonServer(const PythonServer&) = delete;
+  PythonServer& operator=(const PythonServer&) = delete;
+  int port() const { return port_; }
+  std::string url(const std::string& path = "") const { return "http://127.0.0.1:" + std::to_string(port_) + path; }
+
+ private:
+  void stop();
+  int pid_ = -1;
+  int stdin_fd_ = -1;
   int port_ = 0;
 };
 

@@ -23,13 +23,6 @@ std::string env(const char* name) {
   return v ? v : "";
 }
 
-std::string trim(std::string s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
-  size_t i = 0;
-  while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
-  return s.substr(i);
-}
-
 // The value of <tag>...</tag> at or after `from`, XML entities decoded; "" if absent.
 std::string xml_value(const std::string& xml, const std::string& tag, size_t from = 0, size_t* end = nullptr) {
   const std::string open = "<" + tag + ">", close = "</" + tag + ">";
@@ -115,7 +108,7 @@ class S3Backend final : public StorageBackend {
  public:
   S3Backend(std::string bucket, std::string prefix, S3Config cfg)
       : bucket_(std::move(bucket)), prefix_(std::move(prefix)), cfg_(std::move(cfg)) {
-    if (cfg_.access_key_id.empty() || cfg_.secret_access_key.empty()) {
+    if (!cfg_.credentials && (cfg_.access_key_id.empty() || cfg_.secret_access_key.empty())) {
       fail(ErrorCode::unauthorized, "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile "
                                     "in ~/.aws/credentials (AWS_PROFILE)");
     }
@@ -302,8 +295,11 @@ class S3Backend final : public StorageBackend {
       sr.payload_hash = payload_hash;
       const std::string date = sigv4::amz_date_now();
       sr.headers = {{"host", endpoint_.host_header}, {"x-amz-content-sha256", payload_hash}, {"x-amz-date", date}};
-      if (!cfg_.session_token.empty()) sr.headers.emplace_back("x-amz-security-token", cfg_.session_token);
-      const sigv4::Signature sig = sigv4::sign(sr, cfg_.access_key_id, cfg_.secret_access_key, cfg_.region, "s3", date);
+      // Taken per attempt: temporary credentials may have been refreshed meanwhile.
+      const AwsCredentials creds = cfg_.credentials ? cfg_.credentials->get()
+                                                    : AwsCredentials{cfg_.access_key_id, cfg_.secret_access_key, cfg_.session_token, std::nullopt, ""};
+      if (!creds.session_token.empty()) sr.headers.emplace_back("x-amz-security-token", creds.session_token);
+      const sigv4::Signature sig = sigv4::sign(sr, creds.access_key_id, creds.secret_access_key, cfg_.region, "s3", date);
       r.target = target;
       r.headers = base_headers;
       for (const auto& h : sr.headers) {
@@ -341,7 +337,9 @@ class S3Backend final : public StorageBackend {
     if (code == "NoSuchBucket") fail(ErrorCode::not_found, "S3 bucket '" + bucket_ + "' does not exist (NoSuchBucket)");
     if (code == "NoSuchKey") fail(ErrorCode::not_found, "no object " + where + " (NoSuchKey)");
     if (res.status == 403 || code == "SignatureDoesNotMatch" || code == "InvalidAccessKeyId") {
-      fail(ErrorCode::unauthorized, "S3 " + op + " " + where + " denied for access key id " + cfg_.access_key_id + ": " +
+      fail(ErrorCode::unauthorized, "S3 " + op + " " + where + " denied for access key id " +
+                                        (cfg_.credentials ? cfg_.credentials->get().access_key_id + " (from " + cfg_.credentials->describe() + ")"
+                                                          : cfg_.access_key_id) + ": " +
                                         (code.empty() ? "HTTP 403" : code) + (message.empty() ? "" : ": " + message));
     }
     fail(ErrorCode::io, "S3 " + op + " " + where + " failed: HTTP " + std::to_string(res.status) +
@@ -360,33 +358,8 @@ class S3Backend final : public StorageBackend {
 
 S3Config s3_config_from_environment() {
   S3Config c;
-  c.access_key_id = env("AWS_ACCESS_KEY_ID");
-  c.secret_access_key = env("AWS_SECRET_ACCESS_KEY");
-  c.session_token = env("AWS_SESSION_TOKEN");
-  if (c.access_key_id.empty()) {
-    std::string file = env("AWS_SHARED_CREDENTIALS_FILE");
-    if (file.empty() && !env("HOME").empty()) file = env("HOME") + "/.aws/credentials";
-    const std::string profile = env("AWS_PROFILE").empty() ? "default" : env("AWS_PROFILE");
-    std::ifstream in(file);
-    std::string line, section;
-    while (std::getline(in, line)) {
-      line = trim(line);
-      if (line.empty() || line[0] == '#' || line[0] == ';') continue;
-      if (line.front() == '[' && line.back() == ']') {
-        section = trim(line.substr(1, line.size() - 2));
-        continue;
-      }
-      if (section != profile) continue;
-      const size_t eq = line.find('=');
-      if (eq == std::string::npos) continue;
-      const std::string k = trim(line.substr(0, eq)), v = trim(line.substr(eq + 1));
-      if (k == "aws_access_key_id") c.access_key_id = v;
-      if (k == "aws_secret_access_key") c.secret_access_key = v;
-      if (k == "aws_session_token") c.session_token = v;
-    }
-  }
-  if (!env("AWS_REGION").empty()) c.region = env("AWS_REGION");
-  else if (!env("AWS_DEFAULT_REGION").empty()) c.region = env("AWS_DEFAULT_REGION");
+  c.credentials = default_credential_chain();
+  if (const std::string region = aws_region_from_environment(); !region.empty()) c.region = region;
   c.endpoint = !env("AWS_ENDPOINT_URL_S3").empty() ? env("AWS_ENDPOINT_URL_S3") : env("AWS_ENDPOINT_URL");
   c.ca_file = tls::ca_bundle_from_env(true);
   if (!env("SURF_S3_ADDRESSING").empty()) c.addressing = env("SURF_S3_ADDRESSING");

@@ -7,7 +7,10 @@
 #include <cstdlib>
 #include <chrono>
 #include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <optional>
+#include <thread>
 
 #include "../fault_proxy.h"
 #include "../moto_process.h"
@@ -15,6 +18,7 @@
 #include "../test_util.h"
 #include "../tls_fixtures.h"
 #include "surf/runtime.h"
+#include "surf/storage/credentials.h"
 #include "surf/storage/s3.h"
 
 using namespace surf;
@@ -211,11 +215,12 @@ S3Pki& s3_pki() {
 // Sets environment variables for a scope and restores them after.
 class ScopedEnv {
  public:
-  ScopedEnv(std::initializer_list<std::pair<std::string, std::string>> vars) {
+  // A value of nullopt unsets the variable.
+  ScopedEnv(std::initializer_list<std::pair<std::string, std::optional<std::string>>> vars) {
     for (const auto& [k, v] : vars) {
       const char* old = std::getenv(k.c_str());
       saved_.emplace_back(k, old ? std::optional<std::string>(old) : std::nullopt);
-      ::setenv(k.c_str(), v.c_str(), 1);
+      if (v) ::setenv(k.c_str(), v->c_str(), 1); else ::unsetenv(k.c_str());
     }
   }
   ~ScopedEnv() {
@@ -314,4 +319,113 @@ TEST(S3Https, VirtualHostedRequestsThroughAHostNameMapping) {
   EXPECT_EQ(s3_address(ps, "surf-test", "k").host_header, "s3.us-east-1.amazonaws.com");
   open_s3_backend("s3://surf-test/virtual", ps)->get("x.txt", got);
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(got.data()), got.size()), "hosted");
+}
+
+// --- the credential chain: fake IMDSv2 and ECS endpoints on loopback, moto checking signatures ---
+
+namespace {
+
+std::string fake_metadata_script() { return (test::fixtures_dir().parent_path() / "s3" / "fake_metadata.py").string(); }
+
+nlohmann::json stats(const test::PythonServer& fake) {
+  auto r = test::run_command({"/usr/bin/curl", "-sS", "--max-time", "5", fake.url("/stats")});
+  return nlohmann::json::parse(r.out);
+}
+
+// Nothing in the environment or the profile files: the chain must reach the endpoints.
+ScopedEnv only_metadata(const test::PythonServer& fake, const test::TempDir& d) {
+  return ScopedEnv({{"AWS_ACCESS_KEY_ID", std::nullopt}, {"AWS_SECRET_ACCESS_KEY", std::nullopt},
+                    {"AWS_SESSION_TOKEN", std::nullopt}, {"AWS_PROFILE", std::nullopt},
+                    {"AWS_SHARED_CREDENTIALS_FILE", d.str("no-credentials")}, {"AWS_CONFIG_FILE", d.str("no-config")},
+                    {"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", std::nullopt}, {"AWS_CONTAINER_CREDENTIALS_FULL_URI", std::nullopt},
+                    {"AWS_CONTAINER_AUTHORIZATION_TOKEN", std::nullopt}, {"AWS_EC2_METADATA_DISABLED", std::nullopt},
+                    {"AWS_EC2_METADATA_SERVICE_ENDPOINT", fake.url()}});
+}
+
+}  // namespace
+
+TEST(S3Credentials, ImdsV2CredentialsAreRefreshedBeforeTheyLapse) {
+  REQUIRE_MOTO();
+  test::TempDir d;
+  test::PythonServer fake(fake_metadata_script(), {moto().access_key(), moto().secret_key(), "3"});
+  ScopedEnv env = only_metadata(fake, d);
+  CredentialChainOptions co;
+  co.refresh_margin = std::chrono::seconds(2);  // 3 s credentials: fetched again about every second
+  auto chain = default_credential_chain(co);
+  EXPECT_EQ(chain->describe(), "EC2 instance metadata");
+  S3Config c = config();
+  c.access_key_id.clear();
+  c.secret_access_key.clear();
+  c.credentials = chain;
+  auto b = open_s3_backend("s3://surf-test/imds", c);
+  b->put("x", "payload", 7);
+  ByteBuffer got;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(3500);
+  int reads = 0;
+  while (std::chrono::steady_clock::now() < end) {
+    b->get("x", got);  // moto checks every signature
+    ASSERT_EQ(std::string(reinterpret_cast<const char*>(got.data()), got.size()), "payload");
+    ++reads;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const auto s = stats(fake);
+  EXPECT_GE(s["imds"].get<int>(), 3) << s.dump() << " after " << reads << " reads";
+  EXPECT_LT(s["imds"].get<int>(), reads) << s.dump();  // cached between refreshes, not per request
+  EXPECT_EQ(s["imds_token"].get<int>(), s["imds"].get<int>()) << s.dump();  // IMDSv2: a token first, every time
+  EXPECT_EQ(s["imds_refused"].get<int>(), 0) << s.dump();
+  EXPECT_EQ(chain->get().access_key_id, moto().access_key());
+}
+
+TEST(S3Credentials, ChainOrderEnvironmentProfileEcsImds) {
+  REQUIRE_MOTO();
+  test::TempDir d;
+  test::PythonServer fake(fake_metadata_script(), {moto().access_key(), moto().secret_key(), "900", "Bearer container-auth"});
+  ScopedEnv env = only_metadata(fake, d);
+  ByteBuffer got;
+  {
+    // ECS before IMDS (both available), with its authorization header.
+    ScopedEnv ecs({{"AWS_CONTAINER_CREDENTIALS_FULL_URI", fake.url("/ecs")}, {"AWS_CONTAINER_AUTHORIZATION_TOKEN", "Bearer container-auth"}});
+    auto chain = default_credential_chain();
+    EXPECT_EQ(chain->describe(), "the ECS container endpoint");
+    S3Config c = config();
+    c.credentials = chain;
+    open_s3_backend("s3://surf-test/ecs", c)->put("y", "ecs", 3);
+    const auto s = stats(fake);
+    EXPECT_EQ(s["ecs"].get<int>(), 1) << s.dump();
+    EXPECT_EQ(s["imds"].get<int>(), 0) << s.dump();
+  }
+  {
+    // A refused ECS endpoint and IMDS turned off: one line naming every place looked in.
+    ScopedEnv ecs({{"AWS_CONTAINER_CREDENTIALS_FULL_URI", fake.url("/ecs")}, {"AWS_CONTAINER_AUTHORIZATION_TOKEN", "Bearer wrong"},
+                   {"AWS_EC2_METADATA_DISABLED", "true"}});
+    const std::string m = test::expect_error([] { default_credential_chain(); }, ErrorCode::unauthorized, "no S3 credentials found");
+    EXPECT_NE(m.find("ECS container endpoint (ECS credentials endpoint answered HTTP 403)"), std::string::npos) << m;
+    EXPECT_NE(m.find("AWS_EC2_METADATA_DISABLED=true"), std::string::npos) << m;
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  }
+  {
+    // A profile in the shared credentials file wins over the endpoints.
+    std::ofstream(d.path() / "credentials") << "[default]\naws_access_key_id = nope\naws_secret_access_key = nope\n"
+                                            << "[surf]\naws_access_key_id = " << moto().access_key()
+                                            << "\naws_secret_access_key = " << moto().secret_key() << "\n";
+    ScopedEnv profile({{"AWS_SHARED_CREDENTIALS_FILE", d.str("credentials")}, {"AWS_PROFILE", "surf"},
+                       {"AWS_CONTAINER_CREDENTIALS_FULL_URI", fake.url("/ecs")}});
+    auto chain = default_credential_chain();
+    EXPECT_EQ(chain->describe(), "profile surf in " + d.str("credentials"));
+    S3Config c = config();
+    c.credentials = chain;
+    open_s3_backend("s3://surf-test/ecs", c)->get("y", got);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(got.data()), got.size()), "ecs");
+  }
+  {
+    // The environment wins over all of them.
+    ScopedEnv vars({{"AWS_ACCESS_KEY_ID", "AKIDENV"}, {"AWS_SECRET_ACCESS_KEY", "env-secret"},
+                    {"AWS_SHARED_CREDENTIALS_FILE", d.str("credentials")}, {"AWS_CONTAINER_CREDENTIALS_FULL_URI", fake.url("/ecs")}});
+    auto chain = default_credential_chain();
+    EXPECT_EQ(chain->describe(), "environment");
+    EXPECT_EQ(chain->get().access_key_id, "AKIDENV");
+  }
+  const auto s = stats(fake);
+  EXPECT_EQ(s["ecs"].get<int>(), 1) << s.dump();  // the 403 is not counted; nothing after the profile
+  EXPECT_EQ(s["imds"].get<int>(), 0) << s.dump();
 }

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "surf/storage/backend.h"
+#include "surf/storage/credentials.h"
 
 namespace surf {
 
@@ -24,6 +25,9 @@ struct S3Config {
   // header, SNI and the certificate check), as curl --connect-to: a host-name mapping.
   std::string connect_to;
   std::string access_key_id, secret_access_key, session_token;
+  // Set: credentials are taken from it for every request (temporary ones refreshed before they
+  // expire), and the three fields above are ignored.
+  std::shared_ptr<CredentialSource> credentials;
   int timeout_ms = 30000;
   int max_attempts = 5;       // per request, for 5xx / 429 / SlowDown / dropped connections
   int backoff_ms = 100;       // doubles per attempt, capped at 5 s
@@ -32,9 +36,10 @@ struct S3Config {
   int list_page_size = 1000;
 };
 
-// From the AWS conventions: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, else the
-// shared credentials file (AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials, profile AWS_PROFILE or
-// "default"); AWS_REGION / AWS_DEFAULT_REGION; AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL; the CA
+// From the AWS conventions: credentials from default_credential_chain() (the environment, the
+// shared credentials and config files with AWS_PROFILE, the ECS container endpoint, EC2 IMDSv2;
+// Error(unauthorized) naming each place looked in if none has any); AWS_REGION /
+// AWS_DEFAULT_REGION / the profile's region; AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL; the CA
 // bundle AWS_CA_BUNDLE, else SURF_CA_BUNDLE; SURF_S3_ADDRESSING (auto|virtual|path);
 // SURF_S3_CONNECT_TO (ADDR:PORT).
 S3Config s3_config_from_environment();
