@@ -11,6 +11,7 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <thread>
@@ -273,4 +274,58 @@ TEST(Tokens, EnvironmentAndTokenFileForEveryCommand) {
   auto r = test::run_command({test::surf_exe(), "inspect", url, "--token-file", d.str("missing"), "--plugin-dir", test::plugin_dir()});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("cannot read token file"), std::string::npos) << r.err;
+}
+
+// --- a fleet: several weight servers of one model in one SOURCE ---
+
+namespace {
+
+uint64_t get_chunk_requests(const std::string& base_url) {
+  const auto r = test::run_command({"/usr/bin/curl", "-sS", "--max-time", "5", "--cacert", pki().path("ca.pem"), base_url + "/metrics"});
+  const std::string key = "surf_requests_total{op=\"get_chunk\"} ";
+  const size_t at = r.out.find(key);
+  return at == std::string::npos ? 0 : std::stoull(r.out.substr(at + key.size()));
+}
+
+}  // namespace
+
+// Three servers (two ws://, one wss://); prefetches go round-robin over the healthy ones; one is
+// killed (SIGKILL) while a generation is streaming every layer for every token: the generation
+// completes with the same ids as from the store directly.
+TEST(Fleet, PrefetchesSpreadAndGenerationSurvivesAServerKilledMidway) {
+  test::ServerProcess a({"--store", stores().llama}), b({"--store", stores().llama}), c(tls_args("server"));
+  const std::string fleet = a.url("llama") + "," + b.url("llama") + "," + c.wss_url("llama");
+  const TensorMap g = read_safetensors(test::fixtures_dir() / "llama-tiny-random" / "golden.safetensors");
+  const TensorMap prompt = {{"input_ids", g.at("input_ids")}, {"attention_mask", g.at("attention_mask")}};
+  OpenOptions o = options(pki().path("ca.pem"));
+  o.prefetch = 2;
+  o.retry_attempts = 6;
+  const int64_t steps = 48;  // cache of one: every step streams every layer again
+  const TensorMap expected = Session::open(stores().llama, o)->generate(prompt, steps);
+
+  auto session = Session::open(fleet, o);
+  std::atomic<bool> generating{true}, killed_while_generating{false};
+  std::thread killer([&] {
+    const std::string metrics = "http://127.0.0.1:" + std::to_string(b.port());
+    for (int i = 0; i < 400 && generating; ++i) {
+      if (get_chunk_requests(metrics) >= 4) {
+        killed_while_generating = generating.load();
+        b.kill_hard();
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+  const TensorMap got = session->generate(prompt, steps);
+  generating = false;
+  killer.join();
+  ASSERT_TRUE(killed_while_generating) << "the generation ended before the server could be killed";
+  EXPECT_FALSE(b.running());
+  EXPECT_TRUE(test::bitwise_equal(got.at("generated_ids"), expected.at("generated_ids")));
+  // The survivors both served chunks (prefetches spread, then failover between the two).
+  EXPECT_GT(get_chunk_requests("http://127.0.0.1:" + std::to_string(a.port())), 0u);
+  EXPECT_GT(get_chunk_requests("https://localhost:" + std::to_string(c.port())), 0u);
+  // A fleet naming two different models is refused in one line.
+  test::expect_error([&] { Session::open(a.url("llama") + "," + c.wss_url("other"), o); }, ErrorCode::invalid_argument,
+                     "names two models");
 }
