@@ -1,4 +1,5 @@
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -127,8 +128,14 @@ std::unique_ptr<Session> Session::open(const std::string& source, const OpenOpti
   info.plugin = impl->plugin->name() + " " + impl->plugin->version();
   info.config_json = m.config_json;
   info.execution_order = m.execution_order;
+  info.dtype = m.dtype;
   for (const auto& c : m.components) {
-    info.components.push_back({c.id, c.role == ComponentRole::resident, c.bytes, c.raw_bytes, c.tensors.size()});
+    std::map<std::string, int> count;
+    for (const auto& t : c.tensors) count[dtype_name(t.dtype)]++;
+    std::string dtypes;
+    for (const auto& [name, n] : count) dtypes += (dtypes.empty() ? "" : ", ") + name + " x" + std::to_string(n);
+    info.components.push_back(
+        {c.id, c.role == ComponentRole::resident, c.bytes, c.raw_bytes, c.tensors.size(), dtypes});
   }
   impl->files = src.files ? src.files : no_model_files();
   return std::unique_ptr<Session>(new Session(std::move(impl)));
