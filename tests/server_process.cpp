@@ -25,6 +25,14 @@ std::string ServerProcess::url(const std::string& model) const {
   return "ws://127.0.0.1:" + std::to_string(port_) + (model.empty() ? "" : "/" + model);
 }
 
+std::string ServerProcess::wss_url(const std::string& model, const std::string& host) const {
+  return "wss://" + host + ":" + std::to_string(port_) + (model.empty() ? "" : "/" + model);
+}
+
+void ServerProcess::send_signal(int sig) {
+  if (pid_ > 0) ::kill(pid_, sig);
+}
+
 void ServerProcess::start() {
   int fds[2];
   if (::pipe(fds) != 0) throw std::runtime_error("pipe failed");

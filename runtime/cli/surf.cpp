@@ -3,6 +3,7 @@
 
 #include <cctype>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -40,8 +41,9 @@ const char* kUsage =
     "  synth     --arch llama --preset P --out DIR   random-weight checkpoint of a real shape\n"
     "\n"
     "STORE is a chunk store directory or s3://bucket/prefix (a chunk store in an S3-compatible bucket;\n"
-    "credentials and endpoint from the AWS_* environment variables). SOURCE is a STORE, a HuggingFace\n"
-    "checkpoint directory or ws://host:port[/model] (a weight server).\n"
+    "credentials, region and endpoint as the AWS SDKs find them). SOURCE is a STORE, a HuggingFace\n"
+    "checkpoint directory, ws://host:port[/model] or wss://... (a weight server), or several weight\n"
+    "servers of one model, comma-separated (a fleet).\n"
     "Run `surf COMMAND --help` for the options of a command.\n";
 
 const std::vector<Flag> kPluginFlags = {
@@ -59,7 +61,13 @@ const std::vector<Flag> kCacheFlags = {
     {"warmup", true, "comma-separated component ids to load at open, or 'all'"},
     {"spare-buffers", true, "freed buffers kept for reuse (default 2; fewer saves memory, costs speed)"},
     {"stats-json", true, "write cache statistics as JSON to this file"},
-    {"token", true, "bearer token for ws:// sources"},
+};
+
+// How run, generate, inspect and check reach a weight server or a bucket.
+const std::vector<Flag> kSourceFlags = {
+    {"token-file", true, "bearer token for ws[s]:// sources, read from this file (or set SURF_TOKEN)"},
+    {"token", true, "bearer token on the command line (visible in ps: prefer --token-file or SURF_TOKEN)"},
+    {"ca-file", true, "PEM CA bundle trusted for wss:// and https:// instead of the system store (or SURF_CA_BUNDLE)"},
 };
 
 std::vector<Flag> join(std::initializer_list<std::vector<Flag>> parts) {
@@ -90,6 +98,25 @@ std::vector<std::string> split_commas(const std::string& s) {
   return out;
 }
 
+// The first line of a secret file, trailing whitespace removed; an empty one is an error.
+std::string read_secret_file(const std::string& path, const std::string& what) {
+  std::ifstream in(path);
+  if (!in) fail(ErrorCode::not_found, "cannot read " + what + " file '" + path + "'");
+  std::string s;
+  std::getline(in, s);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
+  if (s.empty()) fail(ErrorCode::invalid_argument, what + " file '" + path + "' is empty");
+  return s;
+}
+
+// --token-file, then --token, then SURF_TOKEN.
+std::string client_token(const Args& a) {
+  if (a.has("token-file")) return read_secret_file(a.get("token-file"), "token");
+  if (a.has("token")) return a.get("token");
+  const char* env = std::getenv("SURF_TOKEN");
+  return env ? env : "";
+}
+
 void require_positional(const Args& a, size_t n, const std::string& what) {
   if (a.positional.size() != n) throw std::invalid_argument("expected " + what + " (see --help)");
 }
@@ -117,7 +144,8 @@ OpenOptions open_options(const Args& a) {
   o.cache_bytes = static_cast<uint64_t>(mb) * 1000000ull;
   o.warmup = split_commas(a.get("warmup"));
   o.spare_buffers = static_cast<int>(std::max(0LL, a.get_int("spare-buffers", 2)));
-  o.token = a.get("token");
+  o.token = client_token(a);
+  o.ca_file = a.get("ca-file");
   return o;
 }
 
@@ -195,7 +223,7 @@ int cmd_run(const std::vector<std::string>& argv) {
                             {"text", true, "text to encode with the model's tokenizer instead of --inputs (repeatable: a batch)"},
                             {"output", true, "safetensors file to write the outputs to"},
                             {"hidden-states", false, "also write per-layer hidden states"}},
-                           kStreamFlags, kCacheFlags, kPluginFlags});
+                           kStreamFlags, kCacheFlags, kSourceFlags, kPluginFlags});
   if (wants_help(argv)) {
     print_help("run SOURCE (--inputs IN.safetensors | --text \"...\") --output OUT.safetensors [options]",
                "One forward pass with weights streamed through the cache. Reads input_ids,\n"
@@ -226,7 +254,7 @@ int cmd_generate(const std::vector<std::string>& argv) {
                             {"output", true, "safetensors file for generated_ids, generated_lengths, generation_logits"},
                             {"max-new-tokens", true, "tokens to generate at most"},
                             {"prompt-key", true, "take the prompt from this tensor alone (every token real)"}},
-                           cli::kGenerationFlags, kStreamFlags, kCacheFlags, kPluginFlags});
+                           cli::kGenerationFlags, kStreamFlags, kCacheFlags, kSourceFlags, kPluginFlags});
   if (wants_help(argv)) {
     print_help("generate SOURCE (--prompt \"...\" | --inputs IN.safetensors --output OUT.safetensors) --max-new-tokens N [options]",
                "Generation with a KV cache: greedy unless a sampling option is given; a sequence stops on\n"
@@ -319,7 +347,7 @@ int cmd_plugins(const std::vector<std::string>& argv) {
 }
 
 int cmd_inspect(const std::vector<std::string>& argv) {
-  const auto flags = join({{{"json", false, "print JSON"}}, kPluginFlags});
+  const auto flags = join({{{"json", false, "print JSON"}}, kSourceFlags, kPluginFlags});
   if (wants_help(argv)) {
     print_help("inspect SOURCE [--json]", "Shows the model type, the plugin that serves it and its components.", flags);
     return 0;
@@ -329,6 +357,8 @@ int cmd_inspect(const std::vector<std::string>& argv) {
   OpenOptions o;
   o.plugin_dirs = a.all("plugin-dir");
   o.prefetch = 0;
+  o.token = client_token(a);
+  o.ca_file = a.get("ca-file");
   auto session = Session::open(a.positional[0], o);
   const ModelInfo& info = session->info();
   if (a.has("json")) {
@@ -371,7 +401,7 @@ int cmd_inspect(const std::vector<std::string>& argv) {
 int cmd_check(const std::vector<std::string>& argv) {
   const auto flags = join({{{"source", true, "hf (in place) | store (chunked to a temp store) | ws (that store behind a weight server) | a SOURCE URL"},
                             {"dtype", true, "with store|ws: chunk as keep|f32|bf16|f16|q8_0|q4_0; q8_0/q4_0 compare with golden-<dtype>.*"}},
-                           kStreamFlags, kPluginFlags});
+                           kStreamFlags, kSourceFlags, kPluginFlags});
   if (wants_help(argv)) {
     print_help("check FIXTURE_DIR... [--plugin-dir DIR] [--source hf|store|ws] [--dtype q8_0|q4_0]",
                "Runs each fixture (HF checkpoint + golden.safetensors + golden.json) through the plugin\n"
@@ -385,6 +415,8 @@ int cmd_check(const std::vector<std::string>& argv) {
   CheckOptions o;
   o.plugin_dirs = a.all("plugin-dir");
   o.source = a.get("source", "hf");
+  o.token = client_token(a);
+  o.ca_file = a.get("ca-file");
   read_stream_flags(a, o.cache_size, o.prefetch);
   o.dtype = a.get("dtype", "keep");
   int passed = 0, failed = 0;
@@ -417,6 +449,8 @@ int cmd_serve(const std::vector<std::string>& argv) {
                             {"port", true, "port (default 8765; 0 = any free port)"},
                             {"cache-mb", true, "server-side chunk cache in MB (default 256)"},
                             {"token-file", true, "require the bearer token in this file"},
+                            {"tls-cert", true, "PEM certificate chain: serve wss:// and https:// only (with --tls-key)"},
+                            {"tls-key", true, "PEM private key of --tls-cert"},
                             {"max-connections", true, "refuse connections beyond this (default 256)"},
                             {"max-connections-per-address", true, "refuse connections from one address beyond this (default 64; 0: no limit)"},
                             {"max-buffer-mb", true, "request bytes buffered over all connections, in MiB (default 64)"},
@@ -426,7 +460,9 @@ int cmd_serve(const std::vector<std::string>& argv) {
   if (wants_help(argv)) {
     print_help("serve --store STORE [--store NAME=STORE ...] [--host 127.0.0.1] [--port 8765] [options]",
                "Serves chunk stores over WebSocket (docs/protocol.md) until SIGINT/SIGTERM. The same port\n"
-               "answers GET /healthz and GET /metrics (Prometheus). Prints 'listening on HOST:PORT'.",
+               "answers GET /healthz and GET /metrics (Prometheus). Prints 'listening on HOST:PORT'.\n"
+               "With --tls-cert/--tls-key the port speaks TLS only (wss://, https://); SIGHUP reloads the\n"
+               "certificate and key for new connections without dropping open ones.",
                flags);
     return 0;
   }
@@ -463,26 +499,36 @@ int cmd_serve(const std::vector<std::string>& argv) {
   o.max_buffer_bytes = static_cast<size_t>(std::max(1LL, a.get_int("max-buffer-mb", 64))) << 20;
   o.hello_timeout_ms = static_cast<int>(std::clamp(a.get_int("hello-timeout-ms", 10000), 1LL, 3600000LL));
   o.threads = static_cast<int>(std::max(1LL, a.get_int("threads", 2)));
-  if (a.has("token-file")) {
-    std::ifstream in(a.get("token-file"));
-    if (!in) fail(ErrorCode::not_found, "cannot read token file '" + a.get("token-file") + "'");
-    std::getline(in, o.token);
-    while (!o.token.empty() && std::isspace(static_cast<unsigned char>(o.token.back()))) o.token.pop_back();
-    if (o.token.empty()) fail(ErrorCode::invalid_argument, "token file '" + a.get("token-file") + "' is empty");
+  if (a.has("token-file")) o.token = read_secret_file(a.get("token-file"), "token");
+  o.tls_cert_file = a.get("tls-cert");
+  o.tls_key_file = a.get("tls-key");
+  if (o.tls_cert_file.empty() != o.tls_key_file.empty()) {
+    throw std::invalid_argument("--tls-cert and --tls-key go together");
   }
-  // SIGINT and SIGTERM end the server: blocked here, before the server starts its threads (which
-  // inherit the mask), and taken by sigwait below, so they arrive nowhere else.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // SIGINT and SIGTERM end the server, SIGHUP reloads its certificate: blocked here, before the
+  // server starts its threads (which inherit the mask), and taken by sigwait below, so they
+  // arrive nowhere else.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   WeightServer server(o);
-  std::cout << "listening on " << o.host << ":" << server.port() << " (";
+  std::cout << "listening on " << o.host << ":" << server.port() << (server.tls() ? " with TLS" : "") << " (";
   for (size_t i = 0; i < o.stores.size(); ++i) std::cout << (i ? ", " : "") << o.stores[i].first;
   std::cout << ")" << std::endl;
-  int signal = 0;
-  sigwait(&stop_signals, &signal);
+  for (int signal = 0; sigwait(&signals, &signal) == 0 && signal == SIGHUP;) {
+    if (!server.tls()) {
+      log_warn("serve: SIGHUP ignored: no certificate to reload (started without --tls-cert)");
+      continue;
+    }
+    try {
+      log_warn("serve: certificate reloaded: " + server.reload_certificate());
+    } catch (const Error& e) {
+      log(LogLevel::error, "serve: certificate reload failed, keeping the current one: " + std::string(e.what()));
+    }
+  }
   log_info("serve: shutting down");
   server.stop();
   return 0;

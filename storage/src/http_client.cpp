@@ -5,12 +5,15 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
 #include <cstring>
 
 #include "surf/error.h"
+#include "surf/storage/tls.h"
 
 namespace net = boost::asio;
 namespace beast = boost::beast;
@@ -20,11 +23,32 @@ using tcp = net::ip::tcp;
 namespace surf::http {
 
 struct Client::Impl {
-  std::string host, port;
+  Target target;
+  std::string host, port;  // of the target, for messages
   int timeout_ms;
   net::io_context ioc;
-  std::unique_ptr<beast::tcp_stream> stream;
+  std::shared_ptr<net::ssl::context> tls_context;  // https only
+  // One of the two is set while connected.
+  std::unique_ptr<beast::tcp_stream> plain;
+  std::unique_ptr<net::ssl::stream<beast::tcp_stream>> tls;
   beast::flat_buffer buffer;
+
+  bool connected() const { return plain || tls; }
+  void disconnect() {
+    plain.reset();
+    tls.reset();
+  }
+  beast::tcp_stream& lowest() { return tls ? tls->next_layer() : *plain; }
+  void expires_after_timeout() { lowest().expires_after(std::chrono::milliseconds(timeout_ms)); }
+  // Calls fn with the connection's stream, whichever kind it is.
+  template <class Fn>
+  void io(Fn&& fn) {
+    if (tls) {
+      fn(*tls);
+    } else {
+      fn(*plain);
+    }
+  }
 
   // Runs one asynchronous operation to completion with the stream's deadline in force.
   template <class Start>
@@ -42,25 +66,46 @@ struct Client::Impl {
   }
 
   void connect() {
-    stream.reset();
+    disconnect();
+    std::string to_host = host, to_port = port;
+    if (!target.connect_to.empty()) {
+      const size_t colon = target.connect_to.rfind(':');
+      to_host = target.connect_to.substr(0, colon);
+      to_port = colon == std::string::npos ? port : target.connect_to.substr(colon + 1);
+    }
     tcp::resolver resolver(ioc);
     beast::error_code ec;
-    auto results = resolver.resolve(host, port, ec);
-    if (ec) fail(ErrorCode::network, "cannot resolve " + host + ": " + ec.message());
-    stream = std::make_unique<beast::tcp_stream>(ioc);
-    stream->expires_after(std::chrono::milliseconds(timeout_ms));
-    ec = run([&](auto h) { stream->async_connect(results, [h](beast::error_code e, const tcp::endpoint&) mutable { h(e); }); });
-    if (ec) {
-      stream.reset();
-      fail(ec == beast::error::timeout ? ErrorCode::timeout : ErrorCode::network,
-           "cannot connect to " + host + ":" + port + ": " + ec.message());
+    auto results = resolver.resolve(to_host, to_port, ec);
+    if (ec) fail(ErrorCode::network, "cannot resolve " + to_host + ": " + ec.message());
+    if (target.tls) {
+      if (!tls_context) tls_context = tls::shared_client_context(target.ca_file);
+      tls = std::make_unique<net::ssl::stream<beast::tcp_stream>>(ioc, *tls_context);
+    } else {
+      plain = std::make_unique<beast::tcp_stream>(ioc);
     }
-    stream->socket().set_option(tcp::no_delay(true), ec);
+    expires_after_timeout();
+    ec = run([&](auto h) { lowest().async_connect(results, [h](beast::error_code e, const tcp::endpoint&) mutable { h(e); }); });
+    if (ec) {
+      disconnect();
+      fail(ec == beast::error::timeout ? ErrorCode::timeout : ErrorCode::network,
+           "cannot connect to " + to_host + ":" + to_port + ": " + ec.message());
+    }
+    lowest().socket().set_option(tcp::no_delay(true), ec);
+    if (tls) {
+      tls::prepare_client(tls->native_handle(), host);
+      ec = run([&](auto h) { tls->async_handshake(net::ssl::stream_base::client, h); });
+      if (ec) {
+        const std::string why = tls::describe_error(ec, tls->native_handle());
+        const ErrorCode code = ec == beast::error::timeout ? ErrorCode::timeout : tls::error_code_for(ec);
+        disconnect();
+        fail(code, "TLS with " + host + ":" + port + ": " + why);
+      }
+    }
     buffer.consume(buffer.size());
   }
 
   [[noreturn]] void broken(beast::error_code ec, const std::string& what) {
-    stream.reset();
+    disconnect();
     fail(ec == beast::error::timeout ? ErrorCode::timeout : ErrorCode::network,
          what + " " + host + ":" + port + ": " + ec.message());
   }
@@ -76,8 +121,8 @@ struct Client::Impl {
     constexpr size_t kBlock = 4u << 20;
     while (got < size) {
       const size_t n = std::min(kBlock, size - got);
-      stream->expires_after(std::chrono::milliseconds(timeout_ms));
-      auto ec = run([&](auto h) { net::async_read(*stream, net::buffer(dst + got, n), h); });
+      expires_after_timeout();
+      auto ec = run([&](auto h) { io([&](auto& s) { net::async_read(s, net::buffer(dst + got, n), h); }); });
       if (ec) broken(ec, "receiving from");
       if (on_block) on_block(dst + got, n);
       got += n;
@@ -85,9 +130,10 @@ struct Client::Impl {
   }
 };
 
-Client::Client(std::string host, std::string port, int timeout_ms) : impl_(std::make_unique<Impl>()) {
-  impl_->host = std::move(host);
-  impl_->port = std::move(port);
+Client::Client(Target target, int timeout_ms) : impl_(std::make_unique<Impl>()) {
+  impl_->host = target.host;
+  impl_->port = target.port;
+  impl_->target = std::move(target);
   impl_->timeout_ms = timeout_ms;
   impl_->buffer.reserve(1 << 20);  // header reads in large recv calls
 }
@@ -98,29 +144,30 @@ Response Client::send(const Request& r) {
   Impl& c = *impl_;
   // A kept-alive connection may have been closed by the server meanwhile: one fresh retry.
   for (int attempt = 0;; ++attempt) {
-    const bool reused = c.stream != nullptr;
-    if (!c.stream) c.connect();
+    const bool reused = c.connected();
+    if (!c.connected()) c.connect();
     bhttp::request<bhttp::buffer_body> req{bhttp::string_to_verb(r.method), r.target, 11};
-    req.set(bhttp::field::host, c.host + ":" + c.port);
+    req.set(bhttp::field::host, c.target.host_header());
     for (const auto& [k, v] : r.headers) req.set(k, v);
     req.body().data = const_cast<void*>(r.body);
     req.body().size = r.body_size;
     req.body().more = false;
     req.content_length(r.body_size);
     req.keep_alive(true);
-    c.stream->expires_after(std::chrono::milliseconds(c.timeout_ms));
-    auto ec = c.run([&](auto h) { bhttp::async_write(*c.stream, req, h); });
+    c.expires_after_timeout();
+    auto ec = c.run([&](auto h) { c.io([&](auto& s) { bhttp::async_write(s, req, h); }); });
     bhttp::response_parser<bhttp::empty_body> parser;
     parser.body_limit(std::numeric_limits<std::uint64_t>::max());
     parser.skip(r.head);
     if (!ec) {
-      c.stream->expires_after(std::chrono::milliseconds(c.timeout_ms));
-      ec = c.run([&](auto h) { bhttp::async_read_header(*c.stream, c.buffer, parser, h); });
+      c.expires_after_timeout();
+      ec = c.run([&](auto h) { c.io([&](auto& s) { bhttp::async_read_header(s, c.buffer, parser, h); }); });
     }
     if (ec) {
       if (reused && attempt == 0 && (ec == bhttp::error::end_of_stream || ec == net::error::eof ||
-                                     ec == net::error::connection_reset || ec == net::error::broken_pipe)) {
-        c.stream.reset();
+                                     ec == net::error::connection_reset || ec == net::error::broken_pipe ||
+                                     ec == net::ssl::error::stream_truncated)) {
+        c.disconnect();
         continue;
       }
       c.broken(ec, "request to");
@@ -140,8 +187,8 @@ Response Client::send(const Request& r) {
         // No Content-Length (chunked or until close): let Beast read it, as a string.
         bhttp::response_parser<bhttp::string_body> text{std::move(parser)};
         text.body_limit(64u << 20);
-        c.stream->expires_after(std::chrono::milliseconds(c.timeout_ms));
-        ec = c.run([&](auto h) { bhttp::async_read(*c.stream, c.buffer, text, h); });
+        c.expires_after_timeout();
+        ec = c.run([&](auto h) { c.io([&](auto& s) { bhttp::async_read(s, c.buffer, text, h); }); });
         if (ec) c.broken(ec, "receiving from");
         out.body = text.get().body();
         if (r.into && out.status / 100 == 2) {
@@ -149,7 +196,7 @@ Response Client::send(const Request& r) {
           std::memcpy(r.into->data(), out.body.data(), out.body.size());
           if (r.on_block) r.on_block(r.into->data(), out.body.size());
         }
-        c.stream.reset();
+        c.disconnect();
         return out;
       }
       if (out.status / 100 == 2 && r.into) {
@@ -157,7 +204,7 @@ Response Client::send(const Request& r) {
         c.read_body(r.into->data(), *length, r.on_block);
       } else if (out.status / 100 == 2 && r.into_raw) {
         if (*length != r.into_raw_size) {
-          c.stream.reset();
+          c.disconnect();
           fail(ErrorCode::corrupt, "expected " + std::to_string(r.into_raw_size) + " bytes, the server sends " +
                                        std::to_string(*length));
         }
@@ -167,7 +214,7 @@ Response Client::send(const Request& r) {
         c.read_body(reinterpret_cast<std::byte*>(out.body.data()), *length, nullptr);
       }
     }
-    if (!keep) c.stream.reset();
+    if (!keep) c.disconnect();
     return out;
   }
 }

@@ -1,6 +1,6 @@
-// A small HTTP/1.1 client on Beast for the S3 backend: one keep-alive connection, timeouts on
-// every operation, request bodies sent from the caller's memory and response bodies received
-// straight into the caller's buffer in blocks.
+// A small HTTP/1.1 client on Beast for the S3 backend (and metadata endpoints): one keep-alive
+// connection, plain or TLS, timeouts on every operation, request bodies sent from the caller's
+// memory and response bodies received straight into the caller's buffer in blocks.
 #pragma once
 
 #include <functional>
@@ -37,11 +37,26 @@ struct Request {
   bool head = false;
 };
 
+// Where a client connects. With tls, the server's certificate is verified against ca_file (empty:
+// the system store) and must be for `host` (SNI and host name check); no fallback to plaintext.
+struct Target {
+  std::string host, port;
+  bool tls = false;
+  std::string ca_file;
+  // "ADDR:PORT" to connect to instead of host:port, the Host header, SNI and the certificate
+  // check staying those of `host` (as curl --connect-to): a host-name mapping for tests.
+  std::string connect_to;
+  // The Host header: host, with ":port" unless the scheme's default.
+  std::string host_header() const { return port == (tls ? "443" : "80") ? host : host + ":" + port; }
+};
+
 class Client {
  public:
-  Client(std::string host, std::string port, int timeout_ms);
+  Client(Target target, int timeout_ms);
   ~Client();
-  // Throws surf::Error(network/timeout) on connection failures; any HTTP status is returned.
+  // Throws surf::Error(network/timeout) on connection failures, Error(unauthorized) when the
+  // server's certificate is refused and Error(unsupported) when it does not speak TLS; any HTTP
+  // status is returned.
   Response send(const Request& request);
 
  private:

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <chrono>
 #include <cstdlib>
@@ -11,6 +12,7 @@
 #include "surf/log.h"
 #include "surf/storage/s3.h"
 #include "surf/storage/sigv4.h"
+#include "surf/storage/tls.h"
 
 namespace surf {
 
@@ -19,13 +21,6 @@ namespace {
 std::string env(const char* name) {
   const char* v = std::getenv(name);
   return v ? v : "";
-}
-
-std::string trim(std::string s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
-  size_t i = 0;
-  while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
-  return s.substr(i);
 }
 
 // The value of <tag>...</tag> at or after `from`, XML entities decoded; "" if absent.
@@ -57,31 +52,72 @@ std::string xml_value(const std::string& xml, const std::string& tag, size_t fro
   return out;
 }
 
-struct Endpoint {
-  std::string host, port;
-  bool path_style;
-};
+// A bucket name that can be the first label of a host name (and of a certificate's wildcard):
+// lowercase letters, digits and '-', no dots.
+bool dns_label(const std::string& b) {
+  if (b.size() < 3 || b.size() > 63 || b.front() == '-' || b.back() == '-') return false;
+  return std::all_of(b.begin(), b.end(), [](char c) { return std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '-'; });
+}
+
+}  // namespace
+
+S3Address s3_address(const S3Config& cfg, const std::string& bucket, const std::string& encoded_key) {
+  S3Address a;
+  std::string ep = cfg.endpoint;
+  if (ep.empty()) {
+    ep = "https://s3." + cfg.region + ".amazonaws.com";
+  }
+  if (ep.rfind("https://", 0) == 0) {
+    a.scheme = "https";
+    ep = ep.substr(8);
+  } else if (ep.rfind("http://", 0) == 0) {
+    a.scheme = "http";
+    ep = ep.substr(7);
+  } else {
+    fail(ErrorCode::invalid_argument, "bad S3 endpoint '" + cfg.endpoint + "': expected http://HOST[:PORT] or https://HOST[:PORT]");
+  }
+  while (!ep.empty() && ep.back() == '/') ep.pop_back();
+  if (ep.find('/') != std::string::npos) fail(ErrorCode::invalid_argument, "bad S3 endpoint '" + cfg.endpoint + "': no path allowed");
+  const size_t colon = ep.rfind(':');
+  a.host = colon == std::string::npos ? ep : ep.substr(0, colon);
+  a.port = colon == std::string::npos ? (a.scheme == "https" ? "443" : "80") : ep.substr(colon + 1);
+  if (a.host.empty() || a.port.empty() || a.port.find_first_not_of("0123456789") != std::string::npos) {
+    fail(ErrorCode::invalid_argument, "bad S3 endpoint '" + cfg.endpoint + "'");
+  }
+  const bool aws = a.host.size() > 14 && a.host.compare(a.host.size() - 14, 14, ".amazonaws.com") == 0;
+  if (cfg.addressing == "virtual") {
+    if (!dns_label(bucket)) {
+      fail(ErrorCode::invalid_argument, "bucket '" + bucket + "' cannot be addressed virtual-hosted style "
+                                        "(lowercase letters, digits and '-' only): use path style");
+    }
+    a.virtual_hosted = true;
+  } else if (cfg.addressing == "auto") {
+    a.virtual_hosted = aws && dns_label(bucket);
+  } else if (cfg.addressing != "path") {
+    fail(ErrorCode::invalid_argument, "S3 addressing '" + cfg.addressing + "': expected auto, virtual or path");
+  }
+  if (a.virtual_hosted) a.host = bucket + "." + a.host;
+  a.host_header = a.port == (a.scheme == "https" ? "443" : "80") ? a.host : a.host + ":" + a.port;
+  a.path = a.virtual_hosted ? "/" + encoded_key : "/" + bucket + (encoded_key.empty() ? "" : "/" + encoded_key);
+  return a;
+}
+
+namespace {
 
 class S3Backend final : public StorageBackend {
  public:
   S3Backend(std::string bucket, std::string prefix, S3Config cfg)
       : bucket_(std::move(bucket)), prefix_(std::move(prefix)), cfg_(std::move(cfg)) {
-    if (cfg_.access_key_id.empty() || cfg_.secret_access_key.empty()) {
+    if (!cfg_.credentials && (cfg_.access_key_id.empty() || cfg_.secret_access_key.empty())) {
       fail(ErrorCode::unauthorized, "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile "
                                     "in ~/.aws/credentials (AWS_PROFILE)");
     }
-    if (cfg_.endpoint.empty()) {
-      // AWS proper needs TLS, which this build does not speak yet.
-      fail(ErrorCode::unsupported, "s3://" + bucket_ + ": AWS endpoints need HTTPS, not supported yet; set "
-                                   "AWS_ENDPOINT_URL to an http:// S3-compatible endpoint");
-    }
-    std::string ep = cfg_.endpoint;
-    if (ep.rfind("https://", 0) == 0) fail(ErrorCode::unsupported, "https endpoints are not supported yet: " + ep);
-    if (ep.rfind("http://", 0) == 0) ep = ep.substr(7);
-    while (!ep.empty() && ep.back() == '/') ep.pop_back();
-    const size_t colon = ep.rfind(':');
-    endpoint_ = {colon == std::string::npos ? ep : ep.substr(0, colon), colon == std::string::npos ? "80" : ep.substr(colon + 1), true};
-    if (endpoint_.host.empty()) fail(ErrorCode::invalid_argument, "bad S3 endpoint '" + cfg_.endpoint + "'");
+    endpoint_ = s3_address(cfg_, bucket_, "");
+    target_.host = endpoint_.host;
+    target_.port = endpoint_.port;
+    target_.tls = endpoint_.scheme == "https";
+    target_.ca_file = cfg_.ca_file;
+    target_.connect_to = cfg_.connect_to;
   }
 
   std::string describe() const override { return "s3://" + bucket_ + (prefix_.empty() ? "" : "/" + prefix_); }
@@ -177,10 +213,10 @@ class S3Backend final : public StorageBackend {
 
  private:
   std::string join(const std::string& key) const { return prefix_.empty() ? key : prefix_ + "/" + key; }
-  std::string bucket_path() const { return "/" + bucket_; }
+  std::string bucket_path() const { return s3_address(cfg_, bucket_, "").path; }
   std::string object_path(const std::string& key) const {
     validate_key(key);
-    return "/" + bucket_ + "/" + sigv4::uri_encode(join(key), false);
+    return s3_address(cfg_, bucket_, sigv4::uri_encode(join(key), false)).path;
   }
 
   http::Response head(const std::string& key) {
@@ -258,9 +294,12 @@ class S3Backend final : public StorageBackend {
       sr.query = query;
       sr.payload_hash = payload_hash;
       const std::string date = sigv4::amz_date_now();
-      sr.headers = {{"host", endpoint_.host + ":" + endpoint_.port}, {"x-amz-content-sha256", payload_hash}, {"x-amz-date", date}};
-      if (!cfg_.session_token.empty()) sr.headers.emplace_back("x-amz-security-token", cfg_.session_token);
-      const sigv4::Signature sig = sigv4::sign(sr, cfg_.access_key_id, cfg_.secret_access_key, cfg_.region, "s3", date);
+      sr.headers = {{"host", endpoint_.host_header}, {"x-amz-content-sha256", payload_hash}, {"x-amz-date", date}};
+      // Taken per attempt: temporary credentials may have been refreshed meanwhile.
+      const AwsCredentials creds = cfg_.credentials ? cfg_.credentials->get()
+                                                    : AwsCredentials{cfg_.access_key_id, cfg_.secret_access_key, cfg_.session_token, std::nullopt, ""};
+      if (!creds.session_token.empty()) sr.headers.emplace_back("x-amz-security-token", creds.session_token);
+      const sigv4::Signature sig = sigv4::sign(sr, creds.access_key_id, creds.secret_access_key, cfg_.region, "s3", date);
       r.target = target;
       r.headers = base_headers;
       for (const auto& h : sr.headers) {
@@ -269,7 +308,7 @@ class S3Backend final : public StorageBackend {
       r.headers.emplace_back("authorization", sig.authorization);
       try {
         std::lock_guard lock(client_mutex_);
-        if (!client_) client_ = std::make_unique<http::Client>(endpoint_.host, endpoint_.port, cfg_.timeout_ms);
+        if (!client_) client_ = std::make_unique<http::Client>(target_, cfg_.timeout_ms);
         http::Response res = client_->send(r);
         const bool slow_down = res.status == 503 || res.status == 429 || res.body.find("<Code>SlowDown</Code>") != std::string::npos;
         if (res.status < 500 && !slow_down) return res;
@@ -298,7 +337,9 @@ class S3Backend final : public StorageBackend {
     if (code == "NoSuchBucket") fail(ErrorCode::not_found, "S3 bucket '" + bucket_ + "' does not exist (NoSuchBucket)");
     if (code == "NoSuchKey") fail(ErrorCode::not_found, "no object " + where + " (NoSuchKey)");
     if (res.status == 403 || code == "SignatureDoesNotMatch" || code == "InvalidAccessKeyId") {
-      fail(ErrorCode::unauthorized, "S3 " + op + " " + where + " denied for access key id " + cfg_.access_key_id + ": " +
+      fail(ErrorCode::unauthorized, "S3 " + op + " " + where + " denied for access key id " +
+                                        (cfg_.credentials ? cfg_.credentials->get().access_key_id + " (from " + cfg_.credentials->describe() + ")"
+                                                          : cfg_.access_key_id) + ": " +
                                         (code.empty() ? "HTTP 403" : code) + (message.empty() ? "" : ": " + message));
     }
     fail(ErrorCode::io, "S3 " + op + " " + where + " failed: HTTP " + std::to_string(res.status) +
@@ -307,7 +348,8 @@ class S3Backend final : public StorageBackend {
 
   std::string bucket_, prefix_;
   S3Config cfg_;
-  Endpoint endpoint_;
+  S3Address endpoint_;  // of the bucket
+  http::Target target_;
   std::mutex client_mutex_;
   std::unique_ptr<http::Client> client_;
 };
@@ -316,34 +358,12 @@ class S3Backend final : public StorageBackend {
 
 S3Config s3_config_from_environment() {
   S3Config c;
-  c.access_key_id = env("AWS_ACCESS_KEY_ID");
-  c.secret_access_key = env("AWS_SECRET_ACCESS_KEY");
-  c.session_token = env("AWS_SESSION_TOKEN");
-  if (c.access_key_id.empty()) {
-    std::string file = env("AWS_SHARED_CREDENTIALS_FILE");
-    if (file.empty() && !env("HOME").empty()) file = env("HOME") + "/.aws/credentials";
-    const std::string profile = env("AWS_PROFILE").empty() ? "default" : env("AWS_PROFILE");
-    std::ifstream in(file);
-    std::string line, section;
-    while (std::getline(in, line)) {
-      line = trim(line);
-      if (line.empty() || line[0] == '#' || line[0] == ';') continue;
-      if (line.front() == '[' && line.back() == ']') {
-        section = trim(line.substr(1, line.size() - 2));
-        continue;
-      }
-      if (section != profile) continue;
-      const size_t eq = line.find('=');
-      if (eq == std::string::npos) continue;
-      const std::string k = trim(line.substr(0, eq)), v = trim(line.substr(eq + 1));
-      if (k == "aws_access_key_id") c.access_key_id = v;
-      if (k == "aws_secret_access_key") c.secret_access_key = v;
-      if (k == "aws_session_token") c.session_token = v;
-    }
-  }
-  if (!env("AWS_REGION").empty()) c.region = env("AWS_REGION");
-  else if (!env("AWS_DEFAULT_REGION").empty()) c.region = env("AWS_DEFAULT_REGION");
+  c.credentials = default_credential_chain();
+  if (const std::string region = aws_region_from_environment(); !region.empty()) c.region = region;
   c.endpoint = !env("AWS_ENDPOINT_URL_S3").empty() ? env("AWS_ENDPOINT_URL_S3") : env("AWS_ENDPOINT_URL");
+  c.ca_file = tls::ca_bundle_from_env(true);
+  if (!env("SURF_S3_ADDRESSING").empty()) c.addressing = env("SURF_S3_ADDRESSING");
+  c.connect_to = env("SURF_S3_CONNECT_TO");
   return c;
 }
 

@@ -62,7 +62,10 @@ struct OpenOptions {
   // than into fresh ones on VMs like this one; each spare costs up to the largest component's
   // size in memory. 2 keeps streaming at full speed; 0-1 trades speed for memory.
   int spare_buffers = 2;
-  std::string token;           // bearer token for ws:// sources
+  std::string token;           // bearer token for ws[s]:// sources
+  // PEM CA bundle trusted for wss:// weight servers and https:// S3 endpoints instead of the
+  // system store; empty: SURF_CA_BUNDLE (for S3 AWS_CA_BUNDLE first), else the system store.
+  std::string ca_file;
   int retry_attempts = 6;      // network sources: attempts per fetch before a typed error
   int retry_backoff_ms = 100;  // first backoff; doubles per attempt, capped at 2 s
   int request_timeout_ms = 60000;
@@ -229,6 +232,9 @@ struct ServeOptions {
   int hello_timeout_ms = 10000;  // with a token: an unauthenticated connection's time to say hello
   size_t max_request_bytes = 64 * 1024;
   int threads = 2;
+  // PEM certificate chain and private key: the port then speaks only TLS (wss://, and https://
+  // for /healthz and /metrics), TLS 1.2 or newer. Both or neither.
+  std::string tls_cert_file, tls_key_file;
 };
 // A weight server running on its own threads from construction until stop() or destruction. It
 // installs no signal handlers: a program that should stop on SIGINT/SIGTERM waits for them itself
@@ -240,6 +246,11 @@ class WeightServer {
   WeightServer(const WeightServer&) = delete;
   WeightServer& operator=(const WeightServer&) = delete;
   uint16_t port() const;  // the bound port (useful with port 0)
+  bool tls() const;
+  // Reads the certificate and key files again and serves them to new connections; connections
+  // already open keep theirs. Returns a description of the new certificate for the log; throws
+  // Error (and keeps the old one) if the new files are unusable. Callable from any thread.
+  std::string reload_certificate();
   // Closes the listening socket and the connections, and joins the server's threads. Idempotent;
   // call it from any thread but the server's own.
   void stop();
@@ -252,6 +263,8 @@ class WeightServer {
 // Runs a golden fixture (HF checkpoint + golden.safetensors + golden.json) through its plugin.
 struct CheckOptions {
   std::string source = "hf";  // hf | store | ws (store served by an in-process weight server) | a SOURCE URL
+  std::string token;          // for a ws[s]:// SOURCE URL
+  std::string ca_file;        // as OpenOptions::ca_file
   // For store / ws: the chunker's --dtype. q8_0 / q4_0 compare against the fixture's
   // golden-<dtype>.* (the float64 reference on the dequantized weights) with exact matmuls
   // (ActivationRounding::none), and check the stored blocks against the sha256 listed there.

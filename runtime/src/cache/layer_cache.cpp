@@ -43,9 +43,9 @@ LayerCache::~LayerCache() {
   if (worker_.joinable()) worker_.join();
 }
 
-std::shared_ptr<LoadedComponent> LayerCache::fetch_counted(const std::string& id) {
+std::shared_ptr<LoadedComponent> LayerCache::fetch_counted(const std::string& id, bool prefetch) {
   const uint64_t t0 = now_ns();
-  FetchResult r = provider_->fetch(id);
+  FetchResult r = prefetch ? provider_->prefetch(id) : provider_->fetch(id);
   std::lock_guard lock(mutex_);
   stats_.fetches++;
   stats_.bytes_fetched += r.bytes_fetched;
@@ -228,7 +228,7 @@ void LayerCache::worker() {
     std::shared_ptr<LoadedComponent> data;
     std::string error;
     try {
-      data = fetch_counted(id);
+      data = fetch_counted(id, true);
     } catch (const std::exception& e) {
       error = e.what();
     }

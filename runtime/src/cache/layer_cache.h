@@ -56,7 +56,7 @@ class LayerCache final : public ComponentSource {
     std::list<std::string>::iterator lru;  // valid when ready
   };
 
-  std::shared_ptr<LoadedComponent> fetch_counted(const std::string& id);
+  std::shared_ptr<LoadedComponent> fetch_counted(const std::string& id, bool prefetch = false);
   // Marks streamed_order_[first, first+count) as loading and queues them (mutex held).
   void schedule_prefetch(size_t first, size_t count);
   // Evicts least recently used entries until `room` more fit (pinned ones and unused prefetches stay).

@@ -2,9 +2,13 @@
 // the metrics and the pool of threads that read chunks from storage.
 #pragma once
 
+#include <utility>  // Asio wants it first with GCC 12
+
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -35,6 +39,21 @@ struct ServerState {
   LogLimiter refusal_log{std::chrono::seconds(10)}, accept_log{std::chrono::seconds(10)};
   boost::asio::thread_pool loaders{2};  // storage reads, off the I/O threads
   explicit ServerState(const ServeOptions& o) : options(o), cache(o.cache_bytes) {}
+
+  // The TLS context new connections take (null: plain ws:// and http://). A reload swaps it; each
+  // connection keeps the one it started with for its whole life.
+  std::shared_ptr<boost::asio::ssl::context> tls() const {
+    std::lock_guard lock(tls_mutex_);
+    return tls_;
+  }
+  void set_tls(std::shared_ptr<boost::asio::ssl::context> ctx) {
+    std::lock_guard lock(tls_mutex_);
+    tls_ = std::move(ctx);
+  }
+
+ private:
+  mutable std::mutex tls_mutex_;
+  std::shared_ptr<boost::asio::ssl::context> tls_;
 };
 
 // Compares a presented token with the server's in time independent of where they differ.

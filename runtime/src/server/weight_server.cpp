@@ -3,9 +3,11 @@
 // side is ws_session.cpp, the operations handlers.cpp, the chunk cache and the metrics their own.
 #include <utility>  // Asio wants it first with GCC 12
 
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/beast/core/detect_ssl.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 #include <mutex>
@@ -17,6 +19,7 @@
 #include "sources/store_backend.h"
 #include "surf/log.h"
 #include "surf/runtime.h"
+#include "surf/storage/tls.h"
 #include "surf/version.h"
 
 namespace net = boost::asio;
@@ -31,21 +34,54 @@ namespace {
 
 using server::ServerState;
 
-// A new connection's first request: a WebSocket upgrade, GET /healthz, GET /metrics, or a 404.
-class HttpSession : public std::enable_shared_from_this<HttpSession> {
+using server::TlsStream;
+
+// A connection's first request: a WebSocket upgrade, GET /healthz, GET /metrics, or a 404. Stream
+// is a beast::tcp_stream (plain) or a TLS stream over one; the routing is the same.
+template <class Stream>
+class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
+  using std::enable_shared_from_this<HttpSession<Stream>>::shared_from_this;
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+
  public:
-  HttpSession(tcp::socket&& socket, std::shared_ptr<ServerState> state, std::shared_ptr<void> slot)
-      : stream_(std::move(socket)), state_(std::move(state)) {
-    slot_ = std::move(slot);
-  }
+  // `buffer`: bytes already read while detecting TLS; `tls`: the context a TLS stream was made with;
+  // `slot`: the connection's place in the limits (limits.h), handed on to its WebSocket session.
+  HttpSession(Stream&& stream, beast::flat_buffer&& buffer, std::shared_ptr<ServerState> state,
+              std::shared_ptr<net::ssl::context> tls, std::shared_ptr<void> slot)
+      : stream_(std::move(stream)),
+        buffer_(std::move(buffer)),
+        state_(std::move(state)),
+        tls_(std::move(tls)),
+        slot_(std::move(slot)) {}
 
   void run() {
-    stream_.expires_after(std::chrono::seconds(30));
+    beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(30));
+    if constexpr (kTls) {
+      // The handshake starts from the bytes the detector read.
+      stream_.async_handshake(net::ssl::stream_base::server, buffer_.data(),
+                              [self = shared_from_this()](beast::error_code ec, size_t used) {
+                                if (ec) return self->handshake_failed(ec);
+                                self->buffer_.consume(used);
+                                self->read();
+                              });
+    } else {
+      read();
+    }
+  }
+
+ private:
+  void handshake_failed(beast::error_code ec) {
+    beast::error_code ignored;
+    const auto peer = beast::get_lowest_layer(stream_).socket().remote_endpoint(ignored);
+    log_info("serve: TLS handshake with " + peer.address().to_string() + ":" + std::to_string(peer.port()) +
+             " failed: " + ec.message());
+  }
+
+  void read() {
     parser_.body_limit(state_->options.max_request_bytes);
     http::async_read(stream_, buffer_, parser_, beast::bind_front_handler(&HttpSession::on_read, shared_from_this()));
   }
 
- private:
   void on_read(beast::error_code ec, size_t) {
     if (ec) return;
     auto req = parser_.release();
@@ -54,8 +90,12 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       const auto header = req[http::field::authorization];
       const std::string_view auth(header.data(), header.size());
       if (!authed && auth.starts_with("Bearer ")) authed = server::token_matches(state_->options.token, auth.substr(7));
-      stream_.expires_never();
-      server::start_ws_session(stream_.release_socket(), state_, authed, std::move(req), std::move(slot_));
+      beast::get_lowest_layer(stream_).expires_never();
+      if constexpr (kTls) {
+        server::start_ws_session(std::move(stream_), std::move(tls_), state_, authed, std::move(req), std::move(slot_));
+      } else {
+        server::start_ws_session(std::move(stream_), state_, authed, std::move(req), std::move(slot_));
+      }
       return;
     }
     auto res = std::make_shared<http::response<http::string_body>>();
@@ -77,7 +117,63 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       res->body() = "not found: GET /healthz, GET /metrics, or a WebSocket upgrade to / or /MODEL\n";
     }
     res->prepare_payload();
-    http::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code, size_t) {
+    http::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code, size_t) { self->finish(); });
+  }
+
+  void finish() {
+    beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(5));
+    if constexpr (kTls) {
+      stream_.async_shutdown([self = shared_from_this()](beast::error_code) {
+        beast::error_code ignored;
+        beast::get_lowest_layer(self->stream_).socket().close(ignored);
+      });
+    } else {
+      beast::error_code ignored;
+      stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    }
+  }
+
+  Stream stream_;
+  beast::flat_buffer buffer_;
+  http::request_parser<http::string_body> parser_;
+  std::shared_ptr<ServerState> state_;
+  std::shared_ptr<net::ssl::context> tls_;
+  std::shared_ptr<void> slot_;
+};
+
+// A new connection: its first bytes tell a TLS ClientHello from plain HTTP. A server with a
+// certificate speaks only TLS and one without only plaintext; a client of the other kind gets a
+// plain HTTP 400 saying so at once (a TLS client reads it as "not TLS"), never a hang.
+class Detector : public std::enable_shared_from_this<Detector> {
+ public:
+  Detector(tcp::socket&& socket, std::shared_ptr<ServerState> state, std::shared_ptr<void> slot)
+      : stream_(std::move(socket)), state_(std::move(state)), slot_(std::move(slot)) {}
+
+  void run() {
+    stream_.expires_after(std::chrono::seconds(30));
+    beast::async_detect_ssl(stream_, buffer_, beast::bind_front_handler(&Detector::on_detect, shared_from_this()));
+  }
+
+ private:
+  void on_detect(beast::error_code ec, bool is_tls) {
+    if (ec) return;
+    auto tls = state_->tls();
+    if (tls && is_tls) {
+      TlsStream s(std::move(stream_), *tls);
+      return std::make_shared<HttpSession<TlsStream>>(std::move(s), std::move(buffer_), state_, std::move(tls),
+                                                         std::move(slot_))
+          ->run();
+    }
+    if (!tls && !is_tls) {
+      return std::make_shared<HttpSession<beast::tcp_stream>>(std::move(stream_), std::move(buffer_), state_, nullptr,
+                                                                 std::move(slot_))
+          ->run();
+    }
+    const std::string body = tls ? "this port speaks TLS: use wss:// (or https:// for /healthz and /metrics)\n"
+                                 : "this port does not speak TLS: use ws:// (or http:// for /healthz and /metrics)\n";
+    auto text = std::make_shared<std::string>("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: " +
+                                              std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
+    net::async_write(stream_, net::buffer(*text), [self = shared_from_this(), text](beast::error_code, size_t) {
       beast::error_code ignored;
       self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
     });
@@ -85,7 +181,6 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
-  http::request_parser<http::string_body> parser_;
   std::shared_ptr<ServerState> state_;
   std::shared_ptr<void> slot_;  // the connection's place in the limits (limits.h)
 };
@@ -164,7 +259,7 @@ struct WeightServer::Impl {
       return;
     }
     socket.set_option(tcp::no_delay(true), ec);
-    std::make_shared<HttpSession>(std::move(socket), state, std::move(slot))->run();
+    std::make_shared<Detector>(std::move(socket), state, std::move(slot))->run();
   }
 };
 
@@ -183,6 +278,14 @@ WeightServer::WeightServer(const ServeOptions& options) : impl_(std::make_unique
     m.manifest = Manifest::from_json(m.manifest_text);
     state.models[name] = std::move(m);
   }
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    fail(ErrorCode::invalid_argument, "serve: TLS needs both a certificate and a key (--tls-cert and --tls-key)");
+  }
+  if (!options.tls_cert_file.empty()) {
+    auto ctx = tls::server_context(options.tls_cert_file, options.tls_key_file);
+    log_info("serve: TLS with " + tls::describe_certificate(*ctx));
+    state.set_tls(std::move(ctx));
+  }
   const tcp::endpoint endpoint(net::ip::make_address(options.host), options.port);
   auto& acceptor = impl_->acceptor;
   acceptor.open(endpoint.protocol());
@@ -198,6 +301,18 @@ WeightServer::WeightServer(const ServeOptions& options) : impl_(std::make_unique
 WeightServer::~WeightServer() { stop(); }
 
 uint16_t WeightServer::port() const { return impl_->acceptor.local_endpoint().port(); }
+
+bool WeightServer::tls() const { return impl_->state->tls() != nullptr; }
+
+std::string WeightServer::reload_certificate() {
+  const ServeOptions& o = impl_->state->options;
+  if (o.tls_cert_file.empty()) fail(ErrorCode::invalid_argument, "serve: no TLS certificate to reload (started without --tls-cert)");
+  // A bad new pair leaves the old one in place (server_context throws before the swap).
+  auto ctx = tls::server_context(o.tls_cert_file, o.tls_key_file);
+  std::string what = tls::describe_certificate(*ctx);
+  impl_->state->set_tls(std::move(ctx));
+  return what;
+}
 
 void WeightServer::stop() {
   std::call_once(impl_->stopped, [this] {

@@ -4,6 +4,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
 #include <chrono>
 #include <deque>
 
@@ -20,10 +21,14 @@ namespace websocket = beast::websocket;
 using tcp = net::ip::tcp;
 using Clock = std::chrono::steady_clock;
 
-class WsSession : public std::enable_shared_from_this<WsSession> {
+template <class Stream>
+class WsSession : public std::enable_shared_from_this<WsSession<Stream>> {
+  using std::enable_shared_from_this<WsSession<Stream>>::shared_from_this;
+
  public:
-  WsSession(tcp::socket&& socket, std::shared_ptr<ServerState> state, bool authed, std::shared_ptr<void> slot)
-      : ws_(std::move(socket)), state_(std::move(state)) {
+  WsSession(Stream&& stream, std::shared_ptr<void> keep, std::shared_ptr<ServerState> state, bool authed,
+            std::shared_ptr<void> slot)
+      : ws_(std::move(stream)), keep_(std::move(keep)), state_(std::move(state)) {
     auth_.authed = authed;
     state_->metrics.connections++;
     slot_ = std::move(slot);
@@ -174,7 +179,8 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     });
   }
 
-  websocket::stream<beast::tcp_stream> ws_;
+  websocket::stream<Stream> ws_;
+  std::shared_ptr<void> keep_;  // the TLS context of a wss:// session
   beast::flat_buffer in_;
   std::shared_ptr<ServerState> state_;
   ConnectionAuth auth_;
@@ -189,9 +195,19 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
 
 }  // namespace
 
-void start_ws_session(tcp::socket&& socket, std::shared_ptr<ServerState> state, bool authed,
-                      http::request<http::string_body>&& request, std::shared_ptr<void> slot) {
-  std::make_shared<WsSession>(std::move(socket), std::move(state), authed, std::move(slot))->run(std::move(request));
+void start_ws_session(beast::tcp_stream&& stream, std::shared_ptr<ServerState> state, bool authed,
+                      UpgradeRequest&& request, std::shared_ptr<void> slot) {
+  std::make_shared<WsSession<beast::tcp_stream>>(std::move(stream), nullptr, std::move(state), authed,
+                                                 std::move(slot))
+      ->run(std::move(request));
+}
+
+void start_ws_session(TlsStream&& stream, std::shared_ptr<boost::asio::ssl::context> tls,
+                      std::shared_ptr<ServerState> state, bool authed, UpgradeRequest&& request,
+                      std::shared_ptr<void> slot) {
+  std::make_shared<WsSession<TlsStream>>(std::move(stream), std::move(tls), std::move(state), authed,
+                                         std::move(slot))
+      ->run(std::move(request));
 }
 
 }  // namespace surf::server

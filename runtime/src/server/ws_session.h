@@ -5,6 +5,8 @@
 #include <utility>  // Asio wants it first with GCC 12
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <memory>
@@ -13,11 +15,17 @@
 
 namespace surf::server {
 
-// Completes the upgrade `request` received on `socket` and serves the connection until it closes.
-// `authed`: the upgrade carried the server's token (or none is required). `slot`: the
+using TlsStream = boost::asio::ssl::stream<boost::beast::tcp_stream>;
+using UpgradeRequest = boost::beast::http::request<boost::beast::http::string_body>;
+
+// Completes the upgrade `request` received on `stream` and serves the connection until it closes.
+// `authed`: the upgrade carried the server's token (or none is required). One session code for
+// ws:// and wss://; a TLS session keeps `tls` (the context it was accepted with) alive. `slot`: the
 // connection's place in the server's limits (limits.h), held until the session ends.
-void start_ws_session(boost::asio::ip::tcp::socket&& socket, std::shared_ptr<ServerState> state, bool authed,
-                      boost::beast::http::request<boost::beast::http::string_body>&& request,
+void start_ws_session(boost::beast::tcp_stream&& stream, std::shared_ptr<ServerState> state, bool authed,
+                      UpgradeRequest&& request, std::shared_ptr<void> slot);
+void start_ws_session(TlsStream&& stream, std::shared_ptr<boost::asio::ssl::context> tls,
+                      std::shared_ptr<ServerState> state, bool authed, UpgradeRequest&& request,
                       std::shared_ptr<void> slot);
 
 }  // namespace surf::server

@@ -68,6 +68,8 @@ class ComponentProvider {
   virtual std::string describe() const = 0;
   // Thread-safe. Error(not_found) for an unknown component, Error(corrupt) for a bad chunk.
   virtual FetchResult fetch(const std::string& id) = 0;
+  // A fetch ahead of use (the prefetcher's): a source with several servers spreads these.
+  virtual FetchResult prefetch(const std::string& id) { return fetch(id); }
 };
 
 class StorageBackend;
@@ -93,8 +95,9 @@ std::unique_ptr<ComponentProvider> make_hf_provider(std::shared_ptr<HfCheckpoint
                                                     std::shared_ptr<BufferPool> pool);
 
 struct OpenOptions;
-// ws://host:port[/model]: a weight server (docs/protocol.md).
-// ws:// components and the model's files (get_file) over one connection.
+// ws[s]://host:port[/model]: a weight server (docs/protocol.md); several comma-separated URLs of
+// servers of one model: a fleet (prefetches spread over them, failover when one dies).
+// Components and the model's files (get_file) from the same servers.
 class ModelFiles;
 struct WsSource {
   std::shared_ptr<ComponentProvider> provider;

@@ -27,7 +27,7 @@ std::shared_ptr<ModelFiles> open_model_files(const std::string& source, const Op
     return open_ws_source(source, options, std::make_shared<BufferPool>(1)).files;
   }
   if (is_s3_url(source)) {
-    auto backend = open_store_backend(source, false);
+    auto backend = open_store_backend(source, false, options.ca_file);
     return store_model_files(backend, read_manifest(*backend));
   }
   const fs::path path(source);
@@ -52,7 +52,7 @@ SourceDescription open_source(const std::string& source, const OpenOptions& opti
   }
   if (is_s3_url(source)) {
     d.kind = "s3";
-    auto backend = open_store_backend(source, false);
+    auto backend = open_store_backend(source, false, options.ca_file);
     d.provider = make_store_provider(backend, pool);
     d.files = store_model_files(backend, d.provider->manifest());
     d.plugin = registry.find(d.provider->manifest().model_type);

@@ -6,9 +6,13 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
+#include <cctype>
+#include <type_traits>
 #include <deque>
 #include <limits>
 #include <map>
@@ -17,6 +21,7 @@
 #include <thread>
 
 #include "surf/storage/chunk.h"
+#include "surf/storage/tls.h"
 
 namespace surf {
 
@@ -24,13 +29,16 @@ namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace websocket = beast::websocket;
 using tcp = net::ip::tcp;
+using TlsStream = net::ssl::stream<beast::tcp_stream>;
 
 WsUrl parse_ws_url(const std::string& url) {
-  if (url.rfind("ws://", 0) != 0) {
-    fail(ErrorCode::invalid_argument, "'" + url + "' is not a ws://host:port[/model] URL (wss:// is not supported yet)");
+  const bool tls = url.rfind("wss://", 0) == 0;
+  if (!tls && url.rfind("ws://", 0) != 0) {
+    fail(ErrorCode::invalid_argument, "'" + url + "' is not a ws[s]://host:port[/model] URL");
   }
-  std::string rest = url.substr(5);
+  std::string rest = url.substr(tls ? 6 : 5);
   WsUrl u;
+  u.tls = tls;
   const size_t slash = rest.find('/');
   if (slash != std::string::npos) {
     u.model = rest.substr(slash + 1);
@@ -41,9 +49,13 @@ WsUrl parse_ws_url(const std::string& url) {
   u.host = colon == std::string::npos ? rest : rest.substr(0, colon);
   u.port = colon == std::string::npos ? "8765" : rest.substr(colon + 1);
   if (u.host.empty() || u.port.empty() || u.port.find_first_not_of("0123456789") != std::string::npos) {
-    fail(ErrorCode::invalid_argument, "'" + url + "' is not a ws://host:port[/model] URL");
+    fail(ErrorCode::invalid_argument, "'" + url + "' is not a ws[s]://host:port[/model] URL");
   }
   return u;
+}
+
+std::string WsUrl::text() const {
+  return std::string(tls ? "wss://" : "ws://") + host + ":" + port + (model.empty() ? "" : "/" + model);
 }
 
 namespace {
@@ -85,10 +97,30 @@ struct Incoming {
 // Handlers capture `this`: they only run on the connection's own thread, which the destructor
 // joins, so no handler outlives the object and the thread never holds the last reference.
 struct WsConnection::Impl {
-  Impl(const WsUrl& url, std::string token, std::shared_ptr<BufferPool> pool)
-      : url_(url), token_(std::move(token)), pool_(std::move(pool)), ws_(net::make_strand(ioc_)) {}
+  virtual ~Impl() = default;
+  virtual void connect(int timeout_ms) = 0;
+  virtual std::future<ReplyPtr> request(wire::RequestBody body, size_t expected_bytes) = 0;
+  virtual bool alive() const = 0;
+  virtual void close() = 0;
+};
 
-  ~Impl() {
+// One code path for ws:// and wss://: Stream is a beast::tcp_stream or a TLS stream over one.
+template <class Stream>
+struct WsConnection::Conn final : WsConnection::Impl {
+  static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
+
+  Conn(const WsUrl& url, std::string token, std::shared_ptr<BufferPool> pool, std::shared_ptr<net::ssl::context> tls)
+      : url_(url), token_(std::move(token)), pool_(std::move(pool)), tls_(std::move(tls)), ws_(make_stream()) {}
+
+  websocket::stream<Stream> make_stream() {
+    if constexpr (kTls) {
+      return websocket::stream<Stream>(net::make_strand(ioc_), *tls_);
+    } else {
+      return websocket::stream<Stream>(net::make_strand(ioc_));
+    }
+  }
+
+  ~Conn() override {
     fail_all("connection closed");
     work_.reset();
     ioc_.stop();
@@ -97,7 +129,7 @@ struct WsConnection::Impl {
 
   std::string where() const { return url_.host + ":" + url_.port; }
 
-  void connect(int timeout_ms) {
+  void connect(int timeout_ms) override {
     auto ready = std::make_shared<std::promise<void>>();
     auto done = ready->get_future();
     auto resolver = std::make_shared<tcp::resolver>(ioc_);
@@ -107,23 +139,20 @@ struct WsConnection::Impl {
       beast::get_lowest_layer(ws_).expires_after(std::chrono::milliseconds(timeout_ms));
       beast::get_lowest_layer(ws_).async_connect(results, [this, ready](beast::error_code cec, const tcp::endpoint&) {
         if (cec) return fail_connect(ready, "cannot connect to " + where() + ": " + cec.message());
-        beast::get_lowest_layer(ws_).expires_never();
         beast::error_code ignored;
         beast::get_lowest_layer(ws_).socket().set_option(tcp::no_delay(true), ignored);  // small requests go out at once
-        ws_.set_option(websocket::stream_base::timeout::suggested(beast::role_type::client));
-        ws_.set_option(websocket::stream_base::decorator([token = token_](websocket::request_type& req) {
-          req.set(beast::http::field::user_agent, "surf-client");
-          if (!token.empty()) req.set(beast::http::field::authorization, "Bearer " + token);
-        }));
-        ws_.read_message_max(std::numeric_limits<uint64_t>::max());
-        ws_.write_buffer_bytes(1 << 16);
-        ws_.auto_fragment(false);
-        ws_.binary(true);
-        ws_.async_handshake(where(), "/" + url_.model, [this, ready](beast::error_code hec) {
-          if (hec) return fail_connect(ready, "WebSocket handshake with " + where() + " failed: " + hec.message());
-          ready->set_value();
-          read();
-        });
+        if constexpr (kTls) {
+          tls::prepare_client(ws_.next_layer().native_handle(), url_.host);
+          ws_.next_layer().async_handshake(net::ssl::stream_base::client, [this, ready](beast::error_code tec) {
+            if (tec) {
+              return fail_connect(ready, "TLS with " + where() + ": " + tls::describe_error(tec, ws_.next_layer().native_handle()),
+                                  tls::error_code_for(tec));
+            }
+            upgrade(ready);
+          });
+        } else {
+          upgrade(ready);
+        }
       });
     });
     work_.emplace(net::make_work_guard(ioc_));
@@ -140,11 +169,44 @@ struct WsConnection::Impl {
     }
   }
 
-  static void fail_connect(const std::shared_ptr<std::promise<void>>& ready, const std::string& why) {
-    ready->set_exception(std::make_exception_ptr(Error(ErrorCode::network, why)));
+  // The WebSocket upgrade, on a connected (and for wss://, TLS-established) stream; the connect
+  // deadline still runs until the upgrade is done.
+  void upgrade(const std::shared_ptr<std::promise<void>>& ready) {
+    ws_.set_option(websocket::stream_base::timeout::suggested(beast::role_type::client));
+    ws_.set_option(websocket::stream_base::decorator([token = token_](websocket::request_type& req) {
+      req.set(beast::http::field::user_agent, "surf-client");
+      if (!token.empty()) req.set(beast::http::field::authorization, "Bearer " + token);
+    }));
+    ws_.read_message_max(std::numeric_limits<uint64_t>::max());
+    ws_.write_buffer_bytes(1 << 16);
+    ws_.auto_fragment(false);
+    ws_.binary(true);
+    ws_.async_handshake(upgrade_answer_, where(), "/" + url_.model, [this, ready](beast::error_code hec) {
+      if (hec) {
+        // A server that declined says why in its answer (a TLS weight server to a plain client:
+        // "this port speaks TLS").
+        const unsigned status = upgrade_answer_.result_int();
+        std::string why = hec.message();
+        if (hec == websocket::error::upgrade_declined && status != 0) {
+          std::string body = upgrade_answer_.body();
+          while (!body.empty() && std::isspace(static_cast<unsigned char>(body.back()))) body.pop_back();
+          why = "the server answered HTTP " + std::to_string(status) + (body.empty() ? "" : ": " + body.substr(0, 300));
+        }
+        return fail_connect(ready, "WebSocket handshake with " + where() + " failed: " + why,
+                            status == 400 && !kTls ? ErrorCode::unsupported : ErrorCode::network);
+      }
+      beast::get_lowest_layer(ws_).expires_never();
+      ready->set_value();
+      read();
+    });
   }
 
-  std::future<ReplyPtr> request(wire::RequestBody body, size_t expected_bytes) {
+  static void fail_connect(const std::shared_ptr<std::promise<void>>& ready, const std::string& why,
+                           ErrorCode code = ErrorCode::network) {
+    ready->set_exception(std::make_exception_ptr(Error(code, why)));
+  }
+
+  std::future<ReplyPtr> request(wire::RequestBody body, size_t expected_bytes) override {
     auto msg = std::make_shared<ByteBuffer>();
     std::future<ReplyPtr> future;
     {
@@ -166,12 +228,12 @@ struct WsConnection::Impl {
     return future;
   }
 
-  bool alive() const {
+  bool alive() const override {
     std::lock_guard lock(mutex_);
     return !dead_;
   }
 
-  void close() {
+  void close() override {
     fail_all("connection closed");
     net::post(ws_.get_executor(), [this] {
       beast::error_code ignored;
@@ -257,8 +319,10 @@ struct WsConnection::Impl {
   WsUrl url_;
   std::string token_;
   std::shared_ptr<BufferPool> pool_;
+  std::shared_ptr<net::ssl::context> tls_;  // wss:// only
   net::io_context ioc_;
-  websocket::stream<beast::tcp_stream> ws_;
+  websocket::stream<Stream> ws_;
+  websocket::response_type upgrade_answer_;
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work_;
   std::thread thread_;
   std::deque<std::shared_ptr<ByteBuffer>> outbox_;  // io thread only
@@ -271,8 +335,13 @@ struct WsConnection::Impl {
   std::string dead_reason_;
 };
 
-WsConnection::WsConnection(const WsUrl& url, std::string token, std::shared_ptr<BufferPool> pool)
-    : impl_(std::make_unique<Impl>(url, std::move(token), std::move(pool))) {}
+WsConnection::WsConnection(const WsUrl& url, std::string token, std::shared_ptr<BufferPool> pool, std::string ca_file) {
+  if (url.tls) {
+    impl_ = std::make_unique<Conn<TlsStream>>(url, std::move(token), std::move(pool), tls::shared_client_context(ca_file));
+  } else {
+    impl_ = std::make_unique<Conn<beast::tcp_stream>>(url, std::move(token), std::move(pool), nullptr);
+  }
+}
 WsConnection::~WsConnection() = default;
 void WsConnection::connect(int timeout_ms) { impl_->connect(timeout_ms); }
 std::future<ReplyPtr> WsConnection::request(wire::RequestBody body, size_t expected_bytes) {

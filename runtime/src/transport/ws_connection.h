@@ -15,8 +15,10 @@ namespace surf {
 
 struct WsUrl {
   std::string host, port, model;  // model empty: the server's only one
+  bool tls = false;               // wss://
+  std::string text() const;       // ws[s]://host:port[/model]
 };
-// ws://host[:port][/model] (port 8765 by default); Error(invalid_argument) otherwise.
+// ws[s]://host[:port][/model] (port 8765 by default); Error(invalid_argument) otherwise.
 WsUrl parse_ws_url(const std::string& url);
 
 // A received answer, decoded. A chunk answer's data points into `message`, which stays alive as
@@ -33,12 +35,16 @@ using ReplyPtr = std::shared_ptr<const Reply>;
 class WsConnection {
  public:
   // Received messages go into buffers from `pool` (returned to it when the last user lets go).
-  WsConnection(const WsUrl& url, std::string token, std::shared_ptr<BufferPool> pool);
+  // wss:// verifies the server's certificate against `ca_file` (empty: the system store) and its
+  // host name; there is no fallback to plaintext.
+  WsConnection(const WsUrl& url, std::string token, std::shared_ptr<BufferPool> pool, std::string ca_file = "");
   ~WsConnection();  // fails pending requests, closes, joins the I/O thread
   WsConnection(const WsConnection&) = delete;
   WsConnection& operator=(const WsConnection&) = delete;
 
-  // Connects and completes the WebSocket handshake, or throws Error(network/timeout).
+  // Connects (TLS handshake for wss://) and completes the WebSocket handshake, or throws
+  // Error(network/timeout); Error(unauthorized) when the server's certificate is refused and
+  // Error(unsupported) when one side speaks TLS and the other does not (retrying cannot help).
   void connect(int timeout_ms);
   // Sends a request (the id is assigned here). `expected_bytes`: how big the answer may be, so the
   // receive buffer is sized once. The future fails with Error(network) if the connection is lost;
@@ -50,6 +56,8 @@ class WsConnection {
 
  private:
   struct Impl;
+  template <class Stream>
+  struct Conn;
   std::unique_ptr<Impl> impl_;
 };
 
