@@ -416,6 +416,7 @@ int cmd_serve(const std::vector<std::string>& argv) {
                             {"host", true, "address to bind (default 127.0.0.1)"},
                             {"port", true, "port (default 8765; 0 = any free port)"},
                             {"cache-mb", true, "server-side chunk cache in MB (default 256)"},
+                            {"max-mbps", true, "pace all answers together to N megabits/s (default 0: unlimited)"},
                             {"token-file", true, "require the bearer token in this file"},
                             {"max-connections", true, "refuse connections beyond this (default 256)"},
                             {"max-request-bytes", true, "largest request accepted (default 65536)"},
@@ -454,6 +455,9 @@ int cmd_serve(const std::vector<std::string>& argv) {
   if (port < 0 || port > 65535) throw std::invalid_argument("--port must be in 0..65535");
   o.port = static_cast<uint16_t>(port);
   o.cache_bytes = static_cast<uint64_t>(std::max(0LL, a.get_int("cache-mb", 256))) * 1000000ull;
+  const long long mbps = a.get_int("max-mbps", 0);
+  if (mbps < 0) throw std::invalid_argument("--max-mbps must not be negative (0: unlimited)");
+  o.max_mbps = static_cast<double>(mbps);
   o.max_connections = static_cast<size_t>(std::max(1LL, a.get_int("max-connections", 256)));
   o.max_request_bytes = static_cast<size_t>(std::max(256LL, a.get_int("max-request-bytes", 65536)));
   o.threads = static_cast<int>(std::max(1LL, a.get_int("threads", 2)));

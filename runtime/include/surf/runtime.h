@@ -222,6 +222,7 @@ struct ServeOptions {
   std::string host = "127.0.0.1";
   uint16_t port = 8765;        // 0: any free port (reported through on_listening)
   uint64_t cache_bytes = 256ull << 20;
+  double max_mbps = 0;         // > 0: all answers together paced to this many megabits/s
   std::string token;           // non-empty: clients must present it
   size_t max_connections = 256;
   size_t max_request_bytes = 64 * 1024;

@@ -10,6 +10,7 @@
 
 #include "server/chunk_cache.h"
 #include "server/metrics.h"
+#include "server/rate_limiter.h"
 #include "surf/runtime.h"
 #include "surf/storage/backend.h"
 #include "surf/storage/manifest.h"
@@ -27,6 +28,7 @@ struct ServerState {
   ServeOptions options;
   std::map<std::string, ServedModel> models;
   ChunkCache cache;
+  RateLimiter limiter{options.max_mbps};  // --max-mbps, shared by all connections
   Metrics metrics;
   boost::asio::thread_pool loaders{2};  // storage reads, off the I/O threads
   explicit ServerState(const ServeOptions& o) : options(o), cache(o.cache_bytes) {}
