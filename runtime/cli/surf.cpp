@@ -60,6 +60,8 @@ const std::vector<Flag> kCacheFlags = {
     {"spare-buffers", true, "freed buffers kept for reuse (default 2; fewer saves memory, costs speed)"},
     {"stats-json", true, "write cache statistics as JSON to this file"},
     {"token", true, "bearer token for ws:// sources"},
+    {"disk-cache", true, "keep chunks fetched from ws:// and s3:// sources in this directory (shared, verified)"},
+    {"disk-cache-mb", true, "bound the disk cache in megabytes (default 10000)"},
 };
 
 std::vector<Flag> join(std::initializer_list<std::vector<Flag>> parts) {
@@ -108,6 +110,15 @@ void read_stream_flags(const Args& a, int& cache_size, int& prefetch) {
   prefetch = static_cast<int>(ahead);
 }
 
+// --disk-cache DIR --disk-cache-mb N (run, generate, check).
+void read_disk_flags(const Args& a, std::string& dir, uint64_t& bytes) {
+  dir = a.get("disk-cache");
+  const long long mb = a.get_int("disk-cache-mb", 10000);
+  if (mb < 1) throw std::invalid_argument("--disk-cache-mb must be at least 1");
+  if (a.has("disk-cache-mb") && dir.empty()) throw std::invalid_argument("--disk-cache-mb needs --disk-cache DIR");
+  bytes = static_cast<uint64_t>(mb) * 1000000ull;
+}
+
 OpenOptions open_options(const Args& a) {
   OpenOptions o;
   o.plugin_dirs = a.all("plugin-dir");
@@ -118,6 +129,7 @@ OpenOptions open_options(const Args& a) {
   o.warmup = split_commas(a.get("warmup"));
   o.spare_buffers = static_cast<int>(std::max(0LL, a.get_int("spare-buffers", 2)));
   o.token = a.get("token");
+  read_disk_flags(a, o.disk_cache_dir, o.disk_cache_bytes);
   return o;
 }
 
@@ -370,7 +382,9 @@ int cmd_inspect(const std::vector<std::string>& argv) {
 
 int cmd_check(const std::vector<std::string>& argv) {
   const auto flags = join({{{"source", true, "hf (in place) | store (chunked to a temp store) | ws (that store behind a weight server) | a SOURCE URL"},
-                            {"dtype", true, "with store|ws: chunk as keep|f32|bf16|f16|q8_0|q4_0; q8_0/q4_0 compare with golden-<dtype>.*"}},
+                            {"dtype", true, "with store|ws: chunk as keep|f32|bf16|f16|q8_0|q4_0; q8_0/q4_0 compare with golden-<dtype>.*"},
+                            {"disk-cache", true, "with a ws:// or s3:// SOURCE: keep fetched chunks in this directory"},
+                            {"disk-cache-mb", true, "bound the disk cache in megabytes (default 10000)"}},
                            kStreamFlags, kPluginFlags});
   if (wants_help(argv)) {
     print_help("check FIXTURE_DIR... [--plugin-dir DIR] [--source hf|store|ws] [--dtype q8_0|q4_0]",
@@ -387,6 +401,7 @@ int cmd_check(const std::vector<std::string>& argv) {
   o.source = a.get("source", "hf");
   read_stream_flags(a, o.cache_size, o.prefetch);
   o.dtype = a.get("dtype", "keep");
+  read_disk_flags(a, o.disk_cache_dir, o.disk_cache_bytes);
   int passed = 0, failed = 0;
   for (const auto& dir : a.positional) {
     try {

@@ -25,7 +25,11 @@ std::string CacheStats::to_text() const {
   s.precision(1);
   s << "cache: hits " << hits << ", misses " << misses << ", evictions " << evictions << ", fetched "
     << fetches << " chunks / " << mb(bytes_fetched) << " MB in " << static_cast<double>(fetch_ns) / 1e6
-    << " ms; prefetch issued " << prefetch_issued << ", used " << prefetch_used << ", wasted "
+    << " ms; ";
+  if (disk_hits || disk_corrupt) {
+    s << "disk cache " << disk_hits << " chunks / " << mb(disk_bytes) << " MB, " << disk_corrupt << " corrupt; ";
+  }
+  s << "prefetch issued " << prefetch_issued << ", used " << prefetch_used << ", wasted "
     << prefetch_wasted << "; waited " << static_cast<double>(wait_ns) / 1e6 << " ms; resident "
     << mb(resident_bytes) << " MB, cached now " << cached_components << " components / " << mb(cached_bytes)
     << " MB, peak " << mb(peak_cached_bytes) << " MB";
@@ -38,6 +42,9 @@ std::string CacheStats::to_json() const {
                       {"evictions", evictions},
                       {"fetches", fetches},
                       {"bytes_fetched", bytes_fetched},
+                      {"disk_hits", disk_hits},
+                      {"disk_bytes", disk_bytes},
+                      {"disk_corrupt", disk_corrupt},
                       {"prefetch_issued", prefetch_issued},
                       {"prefetch_used", prefetch_used},
                       {"prefetch_wasted", prefetch_wasted},

@@ -8,9 +8,11 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <future>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "../server_process.h"
@@ -152,4 +154,175 @@ TEST(RateLimit, NegativeRateIsAClearError) {
   const auto r = test::run_command({test::surf_exe(), "serve", "--store", store().llama, "--port", "0", "--max-mbps", "-5"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("--max-mbps must not be negative"), std::string::npos) << r.err;
+}
+
+namespace {
+
+nlohmann::json read_json(const std::string& path) { return nlohmann::json::parse(read_text_file(path)); }
+
+struct DirScan {
+  size_t chunks = 0, others = 0;
+  uint64_t bytes = 0;
+};
+DirScan scan(const fs::path& dir) {
+  DirScan s;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() == ".chunk") {
+      s.chunks++;
+      s.bytes += e.file_size();
+    } else {
+      s.others++;
+    }
+  }
+  return s;
+}
+
+// `surf run` as its own process against SOURCE with the disk tier in `cache`.
+test::CommandResult run_process(const std::string& source, const std::string& inputs, const std::string& cache,
+                                const std::string& out, const std::string& stats) {
+  return test::run_command({test::surf_exe(), "run", source, "--inputs", inputs, "--output", out, "--cache-size", "1",
+                            "--prefetch", "1", "--plugin-dir", test::plugin_dir(), "--disk-cache", cache,
+                            "--stats-json", stats});
+}
+
+std::string inputs_file(const test::TempDir& d) {
+  const std::string p = d.str("in.safetensors");
+  write_safetensors(p, llama_inputs());
+  return p;
+}
+
+}  // namespace
+
+TEST(DiskTier, ASecondProcessFetchesNothingFromTheNetwork) {
+  test::TempDir d;
+  test::ServerProcess server({"--store", store().llama});
+  const std::string in = inputs_file(d), cache = d.str("tier");
+  auto first = run_process(server.url("llama"), in, cache, d.str("out1.safetensors"), d.str("s1.json"));
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  const uint64_t served1 = metric(http_get(server.port(), "/metrics"), "surf_bytes_served_total");
+  const auto s1 = read_json(d.str("s1.json"));
+  EXPECT_GT(s1["bytes_fetched"].get<uint64_t>(), 0u);
+  EXPECT_EQ(s1["bytes_fetched"].get<uint64_t>(), served1);  // client and server agree
+  EXPECT_EQ(s1["disk_hits"].get<uint64_t>(), 0u);
+  const DirScan after1 = scan(cache);
+  EXPECT_EQ(after1.chunks, s1["fetches"].get<size_t>());  // every chunk kept, one file each
+  EXPECT_EQ(after1.bytes, served1);
+  EXPECT_EQ(after1.others, 0u);  // no temporary files left
+
+  auto second = run_process(server.url("llama"), in, cache, d.str("out2.safetensors"), d.str("s2.json"));
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  const auto s2 = read_json(d.str("s2.json"));
+  EXPECT_EQ(s2["bytes_fetched"].get<uint64_t>(), 0u);
+  EXPECT_EQ(s2["disk_hits"].get<uint64_t>(), s1["fetches"].get<uint64_t>());
+  EXPECT_EQ(s2["disk_bytes"].get<uint64_t>(), served1);
+  EXPECT_NE(second.err.find("disk cache"), std::string::npos) << second.err;
+  const std::string m = http_get(server.port(), "/metrics");
+  EXPECT_EQ(metric(m, "surf_bytes_served_total"), served1);  // the server saw no chunk request
+  EXPECT_NE(m.find("surf_requests_total{op=\"get_chunk\"} " + std::to_string(s1["fetches"].get<uint64_t>()) + "\n"),
+            std::string::npos) << m;
+  const TensorMap a = read_safetensors(d.str("out1.safetensors")), b = read_safetensors(d.str("out2.safetensors"));
+  for (const auto& [name, t] : a) EXPECT_TRUE(test::bitwise_equal(t, b.at(name))) << name;
+}
+
+TEST(DiskTier, ACorruptFileIsDetectedRefetchedAndReported) {
+  test::TempDir d;
+  test::ServerProcess server({"--store", store().llama});
+  const std::string in = inputs_file(d), cache = d.str("tier");
+  ASSERT_EQ(run_process(server.url("llama"), in, cache, d.str("out1.safetensors"), d.str("s1.json")).exit_code, 0);
+  const uint64_t served1 = metric(http_get(server.port(), "/metrics"), "surf_bytes_served_total");
+  // One byte flipped in one file, another file cut short.
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(cache)) files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  ASSERT_GE(files.size(), 2u);
+  const uint64_t flipped = fs::file_size(files[0]), cut = fs::file_size(files[1]);
+  {
+    std::fstream f(files[0], std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(static_cast<std::streamoff>(flipped / 2));
+    char c = 0;
+    f.read(&c, 1);
+    c = static_cast<char>(c ^ 0x20);
+    f.seekp(static_cast<std::streamoff>(flipped / 2));
+    f.write(&c, 1);
+  }
+  fs::resize_file(files[1], cut / 2);
+  auto r = run_process(server.url("llama"), in, cache, d.str("out2.safetensors"), d.str("s2.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("checksum mismatch"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("wrong size"), std::string::npos) << r.err;
+  const auto s2 = read_json(d.str("s2.json"));
+  EXPECT_EQ(s2["disk_corrupt"].get<uint64_t>(), 2u);
+  EXPECT_EQ(s2["bytes_fetched"].get<uint64_t>(), flipped + cut);  // only the two bad ones refetched
+  EXPECT_EQ(metric(http_get(server.port(), "/metrics"), "surf_bytes_served_total"), served1 + flipped + cut);
+  const TensorMap a = read_safetensors(d.str("out1.safetensors")), b = read_safetensors(d.str("out2.safetensors"));
+  for (const auto& [name, t] : a) EXPECT_TRUE(test::bitwise_equal(t, b.at(name))) << name;
+  // Rewritten good: a third run reads everything from disk.
+  ASSERT_EQ(run_process(server.url("llama"), in, cache, d.str("out3.safetensors"), d.str("s3.json")).exit_code, 0);
+  const auto s3 = read_json(d.str("s3.json"));
+  EXPECT_EQ(s3["disk_corrupt"].get<uint64_t>(), 0u);
+  EXPECT_EQ(s3["bytes_fetched"].get<uint64_t>(), 0u);
+}
+
+TEST(DiskTier, EvictionKeepsTheDirectoryUnderItsBound) {
+  test::TempDir d;
+  test::ServerProcess server({"--store", store().llama});
+  uint64_t total = 0;
+  for (const auto& c : store().manifest.components) total += c.bytes;
+  OpenOptions o = options();
+  o.disk_cache_dir = d.str("tier");
+  o.disk_cache_bytes = total / 2;
+  uint64_t first = 0;
+  for (int pass = 0; pass < 2; ++pass) {
+    auto s = Session::open(server.url("llama"), o);
+    s->forward(llama_inputs());
+    const DirScan now = scan(o.disk_cache_dir);
+    EXPECT_LE(now.bytes, o.disk_cache_bytes);
+    EXPECT_GT(now.chunks, 0u);
+    EXPECT_EQ(now.others, 0u);
+    // Every chunk came from the disk or the network, each verified; what was evicted came again.
+    const CacheStats st = s->cache_stats();
+    if (pass == 0) first = st.bytes_fetched;
+    EXPECT_EQ(st.bytes_fetched + st.disk_bytes, first);
+    EXPECT_EQ(st.disk_corrupt, 0u);
+    if (pass == 1) {
+      EXPECT_GT(st.bytes_fetched, 0u);  // the tier could not hold them all
+    }
+  }
+}
+
+TEST(DiskTier, ProcessesSharingTheDirectoryAgree) {
+  test::TempDir d;
+  test::ServerProcess server({"--store", store().llama});
+  const std::string in = inputs_file(d), cache = d.str("tier");
+  std::vector<std::future<test::CommandResult>> runs;
+  for (int i = 0; i < 3; ++i) {
+    runs.push_back(std::async(std::launch::async, [&, i] {
+      return run_process(server.url("llama"), in, cache, d.str("out" + std::to_string(i)), d.str("s" + std::to_string(i)));
+    }));
+  }
+  for (auto& r : runs) {
+    const auto res = r.get();
+    EXPECT_EQ(res.exit_code, 0) << res.err;
+  }
+  const TensorMap a = read_safetensors(d.str("out0"));
+  for (int i = 1; i < 3; ++i) {
+    const TensorMap b = read_safetensors(d.str("out" + std::to_string(i)));
+    for (const auto& [name, t] : a) EXPECT_TRUE(test::bitwise_equal(t, b.at(name))) << name;
+  }
+  // Every file whole and verified: a fourth run reads them all without a corrupt one.
+  const DirScan s = scan(cache);
+  EXPECT_EQ(s.others, 0u);
+  ASSERT_EQ(run_process(server.url("llama"), in, cache, d.str("out3"), d.str("s3")).exit_code, 0);
+  const auto s3 = read_json(d.str("s3"));
+  EXPECT_EQ(s3["disk_corrupt"].get<uint64_t>(), 0u);
+  EXPECT_EQ(s3["bytes_fetched"].get<uint64_t>(), 0u);
+  EXPECT_EQ(s3["disk_hits"].get<uint64_t>(), s.chunks);
+}
+
+TEST(DiskTier, BadFlagsAreClearErrors) {
+  test::TempDir d;
+  const auto r = test::run_command({test::surf_exe(), "run", store().llama, "--inputs", inputs_file(d), "--output",
+                                    d.str("y"), "--plugin-dir", test::plugin_dir(), "--disk-cache-mb", "5"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--disk-cache-mb needs --disk-cache DIR"), std::string::npos) << r.err;
 }

@@ -27,6 +27,9 @@ struct CacheStats {
   uint64_t misses = 0;
   uint64_t evictions = 0;
   uint64_t bytes_fetched = 0;     // bytes of chunks read from the source
+  uint64_t disk_hits = 0;         // chunks read from the disk tier instead (--disk-cache)
+  uint64_t disk_bytes = 0;        // their bytes
+  uint64_t disk_corrupt = 0;      // disk tier files that failed verification (removed, refetched)
   uint64_t fetches = 0;
   uint64_t prefetch_issued = 0;
   uint64_t prefetch_used = 0;     // prefetched and then asked for
@@ -58,6 +61,11 @@ struct OpenOptions {
   uint64_t cache_bytes = 0;            // also bound the cache in bytes; 0: no byte bound
   int prefetch = kDefaultPrefetch;     // components fetched ahead in execution order
   std::vector<std::string> warmup;  // component ids loaded at open; "all" = every component
+  // A local disk tier for ws:// and s3:// sources (empty: none): fetched chunks are kept there,
+  // named by checksum, verified when read back, evicted least-recently-used beyond
+  // disk_cache_bytes. Processes may share the directory.
+  std::string disk_cache_dir;
+  uint64_t disk_cache_bytes = 10000ull * 1000000;
   // Freed component buffers kept for reuse. Fetching into warm pages is several times faster
   // than into fresh ones on VMs like this one; each spare costs up to the largest component's
   // size in memory. 2 keeps streaming at full speed; 0-1 trades speed for memory.
@@ -257,6 +265,8 @@ struct CheckOptions {
   std::vector<std::string> plugin_dirs;
   int cache_size = kDefaultCacheSize;
   int prefetch = kDefaultPrefetch;
+  std::string disk_cache_dir;  // as OpenOptions
+  uint64_t disk_cache_bytes = 10000ull * 1000000;
 };
 struct CheckLine {
   std::string tensor;

@@ -228,6 +228,8 @@ CheckReport check_fixture(const std::string& fixture_dir, const CheckOptions& op
   oo.plugin_dirs = options.plugin_dirs;
   oo.cache_size = options.cache_size;
   oo.prefetch = options.prefetch;
+  oo.disk_cache_dir = options.disk_cache_dir;
+  oo.disk_cache_bytes = options.disk_cache_bytes;
   auto session = Session::open(source, oo);
   report.model_type = session->info().model_type;
 
