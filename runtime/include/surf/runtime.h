@@ -147,7 +147,10 @@ class Session {
   // Stopping, sampling and streaming per `options`; also writes generated_lengths.
   TensorMap generate(const TensorMap& inputs, const GenerateOptions& options);
   // Run on a background thread; calls on one session are serialised. The session must outlive
-  // the futures it returned (wait for them before destroying it).
+  // the futures it returned (wait for them before destroying it). Concurrent generate_async
+  // calls are merged at step granularity: a request joins the running ones at the next step and
+  // leaves when done, and each step streams the model once for all of them (their on_token
+  // callbacks run on that one thread); each request's ids equal the same request run alone.
   std::future<TensorMap> forward_async(TensorMap inputs, RunOptions options = {});
   std::future<TensorMap> generate_async(TensorMap inputs, int64_t max_new_tokens);
   std::future<TensorMap> generate_async(TensorMap inputs, GenerateOptions options);
