@@ -66,7 +66,7 @@ struct FetchResult {
   // Set by the chunk-store and weight-server providers; null otherwise.
   const std::byte* chunk = nullptr;
   size_t chunk_size = 0;
-  std::shared_ptr<const void> chunk_holder;
+  std::shared_ptr<const void> chunk_holder{};
 };
 
 class ComponentProvider {
