@@ -68,6 +68,8 @@ const std::vector<Flag> kSourceFlags = {
     {"token-file", true, "bearer token for ws[s]:// sources, read from this file (or set SURF_TOKEN)"},
     {"token", true, "bearer token on the command line (visible in ps: prefer --token-file or SURF_TOKEN)"},
     {"ca-file", true, "PEM CA bundle trusted for wss:// and https:// instead of the system store (or SURF_CA_BUNDLE)"},
+    {"disk-cache", true, "keep chunks fetched from ws[s]:// and s3:// sources in this directory (shared, verified)"},
+    {"disk-cache-mb", true, "bound the disk cache in megabytes (default 10000)"},
 };
 
 std::vector<Flag> join(std::initializer_list<std::vector<Flag>> parts) {
@@ -135,6 +137,15 @@ void read_stream_flags(const Args& a, int& cache_size, int& prefetch) {
   prefetch = static_cast<int>(ahead);
 }
 
+// --disk-cache DIR --disk-cache-mb N (run, generate, check).
+void read_disk_flags(const Args& a, std::string& dir, uint64_t& bytes) {
+  dir = a.get("disk-cache");
+  const long long mb = a.get_int("disk-cache-mb", 10000);
+  if (mb < 1) throw std::invalid_argument("--disk-cache-mb must be at least 1");
+  if (a.has("disk-cache-mb") && dir.empty()) throw std::invalid_argument("--disk-cache-mb needs --disk-cache DIR");
+  bytes = static_cast<uint64_t>(mb) * 1000000ull;
+}
+
 OpenOptions open_options(const Args& a) {
   OpenOptions o;
   o.plugin_dirs = a.all("plugin-dir");
@@ -146,6 +157,7 @@ OpenOptions open_options(const Args& a) {
   o.spare_buffers = static_cast<int>(std::max(0LL, a.get_int("spare-buffers", 2)));
   o.token = client_token(a);
   o.ca_file = a.get("ca-file");
+  read_disk_flags(a, o.disk_cache_dir, o.disk_cache_bytes);
   return o;
 }
 
@@ -419,6 +431,7 @@ int cmd_check(const std::vector<std::string>& argv) {
   o.ca_file = a.get("ca-file");
   read_stream_flags(a, o.cache_size, o.prefetch);
   o.dtype = a.get("dtype", "keep");
+  read_disk_flags(a, o.disk_cache_dir, o.disk_cache_bytes);
   int passed = 0, failed = 0;
   for (const auto& dir : a.positional) {
     try {
@@ -448,6 +461,7 @@ int cmd_serve(const std::vector<std::string>& argv) {
                             {"host", true, "address to bind (default 127.0.0.1)"},
                             {"port", true, "port (default 8765; 0 = any free port)"},
                             {"cache-mb", true, "server-side chunk cache in MB (default 256)"},
+                            {"max-mbps", true, "pace all answers together to N megabits/s (default 0: unlimited)"},
                             {"token-file", true, "require the bearer token in this file"},
                             {"tls-cert", true, "PEM certificate chain: serve wss:// and https:// only (with --tls-key)"},
                             {"tls-key", true, "PEM private key of --tls-cert"},
@@ -493,6 +507,9 @@ int cmd_serve(const std::vector<std::string>& argv) {
   if (port < 0 || port > 65535) throw std::invalid_argument("--port must be in 0..65535");
   o.port = static_cast<uint16_t>(port);
   o.cache_bytes = static_cast<uint64_t>(std::max(0LL, a.get_int("cache-mb", 256))) * 1000000ull;
+  const long long mbps = a.get_int("max-mbps", 0);
+  if (mbps < 0) throw std::invalid_argument("--max-mbps must not be negative (0: unlimited)");
+  o.max_mbps = static_cast<double>(mbps);
   o.max_connections = static_cast<size_t>(std::max(1LL, a.get_int("max-connections", 256)));
   o.max_request_bytes = static_cast<size_t>(std::max(256LL, a.get_int("max-request-bytes", 65536)));
   o.max_connections_per_address = static_cast<size_t>(std::max(0LL, a.get_int("max-connections-per-address", 64)));

@@ -1,4 +1,8 @@
+#include <condition_variable>
+#include <deque>
 #include <filesystem>
+#include <list>
+#include <thread>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -25,7 +29,11 @@ std::string CacheStats::to_text() const {
   s.precision(1);
   s << "cache: hits " << hits << ", misses " << misses << ", evictions " << evictions << ", fetched "
     << fetches << " chunks / " << mb(bytes_fetched) << " MB in " << static_cast<double>(fetch_ns) / 1e6
-    << " ms; prefetch issued " << prefetch_issued << ", used " << prefetch_used << ", wasted "
+    << " ms; ";
+  if (disk_hits || disk_corrupt) {
+    s << "disk cache " << disk_hits << " chunks / " << mb(disk_bytes) << " MB, " << disk_corrupt << " corrupt; ";
+  }
+  s << "prefetch issued " << prefetch_issued << ", used " << prefetch_used << ", wasted "
     << prefetch_wasted << "; waited " << static_cast<double>(wait_ns) / 1e6 << " ms; resident "
     << mb(resident_bytes) << " MB, cached now " << cached_components << " components / " << mb(cached_bytes)
     << " MB, peak " << mb(peak_cached_bytes) << " MB";
@@ -38,6 +46,9 @@ std::string CacheStats::to_json() const {
                       {"evictions", evictions},
                       {"fetches", fetches},
                       {"bytes_fetched", bytes_fetched},
+                      {"disk_hits", disk_hits},
+                      {"disk_bytes", disk_bytes},
+                      {"disk_corrupt", disk_corrupt},
                       {"prefetch_issued", prefetch_issued},
                       {"prefetch_used", prefetch_used},
                       {"prefetch_wasted", prefetch_wasted},
@@ -81,8 +92,104 @@ struct Session::Impl {
     return 0;
   }
 
+  // generate_async: queued requests join the running ones at the next step; each step streams
+  // the model once for every running request's sequences (batch_loop, on its own thread).
+  struct Queued {
+    TensorMap inputs;
+    GenerateOptions options;
+    std::vector<int64_t> eos;
+    int64_t pad = 0;
+    const Tokenizer* tokenizer = nullptr;
+    bool drop_lengths = false;  // generate(inputs, max_new_tokens)'s outputs
+    std::promise<TensorMap> promise;
+  };
+  std::mutex queue_mutex;
+  std::condition_variable queue_changed;
+  std::deque<Queued> queue;
+  std::thread batcher;
+  bool stopping = false;
+
+  std::future<TensorMap> enqueue(Queued q) {
+    auto future = q.promise.get_future();
+    std::lock_guard lock(queue_mutex);
+    queue.push_back(std::move(q));
+    if (!batcher.joinable()) batcher = std::thread([this] { batch_loop(); });
+    queue_changed.notify_all();
+    return future;
+  }
+
+  void batch_loop() {
+    struct Running {
+      GenerationRequest request;
+      std::promise<TensorMap> promise;
+      bool drop_lengths;
+    };
+    std::list<Running> running;
+    for (;;) {
+      std::deque<Queued> joining;
+      {
+        std::unique_lock lock(queue_mutex);
+        queue_changed.wait(lock, [&] { return stopping || !queue.empty() || !running.empty(); });
+        if (stopping && queue.empty() && running.empty()) return;
+        joining.swap(queue);
+      }
+      std::lock_guard run(run_mutex);  // one step at a time, between other calls on the session
+      for (auto& q : joining) {
+        try {
+          running.push_back({GenerationRequest(*model, *cache, q.inputs, q.options, q.eos, q.pad, q.tokenizer),
+                             std::move(q.promise), q.drop_lengths});
+        } catch (...) {
+          q.promise.set_exception(std::current_exception());
+        }
+      }
+      std::vector<Sequence*> sequences;
+      for (const auto& r : running) sequences.insert(sequences.end(), r.request.active().begin(), r.request.active().end());
+      if (!sequences.empty()) {
+        Tensor logits;
+        try {
+          cache->begin_pass(PassKind::step);
+          logits = model->step(sequences, *cache);
+        } catch (...) {
+          for (auto& r : running) r.promise.set_exception(std::current_exception());
+          running.clear();
+          continue;
+        }
+        const int64_t vocab = logits.dim(-1);
+        int64_t row = 0;
+        for (auto it = running.begin(); it != running.end();) {
+          const auto n = static_cast<int64_t>(it->request.active().size());
+          const float* rows = logits.f32() + row * vocab;
+          row += n;
+          try {
+            if (n > 0) it->request.absorb(rows, vocab);
+            ++it;
+          } catch (...) {  // a callback threw: that request fails, the others go on
+            it->promise.set_exception(std::current_exception());
+            it = running.erase(it);
+          }
+        }
+      }
+      for (auto it = running.begin(); it != running.end();) {
+        if (!it->request.done()) {
+          ++it;
+          continue;
+        }
+        TensorMap out = it->request.finish().tensors;
+        if (it->drop_lengths) out.erase("generated_lengths");
+        it->promise.set_value(std::move(out));
+        it = running.erase(it);
+      }
+    }
+  }
+
   explicit Impl(const OpenOptions& o) : registry(o.plugin_dirs) {}
   ~Impl() {
+    {
+      std::lock_guard lock(queue_mutex);
+      stopping = true;
+    }
+    queue_changed.notify_all();
+    if (batcher.joinable()) batcher.join();
     // The model and the cache's components may hold plugin objects: release before the plugin.
     model.reset();
     cache.reset();
@@ -222,7 +329,22 @@ TextGeneration Session::generate_text(const std::vector<std::string>& prompts, c
 }
 
 std::future<TensorMap> Session::generate_async(TensorMap inputs, GenerateOptions options) {
-  return std::async(std::launch::async, [this, in = std::move(inputs), o = std::move(options)] { return generate(in, o); });
+  if (!impl_->model->decodes()) {  // generate's error, through the future
+    return std::async(std::launch::async, [this, in = std::move(inputs), o = std::move(options)] { return generate(in, o); });
+  }
+  Impl::Queued q;
+  try {
+    impl_->load_text();
+  } catch (...) {
+    q.promise.set_exception(std::current_exception());
+    return q.promise.get_future();
+  }
+  q.eos = options.eos_token_ids.empty() ? impl_->generation.eos_token_ids : options.eos_token_ids;
+  q.pad = impl_->pad_id();
+  q.tokenizer = impl_->tokenizer.get();
+  q.inputs = std::move(inputs);
+  q.options = std::move(options);
+  return impl_->enqueue(std::move(q));
 }
 
 std::future<TensorMap> Session::forward_async(TensorMap inputs, RunOptions options) {
@@ -230,6 +352,14 @@ std::future<TensorMap> Session::forward_async(TensorMap inputs, RunOptions optio
 }
 
 std::future<TensorMap> Session::generate_async(TensorMap inputs, int64_t max_new_tokens) {
+  if (impl_->model->decodes()) {  // as generate(inputs, max_new_tokens): greedy, no stopping
+    Impl::Queued q;
+    q.inputs = std::move(inputs);
+    q.options.max_new_tokens = max_new_tokens;
+    q.options.stop_at_eos = false;
+    q.drop_lengths = true;
+    return impl_->enqueue(std::move(q));
+  }
   return std::async(std::launch::async,
                     [this, in = std::move(inputs), max_new_tokens] { return generate(in, max_new_tokens); });
 }

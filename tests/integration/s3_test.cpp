@@ -180,6 +180,37 @@ TEST(S3Stores, CorruptObjectIsAChecksumError) {
                      "component 'layers.0': checksum mismatch");
 }
 
+TEST(S3Stores, TheDiskTierServesASecondSessionWithoutTheBucket) {
+  REQUIRE_MOTO();
+  export_credentials();
+  ChunkOptions co;
+  co.plugin_dirs = {test::plugin_dir()};
+  const std::string url = "s3://surf-test/disk-tier";
+  chunk_checkpoint((test::fixtures_dir() / "llama-tiny-random").string(), url, co);
+  test::TempDir tier;
+  OpenOptions o;
+  o.plugin_dirs = {test::plugin_dir()};
+  o.cache_size = 1;
+  o.prefetch = 1;
+  o.disk_cache_dir = tier.str("tier");
+  const TensorMap in = {{"input_ids", Tensor::from_i64({1, 3}, {1, 2, 3})}};
+  auto first = Session::open(url, o);
+  const TensorMap a = first->forward(in);
+  const CacheStats s1 = first->cache_stats();
+  EXPECT_GT(s1.bytes_fetched, 0u);
+  EXPECT_EQ(s1.disk_hits, 0u);
+  // The chunks leave the bucket (the manifest stays): the second session reads them from disk.
+  auto b = open_s3_backend(url, config());
+  for (const auto& key : b->list("chunks/")) b->remove(key);
+  auto second = Session::open(url, o);
+  const TensorMap c = second->forward(in);
+  const CacheStats s2 = second->cache_stats();
+  EXPECT_EQ(s2.bytes_fetched, 0u);
+  EXPECT_EQ(s2.disk_hits, s1.fetches);
+  EXPECT_EQ(s2.disk_bytes, s1.bytes_fetched);
+  for (const auto& [name, t] : a) EXPECT_TRUE(test::bitwise_equal(t, c.at(name))) << name;
+}
+
 TEST(S3Stores, CliErrorsForWrongSecretAndMissingStore) {
   REQUIRE_MOTO();
   export_credentials("wrong-secret");

@@ -27,6 +27,9 @@ struct CacheStats {
   uint64_t misses = 0;
   uint64_t evictions = 0;
   uint64_t bytes_fetched = 0;     // bytes of chunks read from the source
+  uint64_t disk_hits = 0;         // chunks read from the disk tier instead (--disk-cache)
+  uint64_t disk_bytes = 0;        // their bytes
+  uint64_t disk_corrupt = 0;      // disk tier files that failed verification (removed, refetched)
   uint64_t fetches = 0;
   uint64_t prefetch_issued = 0;
   uint64_t prefetch_used = 0;     // prefetched and then asked for
@@ -58,6 +61,11 @@ struct OpenOptions {
   uint64_t cache_bytes = 0;            // also bound the cache in bytes; 0: no byte bound
   int prefetch = kDefaultPrefetch;     // components fetched ahead in execution order
   std::vector<std::string> warmup;  // component ids loaded at open; "all" = every component
+  // A local disk tier for ws:// and s3:// sources (empty: none): fetched chunks are kept there,
+  // named by checksum, verified when read back, evicted least-recently-used beyond
+  // disk_cache_bytes. Processes may share the directory.
+  std::string disk_cache_dir;
+  uint64_t disk_cache_bytes = 10000ull * 1000000;
   // Freed component buffers kept for reuse. Fetching into warm pages is several times faster
   // than into fresh ones on VMs like this one; each spare costs up to the largest component's
   // size in memory. 2 keeps streaming at full speed; 0-1 trades speed for memory.
@@ -142,7 +150,10 @@ class Session {
   // Stopping, sampling and streaming per `options`; also writes generated_lengths.
   TensorMap generate(const TensorMap& inputs, const GenerateOptions& options);
   // Run on a background thread; calls on one session are serialised. The session must outlive
-  // the futures it returned (wait for them before destroying it).
+  // the futures it returned (wait for them before destroying it). Concurrent generate_async
+  // calls are merged at step granularity: a request joins the running ones at the next step and
+  // leaves when done, and each step streams the model once for all of them (their on_token
+  // callbacks run on that one thread); each request's ids equal the same request run alone.
   std::future<TensorMap> forward_async(TensorMap inputs, RunOptions options = {});
   std::future<TensorMap> generate_async(TensorMap inputs, int64_t max_new_tokens);
   std::future<TensorMap> generate_async(TensorMap inputs, GenerateOptions options);
@@ -225,6 +236,7 @@ struct ServeOptions {
   std::string host = "127.0.0.1";
   uint16_t port = 8765;        // 0: any free port (reported through on_listening)
   uint64_t cache_bytes = 256ull << 20;
+  double max_mbps = 0;         // > 0: all answers together paced to this many megabits/s
   std::string token;           // non-empty: clients must present it
   size_t max_connections = 256;  // open connections, counted from accept (before the upgrade)
   size_t max_connections_per_address = 64;  // from one peer address; 0: no such limit
@@ -272,6 +284,8 @@ struct CheckOptions {
   std::vector<std::string> plugin_dirs;
   int cache_size = kDefaultCacheSize;
   int prefetch = kDefaultPrefetch;
+  std::string disk_cache_dir;  // as OpenOptions
+  uint64_t disk_cache_bytes = 10000ull * 1000000;
 };
 struct CheckLine {
   std::string tensor;

@@ -49,6 +49,9 @@ std::shared_ptr<LoadedComponent> LayerCache::fetch_counted(const std::string& id
   std::lock_guard lock(mutex_);
   stats_.fetches++;
   stats_.bytes_fetched += r.bytes_fetched;
+  stats_.disk_hits += r.disk_hits;
+  stats_.disk_bytes += r.disk_bytes;
+  stats_.disk_corrupt += r.disk_corrupt;
   stats_.fetch_ns += now_ns() - t0;
   return r.component;
 }

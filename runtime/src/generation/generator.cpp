@@ -47,24 +47,60 @@ struct RowState {
 
 }  // namespace
 
-GenerationRun run_generation(PluginModel& model, LayerCache& cache, const TensorMap& inputs, const GenerateOptions& options,
-                             const std::vector<int64_t>& eos_ids, int64_t pad_id, const Tokenizer* tokenizer) {
+struct GenerationRequest::State {
+  GenerateOptions options;
+  const Tokenizer* tokenizer = nullptr;
+  std::vector<SequenceHandle> owned;
+  std::vector<Sequence*> sequences;
+  int64_t rows = 0, prefix = 0, max_new = 0, width = 0;
+  std::set<int64_t> eos;
+  bool stop_at_eos = false;
+  std::unique_ptr<Sampler> sampler;
+  Tensor generated, step_logits;
+  std::vector<RowState> state;
+  std::vector<Rng> rngs;
+  std::vector<StreamDecoder> decoders;
+  int64_t vocab = 0, steps = 0;
+  std::vector<float> row;
+  std::vector<int64_t> active;
+  std::vector<Sequence*> active_seqs;
+
+  // The rows still running, for the next step.
+  void collect() {
+    active.clear();
+    active_seqs.clear();
+    if (steps == max_new) return;
+    for (int64_t r = 0; r < rows; ++r) {
+      if (!state[r].done) {
+        active.push_back(r);
+        active_seqs.push_back(sequences[r]);
+      }
+    }
+  }
+};
+
+GenerationRequest::GenerationRequest(PluginModel& model, LayerCache& cache, const TensorMap& inputs,
+                                     const GenerateOptions& options, const std::vector<int64_t>& eos_ids, int64_t pad_id,
+                                     const Tokenizer* tokenizer)
+    : s_(std::make_unique<State>()) {
   check_options(options);
   if (!options.stop_strings.empty() && tokenizer == nullptr) {
     fail(ErrorCode::not_found, "stop strings need the model's tokenizer files, and this source has none");
   }
-  const int64_t max_new = options.max_new_tokens;
+  State& g = *s_;
+  g.options = options;
+  g.tokenizer = tokenizer;
+  g.max_new = options.max_new_tokens;
   cache.begin_pass(PassKind::start);
-  std::vector<SequenceHandle> owned = model.start(inputs, max_new, cache);
-  std::vector<Sequence*> sequences;
-  for (auto& s : owned) sequences.push_back(s.get());
-  const auto rows = static_cast<int64_t>(sequences.size());
-  const auto prefix = static_cast<int64_t>(rows ? sequences[0]->output_prefix.size() : 0);
-  for (const Sequence* s : sequences) {
-    if (static_cast<int64_t>(s->output_prefix.size()) != prefix) fail(ErrorCode::internal, "sequences of one batch differ in prefix length");
+  g.owned = model.start(inputs, g.max_new, cache);
+  for (auto& s : g.owned) g.sequences.push_back(s.get());
+  g.rows = static_cast<int64_t>(g.sequences.size());
+  g.prefix = static_cast<int64_t>(g.rows ? g.sequences[0]->output_prefix.size() : 0);
+  for (const Sequence* s : g.sequences) {
+    if (static_cast<int64_t>(s->output_prefix.size()) != g.prefix) fail(ErrorCode::internal, "sequences of one batch differ in prefix length");
   }
-  const std::set<int64_t> eos(eos_ids.begin(), eos_ids.end());
-  const bool stop_at_eos = options.stop_at_eos && !eos.empty();
+  g.eos = std::set<int64_t>(eos_ids.begin(), eos_ids.end());
+  g.stop_at_eos = options.stop_at_eos && !g.eos.empty();
 
   SamplingParams sp;
   sp.sample = options.do_sample;
@@ -73,105 +109,103 @@ GenerationRun run_generation(PluginModel& model, LayerCache& cache, const Tensor
   sp.top_p = options.top_p;
   sp.min_p = options.min_p;
   sp.repetition_penalty = options.repetition_penalty;
-  const Sampler sampler(sp);
+  g.sampler = std::make_unique<Sampler>(sp);
 
-  const int64_t width = prefix + max_new;
-  Tensor generated = Tensor::empty(DType::I64, {rows, width});
-  std::fill_n(generated.i64(), rows * width, pad_id);
-  for (int64_t r = 0; r < rows; ++r) std::copy_n(sequences[r]->output_prefix.data(), prefix, generated.i64() + r * width);
+  g.width = g.prefix + g.max_new;
+  g.generated = Tensor::empty(DType::I64, {g.rows, g.width});
+  std::fill_n(g.generated.i64(), g.rows * g.width, pad_id);
+  for (int64_t r = 0; r < g.rows; ++r) std::copy_n(g.sequences[r]->output_prefix.data(), g.prefix, g.generated.i64() + r * g.width);
 
-  std::vector<RowState> state(static_cast<size_t>(rows));
-  std::vector<Rng> rngs;
-  std::vector<StreamDecoder> decoders;
-  for (int64_t r = 0; r < rows; ++r) {
-    state[r].history = sequences[r]->pending;
-    rngs.emplace_back(options.seed + static_cast<uint64_t>(r));
-    if (tokenizer) decoders.emplace_back(*tokenizer, true);
+  g.state.resize(static_cast<size_t>(g.rows));
+  for (int64_t r = 0; r < g.rows; ++r) {
+    g.state[r].history = g.sequences[r]->pending;
+    g.rngs.emplace_back(options.seed + static_cast<uint64_t>(r));
+    if (tokenizer) g.decoders.emplace_back(*tokenizer, true);
   }
-  const bool want_text = tokenizer != nullptr;
+  g.collect();
+}
 
-  Tensor step_logits;
-  int64_t vocab = 0, steps = 0;
-  std::vector<float> row;
-  std::vector<int64_t> active;
-  std::vector<Sequence*> active_seqs;
-  for (int64_t s = 0; s < max_new; ++s) {
-    active.clear();
-    active_seqs.clear();
-    for (int64_t r = 0; r < rows; ++r) {
-      if (!state[r].done) {
-        active.push_back(r);
-        active_seqs.push_back(sequences[r]);
-      }
-    }
-    if (active.empty()) break;
-    cache.begin_pass(PassKind::step);
-    const Tensor logits = model.step(active_seqs, cache);
-    steps = s + 1;
-    if (s == 0) {
-      vocab = logits.dim(-1);
-      if (options.return_logits) {
-        step_logits = Tensor::empty(DType::F32, {rows, max_new, vocab});
-        std::memset(step_logits.f32(), 0, static_cast<size_t>(rows * max_new * vocab) * sizeof(float));
-      }
-    }
-    for (size_t k = 0; k < active.size(); ++k) {
-      const int64_t r = active[k];
-      RowState& st = state[r];
-      const float* lr = logits.f32() + static_cast<int64_t>(k) * vocab;
-      if (options.return_logits) std::copy_n(lr, vocab, step_logits.f32() + (r * max_new + s) * vocab);
-      row.assign(lr, lr + vocab);
-      const int64_t id = sampler.pick(row, st.history, rngs[r]);
-      generated.i64()[r * width + prefix + s] = id;
-      st.history.push_back(id);
-      ++st.count;
-      sequences[r]->pending = {id};
-      if (stop_at_eos && eos.count(id)) {
-        st.done = true;
-        st.reason = "eos";
-      } else if (st.count == max_new) {
-        st.done = true;
-        st.reason = "length";
-      }
-      std::string piece;
-      if (want_text) {
-        st.held += decoders[r].push(id);
-        if (st.done) st.held += decoders[r].finish();
-        size_t stop_at = std::string::npos;
-        for (const auto& stop : options.stop_strings) stop_at = std::min(stop_at, st.held.find(stop));
-        if (stop_at != std::string::npos) {
-          piece = st.held.substr(0, stop_at);
-          st.held.clear();
-          st.done = true;
-          st.reason = "stop_string";
-        } else {
-          const size_t keep = st.done ? 0 : partial_stop_suffix(st.held, options.stop_strings);
-          piece = st.held.substr(0, st.held.size() - keep);
-          st.held.erase(0, st.held.size() - keep);
-        }
-        st.text += piece;
-      }
-      if (options.on_token && !options.on_token(r, id, piece) && !st.done) {
-        st.done = true;
-        st.reason = "cancelled";
-      }
+GenerationRequest::~GenerationRequest() = default;
+GenerationRequest::GenerationRequest(GenerationRequest&&) noexcept = default;
+
+const std::vector<Sequence*>& GenerationRequest::active() const { return s_->active_seqs; }
+bool GenerationRequest::done() const { return s_->active_seqs.empty(); }
+
+void GenerationRequest::absorb(const float* logits, int64_t vocab) {
+  State& g = *s_;
+  const GenerateOptions& options = g.options;
+  const int64_t s = g.steps;
+  const int64_t max_new = g.max_new;
+  g.steps = s + 1;
+  if (s == 0) {
+    g.vocab = vocab;
+    if (options.return_logits) {
+      g.step_logits = Tensor::empty(DType::F32, {g.rows, max_new, vocab});
+      std::memset(g.step_logits.f32(), 0, static_cast<size_t>(g.rows * max_new * vocab) * sizeof(float));
     }
   }
+  for (size_t k = 0; k < g.active.size(); ++k) {
+    const int64_t r = g.active[k];
+    RowState& st = g.state[r];
+    const float* lr = logits + static_cast<int64_t>(k) * vocab;
+    if (options.return_logits) std::copy_n(lr, vocab, g.step_logits.f32() + (r * max_new + s) * vocab);
+    g.row.assign(lr, lr + vocab);
+    const int64_t id = g.sampler->pick(g.row, st.history, g.rngs[r]);
+    g.generated.i64()[r * g.width + g.prefix + s] = id;
+    st.history.push_back(id);
+    ++st.count;
+    g.sequences[r]->pending = {id};
+    if (g.stop_at_eos && g.eos.count(id)) {
+      st.done = true;
+      st.reason = "eos";
+    } else if (st.count == max_new) {
+      st.done = true;
+      st.reason = "length";
+    }
+    std::string piece;
+    if (g.tokenizer) {
+      st.held += g.decoders[r].push(id);
+      if (st.done) st.held += g.decoders[r].finish();
+      size_t stop_at = std::string::npos;
+      for (const auto& stop : options.stop_strings) stop_at = std::min(stop_at, st.held.find(stop));
+      if (stop_at != std::string::npos) {
+        piece = st.held.substr(0, stop_at);
+        st.held.clear();
+        st.done = true;
+        st.reason = "stop_string";
+      } else {
+        const size_t keep = st.done ? 0 : partial_stop_suffix(st.held, options.stop_strings);
+        piece = st.held.substr(0, st.held.size() - keep);
+        st.held.erase(0, st.held.size() - keep);
+      }
+      st.text += piece;
+    }
+    if (options.on_token && !options.on_token(r, id, piece) && !st.done) {
+      st.done = true;
+      st.reason = "cancelled";
+    }
+  }
+  g.collect();
+}
 
+GenerationRun GenerationRequest::finish() {
+  State& g = *s_;
+  const int64_t rows = g.rows, max_new = g.max_new, steps = g.steps, vocab = g.vocab;
   GenerationRun run;
   Tensor lengths = Tensor::empty(DType::I64, {rows});
   for (int64_t r = 0; r < rows; ++r) {
-    lengths.i64()[r] = state[r].count;
-    run.texts.push_back(state[r].text);
-    run.finish_reasons.push_back(state[r].reason.empty() ? "length" : state[r].reason);
+    lengths.i64()[r] = g.state[r].count;
+    run.texts.push_back(g.state[r].text);
+    run.finish_reasons.push_back(g.state[r].reason.empty() ? "length" : g.state[r].reason);
   }
+  Tensor generated = g.generated, step_logits = g.step_logits;
   if (steps < max_new) {
     // Every row stopped early: keep the columns that were generated.
-    const int64_t w = prefix + steps;
-    Tensor g = Tensor::empty(DType::I64, {rows, w});
-    for (int64_t r = 0; r < rows; ++r) std::copy_n(generated.i64() + r * width, w, g.i64() + r * w);
-    generated = g;
-    if (options.return_logits && vocab > 0) {
+    const int64_t w = g.prefix + steps;
+    Tensor out = Tensor::empty(DType::I64, {rows, w});
+    for (int64_t r = 0; r < rows; ++r) std::copy_n(generated.i64() + r * g.width, w, out.i64() + r * w);
+    generated = out;
+    if (g.options.return_logits && vocab > 0) {
       Tensor l = Tensor::empty(DType::F32, {rows, steps, vocab});
       for (int64_t r = 0; r < rows; ++r) {
         std::copy_n(step_logits.f32() + r * max_new * vocab, steps * vocab, l.f32() + r * steps * vocab);
@@ -180,8 +214,19 @@ GenerationRun run_generation(PluginModel& model, LayerCache& cache, const Tensor
     }
   }
   run.tensors = {{"generated_ids", generated}, {"generated_lengths", lengths}};
-  if (options.return_logits && vocab > 0) run.tensors["generation_logits"] = step_logits;
+  if (g.options.return_logits && vocab > 0) run.tensors["generation_logits"] = step_logits;
   return run;
+}
+
+GenerationRun run_generation(PluginModel& model, LayerCache& cache, const TensorMap& inputs, const GenerateOptions& options,
+                             const std::vector<int64_t>& eos_ids, int64_t pad_id, const Tokenizer* tokenizer) {
+  GenerationRequest request(model, cache, inputs, options, eos_ids, pad_id, tokenizer);
+  while (!request.done()) {
+    cache.begin_pass(PassKind::step);
+    const Tensor logits = model.step(request.active(), cache);
+    request.absorb(logits.f32(), logits.dim(-1));
+  }
+  return request.finish();
 }
 
 TensorMap generate_greedy(PluginModel& model, LayerCache& cache, const TensorMap& inputs, int64_t max_new_tokens) {

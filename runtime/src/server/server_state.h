@@ -15,6 +15,7 @@
 #include "server/chunk_cache.h"
 #include "server/limits.h"
 #include "server/metrics.h"
+#include "server/rate_limiter.h"
 #include "surf/runtime.h"
 #include "surf/storage/backend.h"
 #include "surf/storage/manifest.h"
@@ -32,6 +33,7 @@ struct ServerState {
   ServeOptions options;
   std::map<std::string, ServedModel> models;
   ChunkCache cache;
+  RateLimiter limiter{options.max_mbps};  // --max-mbps, shared by all connections
   Metrics metrics;
   // Connections from accept to close, request-buffer memory, rate-limited warnings (limits.h).
   ConnectionLimits limits{options.max_connections, options.max_connections_per_address};

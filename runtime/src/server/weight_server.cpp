@@ -266,6 +266,7 @@ struct WeightServer::Impl {
 WeightServer::WeightServer(const ServeOptions& options) : impl_(std::make_unique<Impl>(options)) {
   auto& state = *impl_->state;
   if (options.stores.empty()) fail(ErrorCode::invalid_argument, "serve: no store given (--store DIR)");
+  if (!(options.max_mbps >= 0)) fail(ErrorCode::invalid_argument, "serve: max_mbps must be >= 0 (0: unlimited)");
   for (const auto& [name, source] : options.stores) {
     if (!is_valid_component_id(name)) fail(ErrorCode::invalid_argument, "serve: invalid model name '" + name + "'");
     if (state.models.count(name)) fail(ErrorCode::invalid_argument, "serve: two stores named '" + name + "'");

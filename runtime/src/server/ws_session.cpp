@@ -168,6 +168,7 @@ class WsSession : public std::enable_shared_from_this<WsSession<Stream>> {
   }
 
   void write() {
+    if (state_->limiter.limited()) return write_paced(0);
     const Outgoing& o = queue_.front();
     std::array<net::const_buffer, 2> buffers{net::buffer(o.head.data(), o.head.size()),
                                              o.body ? net::buffer(o.body->data(), o.body->size()) : net::const_buffer()};
@@ -179,8 +180,44 @@ class WsSession : public std::enable_shared_from_this<WsSession<Stream>> {
     });
   }
 
+  // --max-mbps: the answer goes out as frames of one message, each reserved from the server's
+  // token bucket and sent when the bucket allows (server/rate_limiter.h).
+  void write_paced(size_t sent) {
+    const Outgoing& o = queue_.front();
+    const size_t body = o.body ? o.body->size() : 0;
+    const size_t total = o.head.size() + body;
+    const size_t n = std::min(state_->limiter.slice_bytes(), total - sent);
+    const auto wait = state_->limiter.reserve(n);
+    auto send = [self = shared_from_this(), sent, n, total] {
+      const Outgoing& o = self->queue_.front();
+      std::array<net::const_buffer, 2> buffers{};
+      const size_t head = o.head.size();
+      if (sent < head) buffers[0] = net::buffer(o.head.data() + sent, std::min(n, head - sent));
+      const size_t from = sent > head ? sent - head : 0;
+      const size_t in_body = n - buffers[0].size();
+      if (in_body) buffers[1] = net::buffer(o.body->data() + from, in_body);
+      self->ws_.async_write_some(sent + n == total, buffers, [self, sent, total](beast::error_code ec, size_t wrote) {
+        if (ec) return;
+        if (sent + wrote < total) return self->write_paced(sent + wrote);
+        self->written();
+      });
+    };
+    if (wait <= Clock::duration::zero()) return send();
+    pace_.expires_after(wait);
+    pace_.async_wait([send](beast::error_code ec) {
+      if (!ec) send();
+    });
+  }
+
+  void written() {
+    if (queue_.front().body) state_->metrics.bytes_served += queue_.front().body->size();
+    queue_.pop_front();
+    if (!queue_.empty()) write();
+  }
+
   websocket::stream<Stream> ws_;
   std::shared_ptr<void> keep_;  // the TLS context of a wss:// session
+  net::steady_timer pace_{ws_.get_executor()};
   beast::flat_buffer in_;
   std::shared_ptr<ServerState> state_;
   ConnectionAuth auth_;

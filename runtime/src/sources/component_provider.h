@@ -58,7 +58,15 @@ std::shared_ptr<LoadedComponent> decode_into_component(const std::string& id, st
 
 struct FetchResult {
   std::shared_ptr<LoadedComponent> component;
-  uint64_t bytes_fetched = 0;
+  uint64_t bytes_fetched = 0;  // from the source (network, store)
+  // The disk tier's part (sources/disk_tier.h): chunks read from it, their bytes, and files found
+  // corrupt there (and fetched again).
+  uint64_t disk_hits = 0, disk_bytes = 0, disk_corrupt = 0;
+  // The verified chunk as it arrived, for the disk tier to keep; valid while chunk_holder lives.
+  // Set by the chunk-store and weight-server providers; null otherwise.
+  const std::byte* chunk = nullptr;
+  size_t chunk_size = 0;
+  std::shared_ptr<const void> chunk_holder{};
 };
 
 class ComponentProvider {

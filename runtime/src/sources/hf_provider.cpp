@@ -50,7 +50,10 @@ class HfProvider final : public ComponentProvider {
       raw.push_back({t.name, loc.info->dtype, loc.info->shape, buf->data() + at, loc.info->length});
       at += (loc.info->length + 63) / 64 * 64;
     }
-    return {materialize(id, raw, buf, buf->capacity(), *pool_), c->raw_bytes};
+    FetchResult r;
+    r.component = materialize(id, raw, buf, buf->capacity(), *pool_);
+    r.bytes_fetched = c->raw_bytes;
+    return r;
   }
 
  private:

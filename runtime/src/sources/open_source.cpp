@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "sources/disk_tier.h"
 #include "sources/store_backend.h"
 #include "surf/storage/buffer.h"
 #include "surf/storage/manifest.h"
@@ -18,6 +19,14 @@ Manifest read_manifest(StorageBackend& backend) {
   ByteBuffer buf;
   backend.get("manifest.json", buf);
   return Manifest::from_json(std::string(reinterpret_cast<const char*>(buf.data()), buf.size()));
+}
+
+// Network sources read the disk tier first when there is one.
+std::shared_ptr<ComponentProvider> with_disk_tier(std::shared_ptr<ComponentProvider> p, const OpenOptions& options,
+                                                  const std::shared_ptr<BufferPool>& pool) {
+  if (options.disk_cache_dir.empty()) return p;
+  auto tier = std::make_shared<DiskTier>(options.disk_cache_dir, options.disk_cache_bytes);
+  return make_disk_tier_provider(std::move(p), std::move(tier), pool);
 }
 
 }  // namespace
@@ -45,7 +54,7 @@ SourceDescription open_source(const std::string& source, const OpenOptions& opti
   if (source.rfind("ws://", 0) == 0 || source.rfind("wss://", 0) == 0) {
     d.kind = "ws";
     WsSource ws = open_ws_source(source, options, pool);
-    d.provider = std::move(ws.provider);
+    d.provider = with_disk_tier(std::move(ws.provider), options, pool);
     d.files = std::move(ws.files);
     d.plugin = registry.find(d.provider->manifest().model_type);
     return d;
@@ -53,7 +62,7 @@ SourceDescription open_source(const std::string& source, const OpenOptions& opti
   if (is_s3_url(source)) {
     d.kind = "s3";
     auto backend = open_store_backend(source, false, options.ca_file);
-    d.provider = make_store_provider(backend, pool);
+    d.provider = with_disk_tier(make_store_provider(backend, pool), options, pool);
     d.files = store_model_files(backend, d.provider->manifest());
     d.plugin = registry.find(d.provider->manifest().model_type);
     return d;

@@ -49,7 +49,13 @@ class StoreProvider final : public ComponentProvider {
                                    ", chunk " + sum.hex() + ")");
     }
     // Verified above against the manifest: decoding makes no second pass over the bytes.
-    return {decode_into_component(id, buf, buf->data(), buf->size(), *pool_), buf->size()};
+    FetchResult r;
+    r.component = decode_into_component(id, buf, buf->data(), buf->size(), *pool_);
+    r.bytes_fetched = buf->size();
+    r.chunk = buf->data();
+    r.chunk_size = buf->size();
+    r.chunk_holder = buf;
+    return r;
   }
 
  private:

@@ -217,6 +217,9 @@ class WsProvider final : public ComponentProvider {
     out.bytes_fetched = chunk.size;
     // Tensors of a plain chunk stay in the received message: no copy.
     out.component = decode_into_component(id, r->message, chunk.data, chunk.size, *pool_);
+    out.chunk = chunk.data;  // the verified chunk, for a disk tier to keep
+    out.chunk_size = chunk.size;
+    out.chunk_holder = r->message;
     return out;
   }
 

@@ -230,6 +230,8 @@ CheckReport check_fixture(const std::string& fixture_dir, const CheckOptions& op
   oo.prefetch = options.prefetch;
   oo.token = options.token;
   oo.ca_file = options.ca_file;
+  oo.disk_cache_dir = options.disk_cache_dir;
+  oo.disk_cache_bytes = options.disk_cache_bytes;
   auto session = Session::open(source, oo);
   report.model_type = session->info().model_type;
 
