@@ -235,6 +235,10 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& source, const OpenO
 }
 
 void Session::warm_up(const std::vector<std::string>& ids) { impl_->cache->warm(ids); }
+void Session::clear_cache() {
+  std::lock_guard lock(impl_->run_mutex);
+  impl_->cache->clear();
+}
 CacheStats Session::cache_stats() const { return impl_->cache->stats(); }
 void Session::reset_cache_stats() { impl_->cache->reset_stats(); }
 const ModelInfo& Session::info() const { return impl_->info; }

@@ -18,7 +18,11 @@
 #include <vector>
 
 #include "surf/plugin.h"
+#include "surf/runtime_export.h"
+#include "surf/tensor_io.h"
 #include "surf/tokenizer.h"
+
+SURF_RUNTIME_PUBLIC_BEGIN
 
 namespace surf {
 
@@ -156,6 +160,9 @@ class Session {
 
   // Loads components now (ids, or "all": the resident ones and every streamed one in turn).
   void warm_up(const std::vector<std::string>& ids);
+  // Drops every cached component, resident ones included (except those a running call holds);
+  // the next call fetches them again. Waits for a running call on this session to finish.
+  void clear_cache();
   CacheStats cache_stats() const;
   void reset_cache_stats();
   const ModelInfo& info() const;
@@ -192,8 +199,9 @@ struct PluginLoadResult {
   std::vector<std::string> model_types;
 };
 
-// Directories searched, in order: explicit ones, SURF_PLUGIN_PATH (':'-separated), the install
-// dir, then the build tree next to the executable.
+// Directories searched, in order: explicit ones, SURF_PLUGIN_PATH (':'-separated), the plugins
+// installed beside this library (libdir/surf/plugins, wherever the installed tree now is), the
+// configured install dir, then the build tree next to the executable.
 std::vector<std::string> plugin_search_path(const std::vector<std::string>& explicit_dirs);
 // Loads every plugin on the search path and reports what happened to each file.
 std::vector<PluginLoadResult> scan_plugins(const std::vector<std::string>& explicit_dirs);
@@ -265,3 +273,5 @@ struct CheckReport {
 CheckReport check_fixture(const std::string& fixture_dir, const CheckOptions& options);
 
 }  // namespace surf
+
+SURF_RUNTIME_PUBLIC_END
