@@ -235,3 +235,38 @@ def test_no_leak_over_1000_forwards(model):
     # One forward's outputs are ~8 KB (logits [1, 4, 512] float32): a leak of them alone would
     # add ~8 MB over 1000 calls.
     assert grown < 2048, f"RSS grew by {grown} KB over 1000 forwards"
+
+
+@pytest.fixture(scope="module")
+def text_model(tmp_path_factory):
+    """The llama fixture with the 512-id cut of llama3's tokenizer (tests/data/tokenizers)."""
+    import gzip
+    import shutil
+    d = tmp_path_factory.mktemp("llama-text")
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(os.path.join(FIXTURE, f), d / f)
+    data = os.path.join(os.path.dirname(FIXTURES), "data", "tokenizers", "tiny-bpe-512.tokenizer.json.gz")
+    (d / "tokenizer.json").write_bytes(gzip.decompress(open(data, "rb").read()))
+    s = sw.Session.open(str(d), plugin_dirs=[PLUGINS])
+    yield s
+    s.close()
+
+
+def test_text_in_text_out(text_model):
+    s = text_model
+    assert s.has_tokenizer
+    prompt = "The quick brown fox"
+    text = s.generate(prompt, max_new_tokens=8, stop_at_eos=False)
+    # The same generation from ids: its new ids decode to the same text.
+    ids = s.encode(prompt)
+    assert len(ids) > 1
+    out = s.generate({"input_ids": np.array([ids])}, max_new_tokens=8, stop_at_eos=False)
+    assert out.shape == (1, len(ids) + 8)
+    assert text == s.decode(out[0, len(ids):])
+    # Streamed pieces concatenate to the text; ids match.
+    streamed = list(s.generate_iter(prompt, max_new_tokens=8, stop_at_eos=False))
+    assert "".join(t.text for t in streamed) == text
+    assert [t.id for t in streamed] == list(out[0, len(ids):])
+    # A batch of prompts, each its own text.
+    texts = s.generate([prompt, "Hello"], max_new_tokens=4, stop_at_eos=False)
+    assert isinstance(texts, list) and len(texts) == 2
