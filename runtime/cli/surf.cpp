@@ -1,6 +1,7 @@
 // surf: chunk, serve, run, generate, inspect, check and list plugins.
 #include <signal.h>
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cstring>
@@ -15,6 +16,7 @@
 #include "surf/log.h"
 #include "text_commands.h"
 #include "surf/runtime.h"
+#include "surf/version.h"
 #include "synth.h"
 #include "surf/storage/safetensors.h"
 
@@ -28,6 +30,7 @@ const char* kUsage =
     "usage: surf COMMAND [ARGS]\n"
     "\n"
     "commands:\n"
+    "  version                           version, plugin ABI and build (--version: the version)\n"
     "  chunk     HF_DIR --out STORE          split a HuggingFace checkpoint into a chunk store\n"
     "  run       SOURCE (--inputs F | --text T) --output F   one forward pass, weights streamed\n"
     "  generate  SOURCE (--prompt T | --inputs F --output F) --max-new-tokens N   text or ids\n"
@@ -116,7 +119,7 @@ OpenOptions open_options(const Args& a) {
   if (mb < 0) throw std::invalid_argument("--cache-mb must not be negative");
   o.cache_bytes = static_cast<uint64_t>(mb) * 1000000ull;
   o.warmup = split_commas(a.get("warmup"));
-  o.spare_buffers = static_cast<int>(std::max(0LL, a.get_int("spare-buffers", 2)));
+  o.spare_buffers = static_cast<int>(a.get_int_in("spare-buffers", 2, 0, 1024));
   o.token = a.get("token");
   return o;
 }
@@ -175,16 +178,44 @@ int cmd_chunk(const std::vector<std::string>& argv) {
   ChunkOptions o;
   o.dtype = a.get("dtype", "keep");
   o.compression = a.get("compress", "none");
-  o.zstd_level = static_cast<int>(a.get_int("zstd-level", 3));
+  o.zstd_level = static_cast<int>(a.get_int_in("zstd-level", 3, 1, 22));
   o.plugin_dirs = a.all("plugin-dir");
   std::cout << chunk_checkpoint(a.positional[0], require(a, "out"), o) << "\n";
   return 0;
 }
 
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// The model inputs of an inputs file. Other tensors (a golden file's expected outputs) are not
+// inputs and stay unread, but a name within two edits of an input's ("attention_masks") is a
+// misspelling that would silently change the result: an error naming it.
 TensorMap pick_inputs(const TensorMap& all) {
+  static const std::vector<std::string> known = {"input_ids", "attention_mask", "token_type_ids", "position_ids",
+                                                 "decoder_input_ids"};
   TensorMap in;
-  for (const char* k : {"input_ids", "attention_mask", "token_type_ids", "position_ids", "decoder_input_ids"}) {
+  for (const auto& k : known) {
     if (auto it = all.find(k); it != all.end()) in[k] = it->second;
+  }
+  for (const auto& [name, _] : all) {
+    if (in.count(name)) continue;
+    for (const auto& k : known) {
+      if (edit_distance(name, k) <= 2) {
+        fail(ErrorCode::invalid_argument, "the inputs file has an unknown input '" + name + "' (did you mean '" + k + "'?)");
+      }
+    }
   }
   if (!in.count("input_ids")) fail(ErrorCode::invalid_argument, "the inputs file has no 'input_ids' tensor");
   return in;
@@ -503,9 +534,27 @@ int cmd_synth(const std::vector<std::string>& argv) {
   return 0;
 }
 
+// The version, the plugin ABI this runtime loads and how it was built.
+int cmd_version() {
+  std::cout << "surf " << SURF_SDK_VERSION << "\n"
+            << "plugin ABI " << SURF_ABI_MAJOR << "." << SURF_ABI_MINOR << " (plugins built for " << SURF_ABI_MAJOR
+            << ".0 to " << SURF_ABI_MAJOR << "." << SURF_ABI_MINOR << " load)\n"
+            << "build tag " << SURF_BUILD_TAG << "\n"
+            << "compiler " << __VERSION__ << "\n"
+            << "plugin search path:";
+  for (const auto& d : plugin_search_path({})) std::cout << " " << d;
+  std::cout << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && !std::strcmp(argv[1], "--version")) {
+    std::cout << "surf " << SURF_SDK_VERSION << "\n";
+    return 0;
+  }
+  if (argc >= 2 && !std::strcmp(argv[1], "version")) return cmd_version();
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
     std::cout << kUsage;
     return argc < 2 ? 2 : 0;

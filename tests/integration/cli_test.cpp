@@ -6,6 +6,7 @@
 
 #include "../test_util.h"
 #include "surf/storage/safetensors.h"
+#include "surf/version.h"
 
 using namespace surf;
 namespace fs = std::filesystem;
@@ -191,4 +192,50 @@ TEST(CliErrors, BadTokensLengthsAndEmptyInput) {
   EXPECT_EQ(r.out, "");
   r = surf_cmd({"frobnicate"});
   expect_one_line_error(r, "unknown command");
+}
+
+// --- CLI polish (issue 12) ---
+
+TEST(CliPolish, VersionAndVersionCommand) {
+  auto v = test::run_command({test::surf_exe(), "--version"});
+  ASSERT_EQ(v.exit_code, 0) << v.err;
+  EXPECT_EQ(v.out, "surf " SURF_SDK_VERSION "\n");
+  auto full = test::run_command({test::surf_exe(), "version"});
+  ASSERT_EQ(full.exit_code, 0) << full.err;
+  EXPECT_EQ(full.out.rfind("surf " SURF_SDK_VERSION "\n", 0), 0u) << full.out;
+  EXPECT_NE(full.out.find("plugin ABI " + std::to_string(SURF_ABI_MAJOR) + "." + std::to_string(SURF_ABI_MINOR)),
+            std::string::npos) << full.out;
+  EXPECT_NE(full.out.find(std::string("build tag ") + SURF_BUILD_TAG), std::string::npos) << full.out;
+  EXPECT_NE(full.out.find("plugin search path:"), std::string::npos) << full.out;
+}
+
+TEST(CliPolish, NumericFlagsOutOfRangeAreRefusedBeforeAnyWork) {
+  test::TempDir d;
+  auto z = surf_cmd({"chunk", llama().string(), "--out", d.str("store"), "--compress", "zstd", "--zstd-level", "99"});
+  expect_one_line_error(z, "--zstd-level must be in 1..22, got 99");
+  EXPECT_FALSE(fs::exists(d.path() / "store"));
+  auto z0 = surf_cmd({"chunk", llama().string(), "--out", d.str("store"), "--compress", "zstd", "--zstd-level", "0"});
+  expect_one_line_error(z0, "--zstd-level must be in 1..22, got 0");
+  const auto in = (llama() / "golden.safetensors").string();
+  auto sb = surf_cmd({"run", llama().string(), "--inputs", in, "--output", d.str("o"), "--spare-buffers", "-3"});
+  expect_one_line_error(sb, "--spare-buffers must be in 0..1024, got -3");
+  EXPECT_FALSE(fs::exists(d.path() / "o"));
+  auto tk = surf_cmd({"generate", llama().string(), "--inputs", in, "--prompt-key", "gen_input_ids", "--max-new-tokens",
+                      "2", "--output", d.str("o"), "--top-k", "-1"});
+  expect_one_line_error(tk, "--top-k must be in 0..");
+  // In range: accepted.
+  auto ok = surf_cmd({"chunk", llama().string(), "--out", d.str("store"), "--compress", "zstd", "--zstd-level", "22"});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+}
+
+TEST(CliPolish, MisspelledInputNameIsAnError) {
+  test::TempDir d;
+  const TensorMap g = read_safetensors(llama() / "golden.safetensors");
+  const auto in = write_inputs(d, "in.safetensors", {{"input_ids", g.at("input_ids")}, {"attention_masks", g.at("attention_mask")}});
+  auto r = surf_cmd({"run", llama().string(), "--inputs", in, "--output", d.str("o")});
+  expect_one_line_error(r, "unknown input 'attention_masks' (did you mean 'attention_mask'?)");
+  EXPECT_FALSE(fs::exists(d.path() / "o"));
+  // Spelled right, the same file runs.
+  const auto good = write_inputs(d, "good.safetensors", {{"input_ids", g.at("input_ids")}, {"attention_mask", g.at("attention_mask")}});
+  EXPECT_EQ(surf_cmd({"run", llama().string(), "--inputs", good, "--output", d.str("o")}).exit_code, 0);
 }
