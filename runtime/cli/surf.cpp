@@ -18,6 +18,10 @@
 #include "surf/runtime.h"
 #include "surf/version.h"
 #include "synth.h"
+#include "surf/storage/backend.h"
+#include "surf/storage/chunk.h"
+#include "surf/storage/manifest.h"
+#include "surf/storage/s3.h"
 #include "surf/storage/safetensors.h"
 
 using namespace surf;
@@ -30,6 +34,7 @@ const char* kUsage =
     "usage: surf COMMAND [ARGS]\n"
     "\n"
     "commands:\n"
+    "  verify    STORE                   re-check every chunk's size and checksum\n"
     "  version                           version, plugin ABI and build (--version: the version)\n"
     "  chunk     HF_DIR --out STORE          split a HuggingFace checkpoint into a chunk store\n"
     "  run       SOURCE (--inputs F | --text T) --output F   one forward pass, weights streamed\n"
@@ -164,7 +169,8 @@ int cmd_chunk(const std::vector<std::string>& argv) {
   const auto flags = join({{{"out", true, "chunk store to create: a directory or s3://bucket/prefix"},
                             {"dtype", true, "keep | f32 | bf16 | f16 (default keep)"},
                             {"compress", true, "none | zstd (default none)"},
-                            {"zstd-level", true, "zstd level (default 3)"}},
+                            {"zstd-level", true, "zstd level (default 3)"},
+                            {"force", false, "replace a non-empty output (refused otherwise)"}},
                            kPluginFlags});
   if (wants_help(argv)) {
     print_help("chunk HF_DIR --out STORE [options]",
@@ -180,6 +186,7 @@ int cmd_chunk(const std::vector<std::string>& argv) {
   o.compression = a.get("compress", "none");
   o.zstd_level = static_cast<int>(a.get_int_in("zstd-level", 3, 1, 22));
   o.plugin_dirs = a.all("plugin-dir");
+  o.force = a.has("force");
   std::cout << chunk_checkpoint(a.positional[0], require(a, "out"), o) << "\n";
   return 0;
 }
@@ -534,6 +541,59 @@ int cmd_synth(const std::vector<std::string>& argv) {
   return 0;
 }
 
+int cmd_verify(const std::vector<std::string>& argv) {
+  const std::vector<Flag> flags = {{"quiet", false, "print only problems and the summary"}};
+  if (wants_help(argv)) {
+    print_help("verify STORE [--quiet]",
+               "Re-reads every chunk and file a chunk store (a directory or s3://bucket/prefix) lists and\n"
+               "checks its size and checksum. Exit status 1 when any is bad.",
+               flags);
+    return 0;
+  }
+  Args a = cli::parse(argv, flags);
+  require_positional(a, 1, "one STORE");
+  const std::string store = a.positional[0];
+  if (store.rfind("ws://", 0) == 0 || store.rfind("wss://", 0) == 0) {
+    throw std::invalid_argument("verify reads a store directly: give its directory or s3:// URL, not a weight server");
+  }
+  std::unique_ptr<StorageBackend> backend;
+  if (store.rfind("s3://", 0) == 0) {
+    backend = open_s3_backend(store, s3_config_from_environment());
+  } else {
+    if (!std::filesystem::is_directory(store)) fail(ErrorCode::not_found, "no chunk store directory '" + store + "'");
+    backend = open_filesystem_backend(store, false);
+  }
+  if (!backend->exists("manifest.json")) fail(ErrorCode::not_found, "'" + store + "' has no manifest.json (not a chunk store, or an incomplete one)");
+  ByteBuffer buf;
+  backend->get("manifest.json", buf);
+  const Manifest m = Manifest::from_json(std::string(reinterpret_cast<const char*>(buf.data()), buf.size()));
+  size_t checked = 0, bad = 0;
+  auto check = [&](const std::string& name, const std::string& key, uint64_t bytes, const std::string& checksum) {
+    ++checked;
+    std::string problem;
+    try {
+      backend->get(key, buf);
+      if (buf.size() != bytes) {
+        problem = "size " + std::to_string(buf.size()) + ", the manifest says " + std::to_string(bytes);
+      } else if (checksum_of(buf.data(), buf.size()) != checksum) {
+        problem = "checksum mismatch";
+      }
+    } catch (const std::exception& e) {
+      problem = e.what();
+    }
+    if (!problem.empty()) {
+      ++bad;
+      std::cout << "BAD " << name << ": " << problem << "\n";
+    } else if (!a.has("quiet")) {
+      std::cout << "ok  " << name << " (" << bytes << " bytes)\n";
+    }
+  };
+  for (const auto& c : m.components) check(c.id, c.key, c.bytes, c.checksum);
+  for (const auto& f : m.files) check("files/" + f.name, file_key(f.name), f.bytes, f.checksum);
+  std::cout << store << ": " << checked << " items, " << bad << " bad\n";
+  return bad == 0 ? 0 : 1;
+}
+
 // The version, the plugin ABI this runtime loads and how it was built.
 int cmd_version() {
   std::cout << "surf " << SURF_SDK_VERSION << "\n"
@@ -567,6 +627,7 @@ int main(int argc, char** argv) {
     if (cmd == "generate") return cmd_generate(rest);
     if (cmd == "plugins") return cmd_plugins(rest);
     if (cmd == "inspect") return cmd_inspect(rest);
+    if (cmd == "verify") return cmd_verify(rest);
     if (cmd == "check") return cmd_check(rest);
     if (cmd == "synth") return cmd_synth(rest);
     if (cmd == "serve") return cmd_serve(rest);

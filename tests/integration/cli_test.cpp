@@ -239,3 +239,75 @@ TEST(CliPolish, MisspelledInputNameIsAnError) {
   const auto good = write_inputs(d, "good.safetensors", {{"input_ids", g.at("input_ids")}, {"attention_mask", g.at("attention_mask")}});
   EXPECT_EQ(surf_cmd({"run", llama().string(), "--inputs", good, "--output", d.str("o")}).exit_code, 0);
 }
+
+static size_t regular_files(const fs::path& dir) {
+  size_t n = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) n += e.is_regular_file() ? 1 : 0;
+  return n;
+}
+
+TEST(CliPolish, ChunkRefusesANonEmptyOutputUnlessForced) {
+  test::TempDir d;
+  const fs::path out = d.path() / "store";
+  fs::create_directories(out / "chunks");
+  std::ofstream(out / "chunks" / "stale.msgpack") << "from another model";
+  auto r = surf_cmd({"chunk", llama().string(), "--out", out.string()});
+  expect_one_line_error(r, "is not empty (1 files); give --force to replace it");
+  EXPECT_EQ(read_text_file(out / "chunks" / "stale.msgpack"), "from another model");
+  EXPECT_FALSE(fs::exists(out / "manifest.json"));
+  // --force replaces it: the stale chunk goes, the new store is complete and runs.
+  auto f = surf_cmd({"chunk", llama().string(), "--out", out.string(), "--force"});
+  ASSERT_EQ(f.exit_code, 0) << f.err;
+  EXPECT_FALSE(fs::exists(out / "chunks" / "stale.msgpack"));
+  EXPECT_TRUE(fs::exists(out / "manifest.json"));
+  const TensorMap g = read_safetensors(llama() / "golden.safetensors");
+  const auto in = write_inputs(d, "in.safetensors", {{"input_ids", g.at("input_ids")}, {"attention_mask", g.at("attention_mask")}});
+  EXPECT_EQ(surf_cmd({"run", out.string(), "--inputs", in, "--output", d.str("o")}).exit_code, 0);
+}
+
+TEST(CliPolish, ChunkFailingMidwayLeavesNoPartialStore) {
+  test::TempDir d;
+  // A directory where the third chunk must go: the first chunks are written, then the rename fails.
+  const fs::path out = d.path() / "store";
+  fs::create_directories(out / "chunks" / "layers.1.msgpack");
+  auto r = surf_cmd({"chunk", llama().string(), "--out", out.string()});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(regular_files(out), 0u) << "partial chunks or a manifest left behind";
+  // One line naming what failed, and the partial store is gone.
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find("layers.1.msgpack"), std::string::npos) << r.err;
+}
+
+TEST(CliPolish, VerifyRechecksEveryChunk) {
+  auto verify_cmd = [](std::vector<std::string> args) {
+    args.insert(args.begin(), {test::surf_exe(), "verify"});
+    return test::run_command(args);
+  };
+  test::TempDir d;
+  const fs::path out = d.path() / "store";
+  ASSERT_EQ(surf_cmd({"chunk", llama().string(), "--out", out.string()}).exit_code, 0);
+  auto ok = verify_cmd({out.string()});
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(ok.out.find("ok  layers.1 ("), std::string::npos) << ok.out;
+  EXPECT_NE(ok.out.find(": 6 items, 0 bad"), std::string::npos) << ok.out;
+  // One flipped byte in one chunk, another chunk cut short: both named, exit 1.
+  {
+    std::fstream f(out / "chunks" / "layers.1.msgpack", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(100);
+    char c = 0;
+    f.read(&c, 1);
+    c = static_cast<char>(c ^ 0x20);
+    f.seekp(100);
+    f.write(&c, 1);
+  }
+  fs::resize_file(out / "chunks" / "embed.msgpack", fs::file_size(out / "chunks" / "embed.msgpack") - 10);
+  auto bad = verify_cmd({out.string(), "--quiet"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.out.find("BAD layers.1: checksum mismatch"), std::string::npos) << bad.out;
+  EXPECT_NE(bad.out.find("BAD embed: size"), std::string::npos) << bad.out;
+  EXPECT_NE(bad.out.find(": 6 items, 2 bad"), std::string::npos) << bad.out;
+  EXPECT_EQ(bad.out.find("ok  "), std::string::npos) << "--quiet prints only problems";
+  // Not a store: one line.
+  expect_one_line_error(verify_cmd({d.str("nothing")}), "no chunk store directory");
+  expect_one_line_error(verify_cmd({llama().string()}), "has no manifest.json");
+}

@@ -213,7 +213,11 @@ struct ChunkOptions {
   std::string compression = "none";
   int zstd_level = 3;
   std::vector<std::string> plugin_dirs;
+  // A non-empty output is refused (Error(invalid_argument)) unless force: then its manifest is
+  // removed first and what the new store does not write is removed at the end.
+  bool force = false;
 };
+// On an error, what was written is removed (and the directory, if this call made it).
 // HF checkpoint directory -> chunk store at `out` (a directory or s3://bucket/prefix). Returns a summary.
 std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, const ChunkOptions& options);
 
