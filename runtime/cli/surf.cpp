@@ -145,8 +145,19 @@ void print_outputs(const TensorMap& out) {
 }
 
 // Opens SOURCE, times `work` on the session, writes and prints its outputs and the cache statistics.
+// An output path whose directory does not exist fails after the whole run; check it first.
+void check_output_dir(const std::string& path, const std::string& flag) {
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!dir.empty() && !std::filesystem::is_directory(dir, ec)) {
+    fail(ErrorCode::not_found, "--" + flag + " '" + path + "': no directory '" + dir.string() + "'");
+  }
+}
+
 void run_and_report(const Args& a, const std::string& out_path,
                     const std::function<TensorMap(Session&)>& work) {
+  check_output_dir(out_path, "output");
+  if (a.has("stats-json")) check_output_dir(a.get("stats-json"), "stats-json");
   auto session = Session::open(a.positional[0], open_options(a));
   const auto t0 = std::chrono::steady_clock::now();
   const TensorMap out = work(*session);

@@ -311,3 +311,15 @@ TEST(CliPolish, VerifyRechecksEveryChunk) {
   expect_one_line_error(verify_cmd({d.str("nothing")}), "no chunk store directory");
   expect_one_line_error(verify_cmd({llama().string()}), "has no manifest.json");
 }
+
+TEST(CliPolish, OutputAndStatsPathsAreCheckedBeforeTheRun) {
+  test::TempDir d;
+  const auto in = (llama() / "golden.safetensors").string();
+  auto s = surf_cmd({"run", llama().string(), "--inputs", in, "--output", d.str("o"), "--stats-json",
+                     d.str("missing/stats.json")});
+  expect_one_line_error(s, "--stats-json '" + d.str("missing/stats.json") + "': no directory");
+  EXPECT_EQ(s.err.find("time:"), std::string::npos) << "the run must not have happened";
+  EXPECT_FALSE(fs::exists(d.path() / "o"));
+  auto o = surf_cmd({"run", llama().string(), "--inputs", in, "--output", d.str("missing/o.safetensors")});
+  expect_one_line_error(o, "--output '" + d.str("missing/o.safetensors") + "': no directory");
+}
