@@ -385,6 +385,8 @@ int cmd_inspect(const std::vector<std::string>& argv) {
                         {"kind", info.source_kind},
                         {"model_type", info.model_type},
                         {"plugin", info.plugin},
+                        {"compression", info.compression},
+                        {"dtype", info.dtype},
                         {"config", nlohmann::json::parse(info.config_json)},
                         {"execution_order", info.execution_order},
                         {"components", nlohmann::json::array()}};
@@ -393,19 +395,21 @@ int cmd_inspect(const std::vector<std::string>& argv) {
                                  {"role", c.resident ? "resident" : "streamed"},
                                  {"bytes", c.bytes},
                                  {"raw_bytes", c.raw_bytes},
-                                 {"tensors", c.tensors}});
+                                 {"tensors", c.tensors},
+                                 {"dtypes", c.dtypes}});
     }
     std::cout << j.dump(1) << "\n";
     return 0;
   }
   uint64_t resident = 0, streamed = 0, biggest = 0;
   std::cout << "source: " << info.source << " (" << info.source_kind << ")\nmodel_type: " << info.model_type
-            << "\nplugin: " << info.plugin << "\ncomponents (execution order):\n";
+            << "\nplugin: " << info.plugin << "\ncompression: " << info.compression << "\ndtype: " << info.dtype
+            << "\ncomponents (execution order):\n";
   for (const auto& id : info.execution_order) {
     for (const auto& c : info.components) {
       if (c.id != id) continue;
       std::cout << "  " << c.id << "  " << (c.resident ? "resident" : "streamed") << "  " << c.tensors
-                << " tensors  " << c.bytes << " bytes\n";
+                << " tensors  " << c.dtypes << "  " << c.bytes << " bytes\n";
       (c.resident ? resident : streamed) += c.raw_bytes;
       if (!c.resident) biggest = std::max(biggest, c.raw_bytes);
     }

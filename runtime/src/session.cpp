@@ -127,8 +127,15 @@ std::unique_ptr<Session> Session::open(const std::string& source, const OpenOpti
   info.plugin = impl->plugin->name() + " " + impl->plugin->version();
   info.config_json = m.config_json;
   info.execution_order = m.execution_order;
+  info.compression = m.compression;
+  info.dtype = m.dtype;
   for (const auto& c : m.components) {
-    info.components.push_back({c.id, c.role == ComponentRole::resident, c.bytes, c.raw_bytes, c.tensors.size()});
+    std::string dtypes;
+    for (const auto& t : c.tensors) {
+      const std::string name = dtype_name(t.dtype);
+      if (("," + dtypes + ",").find("," + name + ",") == std::string::npos) dtypes += (dtypes.empty() ? "" : ",") + name;
+    }
+    info.components.push_back({c.id, c.role == ComponentRole::resident, c.bytes, c.raw_bytes, c.tensors.size(), dtypes});
   }
   impl->files = src.files ? src.files : no_model_files();
   return std::unique_ptr<Session>(new Session(std::move(impl)));

@@ -78,12 +78,15 @@ struct ModelInfo {
   std::string model_type;
   std::string plugin;       // plugin name and version
   std::string config_json;
+  std::string compression = "none";  // how the chunks are stored: none | zstd (a checkpoint: none)
+  std::string dtype = "keep";        // what the chunker converted floats to: keep | f32 | bf16 | f16
   struct Component {
     std::string id;
     bool resident;
     uint64_t bytes;       // as stored
     uint64_t raw_bytes;   // tensor bytes
     size_t tensors;
+    std::string dtypes;   // its tensors' dtypes, in first-seen order: "F32", "BF16,F32"
   };
   std::vector<Component> components;
   std::vector<std::string> execution_order;
