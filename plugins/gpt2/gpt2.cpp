@@ -100,15 +100,16 @@ struct Gpt2Architecture {
     p.add("embed", ComponentRole::resident).tensor(names::wte).tensor(names::wpe);
     for (int64_t i = 0; i < cfg.layers; ++i) {
       auto& layer = p.add("layers." + std::to_string(i), ComponentRole::streamed, "h." + std::to_string(i) + ".");
+      // Conv1D weights are [in, out]: linear_in_out, so quantized stores keep them unquantized.
       for (const auto& n : {names::ln_1, names::attn, names::attn_proj, names::ln_2, names::fc, names::mlp_proj}) {
-        layer.linear(n, Bias::required);
+        layer.linear_in_out(n, Bias::required);
       }
     }
     p.add("final_norm", ComponentRole::resident).tensor(names::ln_f_weight).tensor(names::ln_f_bias);
     if (cfg.tied) {
       p.ignore_suffix("lm_head.weight");  // some checkpoints store the tied copy
     } else {
-      p.add("lm_head", ComponentRole::streamed).tensor_from("weight", {"lm_head.weight"});
+      p.add("lm_head", ComponentRole::streamed).tensor_from("weight", {"lm_head.weight"}).linear_weight("weight");
     }
     // Old checkpoints persisted these buffers; they are not parameters.
     return p.ignore_suffix("attn.bias").ignore_suffix("attn.masked_bias").build();

@@ -130,7 +130,7 @@ struct GptNeoxArchitecture {
     if (cfg.tied) {
       p.ignore_suffix("embed_out.weight");
     } else {
-      p.add("lm_head", ComponentRole::streamed).tensor_from("weight", {"embed_out.weight"});
+      p.add("lm_head", ComponentRole::streamed).tensor_from("weight", {"embed_out.weight"}).linear_weight("weight");
     }
     // Buffers old checkpoints persisted: the causal mask, its fill value, the RoPE frequencies.
     return p.ignore_suffix(".attention.bias")

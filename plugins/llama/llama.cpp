@@ -138,7 +138,7 @@ struct LlamaArchitecture {
     if (cfg.tied) {
       p.ignore_suffix("lm_head.weight");
     } else {
-      p.add("lm_head", ComponentRole::streamed).tensor_from("weight", {"lm_head.weight"});
+      p.add("lm_head", ComponentRole::streamed).tensor_from("weight", {"lm_head.weight"}).linear_weight("weight");
     }
     return p.ignore_suffix("rotary_emb.inv_freq").build();
   }

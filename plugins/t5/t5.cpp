@@ -325,17 +325,17 @@ struct T5Architecture {
     const T5Config cfg(c);
     PlanBuilder p;
     auto self_attention = [](PlanBuilder::ComponentBuilder& b, bool first) {
-      b.tensor(names::self_q).tensor(names::self_k).tensor(names::self_v).tensor(names::self_o);
+      for (const auto& n : {names::self_q, names::self_k, names::self_v, names::self_o}) b.tensor(n).linear_weight(n.name);
       if (first) b.tensor(names::position_bias);  // block 0's bias serves every block
       b.tensor(names::self_norm);
     };
     auto feed_forward = [&](PlanBuilder::ComponentBuilder& b) {
       if (cfg.gated) {
-        b.tensor(names::wi_0).tensor(names::wi_1);
+        b.tensor(names::wi_0).linear_weight(names::wi_0.name).tensor(names::wi_1).linear_weight(names::wi_1.name);
       } else {
-        b.tensor(names::wi);
+        b.tensor(names::wi).linear_weight(names::wi.name);
       }
-      b.tensor(names::wo).tensor(names::ff_norm);
+      b.tensor(names::wo).linear_weight(names::wo.name).tensor(names::ff_norm);
     };
     p.add("shared", ComponentRole::resident)
         .tensor_from("weight", {"shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight"});
@@ -350,7 +350,8 @@ struct T5Architecture {
       const std::string pre = "decoder.block." + std::to_string(i) + ".layer.";
       auto& b = p.add(dec_id(i), ComponentRole::streamed, pre + "0.");
       self_attention(b, i == 0);
-      b.hf_prefix(pre + "1.").tensor(names::cross_q).tensor(names::cross_k).tensor(names::cross_v).tensor(names::cross_o);
+      b.hf_prefix(pre + "1.");
+      for (const auto& n : {names::cross_q, names::cross_k, names::cross_v, names::cross_o}) b.tensor(n).linear_weight(n.name);
       b.tensor(names::cross_norm);
       feed_forward(b.hf_prefix(pre + "2."));
     }
@@ -358,7 +359,7 @@ struct T5Architecture {
     if (cfg.tied) {
       p.ignore_suffix("lm_head.weight");
     } else {
-      p.add("lm_head", ComponentRole::streamed).tensor_from("weight", {"lm_head.weight"});
+      p.add("lm_head", ComponentRole::streamed).tensor_from("weight", {"lm_head.weight"}).linear_weight("weight");
     }
     return p.ignore_suffix("embed_tokens.weight").build();  // tied copies of shared.weight
   }

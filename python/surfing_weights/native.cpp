@@ -69,6 +69,9 @@ py::array to_array(const surf::Tensor& t) {
     }
     return out;
   }
+  if (t.dtype() != surf::DType::F32 && t.dtype() != surf::DType::I64 && t.dtype() != surf::DType::F16) {
+    throw surf::Error(surf::ErrorCode::unsupported, std::string("a ") + surf::dtype_name(t.dtype()) + " tensor has no numpy form");
+  }
   py::dtype dt = t.dtype() == surf::DType::F32   ? py::dtype::of<float>()
                  : t.dtype() == surf::DType::I64 ? py::dtype::of<int64_t>()
                                                  : py::dtype("float16");

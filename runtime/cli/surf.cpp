@@ -178,7 +178,7 @@ TensorMap read_inputs(const std::string& path) { return cli::read_input_tensors(
 
 int cmd_chunk(const std::vector<std::string>& argv) {
   const auto flags = join({{{"out", true, "chunk store to create: a directory or s3://bucket/prefix"},
-                            {"dtype", true, "keep | f32 | bf16 | f16 (default keep)"},
+                            {"dtype", true, "keep | f32 | bf16 | f16 | q8_0 | q4_0 (default keep; q8_0/q4_0 quantize linear-layer weights)"},
                             {"compress", true, "none | zstd (default none)"},
                             {"zstd-level", true, "zstd level (default 3)"},
                             {"force", false, "replace a non-empty output (refused otherwise)"}},
@@ -398,18 +398,18 @@ int cmd_inspect(const std::vector<std::string>& argv) {
                                  {"tensors", c.tensors},
                                  {"dtypes", c.dtypes}});
     }
+    j["dtype"] = info.dtype;
     std::cout << j.dump(1) << "\n";
     return 0;
   }
   uint64_t resident = 0, streamed = 0, biggest = 0;
   std::cout << "source: " << info.source << " (" << info.source_kind << ")\nmodel_type: " << info.model_type
-            << "\nplugin: " << info.plugin << "\ncompression: " << info.compression << "\ndtype: " << info.dtype
-            << "\ncomponents (execution order):\n";
+            << "\nplugin: " << info.plugin << "\ncompression: " << info.compression << "\ndtype: " << info.dtype << "\ncomponents (execution order):\n";
   for (const auto& id : info.execution_order) {
     for (const auto& c : info.components) {
       if (c.id != id) continue;
       std::cout << "  " << c.id << "  " << (c.resident ? "resident" : "streamed") << "  " << c.tensors
-                << " tensors  " << c.dtypes << "  " << c.bytes << " bytes\n";
+                << " tensors (" << c.dtypes << ")  " << c.bytes << " bytes\n";
       (c.resident ? resident : streamed) += c.raw_bytes;
       if (!c.resident) biggest = std::max(biggest, c.raw_bytes);
     }
@@ -420,10 +420,11 @@ int cmd_inspect(const std::vector<std::string>& argv) {
 }
 
 int cmd_check(const std::vector<std::string>& argv) {
-  const auto flags = join({{{"source", true, "hf (in place) | store (chunked to a temp store) | ws (that store behind a weight server) | a SOURCE URL"}},
+  const auto flags = join({{{"source", true, "hf (in place) | store (chunked to a temp store) | ws (that store behind a weight server) | a SOURCE URL"},
+                            {"dtype", true, "with store|ws: chunk as keep|f32|bf16|f16|q8_0|q4_0; q8_0/q4_0 compare with golden-<dtype>.*"}},
                            kStreamFlags, kPluginFlags});
   if (wants_help(argv)) {
-    print_help("check FIXTURE_DIR... [--plugin-dir DIR] [--source hf|store|ws]",
+    print_help("check FIXTURE_DIR... [--plugin-dir DIR] [--source hf|store|ws] [--dtype q8_0|q4_0]",
                "Runs each fixture (HF checkpoint + golden.safetensors + golden.json) through the plugin\n"
                "serving its model_type and compares every expected tensor with golden.json's rule and\n"
                "fp32 tolerance (generated ids exactly). Exit status 0 only if all pass.",
@@ -436,6 +437,7 @@ int cmd_check(const std::vector<std::string>& argv) {
   o.plugin_dirs = a.all("plugin-dir");
   o.source = a.get("source", "hf");
   read_stream_flags(a, o.cache_size, o.prefetch);
+  o.dtype = a.get("dtype", "keep");
   int passed = 0, failed = 0;
   for (const auto& dir : a.positional) {
     try {

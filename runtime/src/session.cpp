@@ -1,4 +1,5 @@
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -130,12 +131,12 @@ std::unique_ptr<Session> Session::open(const std::string& source, const OpenOpti
   info.compression = m.compression;
   info.dtype = m.dtype;
   for (const auto& c : m.components) {
+    std::map<std::string, int> count;
+    for (const auto& t : c.tensors) count[dtype_name(t.dtype)]++;
     std::string dtypes;
-    for (const auto& t : c.tensors) {
-      const std::string name = dtype_name(t.dtype);
-      if (("," + dtypes + ",").find("," + name + ",") == std::string::npos) dtypes += (dtypes.empty() ? "" : ",") + name;
-    }
-    info.components.push_back({c.id, c.role == ComponentRole::resident, c.bytes, c.raw_bytes, c.tensors.size(), dtypes});
+    for (const auto& [name, n] : count) dtypes += (dtypes.empty() ? "" : ", ") + name + " x" + std::to_string(n);
+    info.components.push_back(
+        {c.id, c.role == ComponentRole::resident, c.bytes, c.raw_bytes, c.tensors.size(), dtypes});
   }
   impl->files = src.files ? src.files : no_model_files();
   return std::unique_ptr<Session>(new Session(std::move(impl)));

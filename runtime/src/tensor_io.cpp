@@ -74,7 +74,7 @@ TensorMap load_safetensors(const std::string& path) {
       }
     }
     const int64_t n = shape_numel(shape);
-    if (len != static_cast<uint64_t>(n) * (i32 ? 4 : dtype_size(dtype))) {
+    if (len != (i32 ? static_cast<uint64_t>(n) * 4 : static_cast<uint64_t>(shape_bytes(shape, dtype)))) {
       fail(ErrorCode::corrupt, what + ": size does not match its shape");
     }
     Tensor x = Tensor::empty(dtype, shape);

@@ -1,10 +1,13 @@
 // Scaled dot-product attention with masks, additive bias, grouped-query heads and a KV cache.
 #include <cblas.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
+#include "kernels/pool.h"
+#include "kernels/vec.h"
 #include "surf/ops.h"
 
 namespace surf::ops {
@@ -25,42 +28,59 @@ void attention(const float* q, const float* k, const float* v, float* out, const
   const int64_t ks = a.kv_stride ? a.kv_stride : a.kv_heads * hd;
   const int64_t os = a.heads * hd;
   const int64_t group = a.heads / a.kv_heads;
-  thread_local std::vector<float> scores;
-  scores.resize(static_cast<size_t>(a.q_len * std::max<int64_t>(a.kv_len, 1)));
-  float* s = scores.data();
-
-  for (int64_t b = 0; b < a.batch; ++b) {
+  // One task per (batch row, head): disjoint outputs, so results do not depend on the split.
+  kernels::Pool::get().run(a.batch * a.heads, [&](int64_t task) {
+    const int64_t b = task / a.heads, h = task % a.heads;
+    thread_local std::vector<float> scores;
+    scores.resize(static_cast<size_t>(a.q_len * std::max<int64_t>(a.kv_len, 1)));
+    float* s = scores.data();
     const int64_t* mask = a.key_mask ? a.key_mask + b * a.kv_len : nullptr;
-    for (int64_t h = 0; h < a.heads; ++h) {
-      const int64_t kvh = h / group;
-      const float* qp = q + b * a.q_len * qs + h * hd;
-      const float* kp = k + b * cap * ks + kvh * hd;
-      const float* vp = v + b * cap * ks + kvh * hd;
-      float* op = out + b * a.q_len * os + h * hd;
-      if (a.kv_len == 0) {
-        for (int64_t i = 0; i < a.q_len; ++i) std::memset(op + i * os, 0, hd * 4);
-        continue;
+    const int64_t kvh = h / group;
+    const float* qp = q + b * a.q_len * qs + h * hd;
+    const float* kp = k + b * cap * ks + kvh * hd;
+    const float* vp = v + b * cap * ks + kvh * hd;
+    float* op = out + b * a.q_len * os + h * hd;
+    if (a.kv_len == 0) {
+      for (int64_t i = 0; i < a.q_len; ++i) std::memset(op + i * os, 0, hd * 4);
+      return;
+    }
+    // Few queries (decoding): plain dot products; OpenBLAS's packing costs more than the work.
+    const bool few = a.q_len <= 4;
+    if (few) {
+      for (int64_t i = 0; i < a.q_len; ++i) {
+        for (int64_t j = 0; j < a.kv_len; ++j) s[i * a.kv_len + j] = a.scale * kernels::dot(qp + i * qs, kp + j * ks, hd);
       }
+    } else {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a.q_len, a.kv_len, hd, a.scale, qp, qs,
                   kp, ks, 0.0f, s, a.kv_len);
-      if (a.bias) {
-        const float* bias = a.bias + (a.bias_per_batch ? b * a.heads : 0) * a.q_len * a.kv_len +
-                            h * a.q_len * a.kv_len;
-        for (int64_t i = 0, n = a.q_len * a.kv_len; i < n; ++i) s[i] += bias[i];
+    }
+    if (a.bias) {
+      const float* bias = a.bias + (a.bias_per_batch ? b * a.heads : 0) * a.q_len * a.kv_len +
+                          h * a.q_len * a.kv_len;
+      for (int64_t i = 0, n = a.q_len * a.kv_len; i < n; ++i) s[i] += bias[i];
+    }
+    for (int64_t i = 0; i < a.q_len; ++i) {
+      float* row = s + i * a.kv_len;
+      const int64_t last_visible = a.causal ? a.past + i : a.kv_len - 1;
+      const int64_t first_visible = a.causal && a.window > 0 ? a.past + i - a.window + 1 : 0;
+      for (int64_t j = 0; j < a.kv_len; ++j) {
+        if (j > last_visible || j < first_visible || (mask && mask[j] == 0)) row[j] = -INFINITY;
       }
+    }
+    softmax_rows(s, a.q_len, a.kv_len);
+    if (few) {
       for (int64_t i = 0; i < a.q_len; ++i) {
-        float* row = s + i * a.kv_len;
-        const int64_t last_visible = a.causal ? a.past + i : a.kv_len - 1;
-        const int64_t first_visible = a.causal && a.window > 0 ? a.past + i - a.window + 1 : 0;
+        float* o = op + i * os;
+        std::memset(o, 0, hd * 4);
         for (int64_t j = 0; j < a.kv_len; ++j) {
-          if (j > last_visible || j < first_visible || (mask && mask[j] == 0)) row[j] = -INFINITY;
+          if (s[i * a.kv_len + j] != 0.0f) kernels::axpy(s[i * a.kv_len + j], vp + j * ks, o, hd);
         }
       }
-      softmax_rows(s, a.q_len, a.kv_len);
+    } else {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, a.q_len, hd, a.kv_len, 1.0f, s,
                   a.kv_len, vp, ks, 0.0f, op, os);
     }
-  }
+  });
 }
 
 void KVCache::reset(int64_t batch, int64_t capacity, int64_t width) {

@@ -2,11 +2,15 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
-#include "gemv16.h"
+#include "kernels/cpu.h"
+#include "kernels/matmul.h"
+#include "kernels/pool.h"
 #include "surf/ops.h"
 
 namespace surf::ops {
@@ -56,49 +60,59 @@ void set_blas_threads(int threads) { openblas_set_num_threads(threads); }
 
 namespace {
 
-// 16-bit weights stay 16-bit in the cache; matmuls convert them panel by panel into a warm
-// per-thread scratch (a few MB) and run sgemm on the panel.
-constexpr int64_t kPanelElements = 1 << 20;
-
-float* panel_scratch(int64_t elements) {
-  thread_local std::vector<float> scratch;
-  if (static_cast<int64_t>(scratch.size()) < elements) scratch.resize(static_cast<size_t>(elements));
-  return scratch.data();
+ActivationRounding initial_rounding() {
+  const char* env = std::getenv("SURF_ACTIVATION_ROUNDING");
+  if (env == nullptr || *env == '\0') return ActivationRounding::quantized;
+  return activation_rounding_from_name(env);
 }
 
-const std::byte* row_bytes(const Tensor& w, int64_t row, int64_t width) {
-  return static_cast<const std::byte*>(w.raw()) + row * width * static_cast<int64_t>(dtype_size(w.dtype()));
+std::atomic<ActivationRounding>& rounding_setting() {
+  static std::atomic<ActivationRounding> value{initial_rounding()};
+  return value;
+}
+
+const std::byte* row_at(const Tensor& w, int64_t row, int64_t width) {
+  return static_cast<const std::byte*>(w.raw()) + static_cast<size_t>(row) * surf::row_bytes(w.dtype(), width);
 }
 
 }  // namespace
+
+ActivationRounding activation_rounding_from_name(std::string_view name) {
+  if (name == "none") return ActivationRounding::none;
+  if (name == "quantized") return ActivationRounding::quantized;
+  if (name == "all") return ActivationRounding::all;
+  fail(ErrorCode::invalid_argument, "activation rounding '" + std::string(name) + "' is not one of none, quantized, all");
+}
+
+void set_activation_rounding(ActivationRounding rounding) { rounding_setting().store(rounding); }
+ActivationRounding activation_rounding() { return rounding_setting().load(); }
+
+const char* kernel_isa() { return kernels::isa_name(kernels::isa()); }
+
+const char* set_kernel_isa(std::string_view name) {
+  using kernels::IsaLevel;
+  if (name == "native") {
+    kernels::reset_isa_for_testing();
+  } else if (name == "avx512" || name == "avx512-novnni") {
+    kernels::set_isa_for_testing(IsaLevel::avx512, name == "avx512", true);
+  } else if (name == "avx2" || name == "avx2-novnni") {
+    kernels::set_isa_for_testing(IsaLevel::avx2, name == "avx2", false);
+  } else if (name == "scalar") {
+    kernels::set_isa_for_testing(IsaLevel::scalar, false, false);
+  } else {
+    fail(ErrorCode::invalid_argument, "kernel ISA '" + std::string(name) +
+                                          "' is not one of native, avx512, avx512-novnni, avx2, avx2-novnni, scalar");
+  }
+  return kernel_isa();
+}
+int kernel_threads() { return kernels::Pool::get().threads(); }
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
   const int64_t n = w.dim(0), k = w.dim(1);
   check_linear(x, w, bias, k, n, "linear");
   const int64_t m = rows_of(x);
   Tensor y = Tensor::empty(DType::F32, with_last(x.shape(), n));
-  if (m > 0 && w.dtype() == DType::F32) {
-    if (m == 1) {
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, n, k, 1.0f, w.f32(), k, x.f32(), 1, 0.0f, y.f32(), 1);
-    } else {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, x.f32(), k, w.f32(), k, 0.0f, y.f32(), n);
-    }
-  } else if (m > 0 && m <= detail::kFusedMaxRows && detail::fused16_available()) {
-    detail::gemv16_nk(w.dtype(), w.raw(), x.f32(), y.f32(), m, n, k);
-  } else if (m > 0) {
-    // Panels of rows of w [n, k]: each gives a block of output columns.
-    const int64_t rows = std::max<int64_t>(1, std::min(n, kPanelElements / std::max<int64_t>(k, 1)));
-    float* panel = panel_scratch(rows * k);
-    for (int64_t r0 = 0; r0 < n; r0 += rows) {
-      const int64_t r = std::min(rows, n - r0);
-      convert_to_f32(w.dtype(), row_bytes(w, r0, k), panel, static_cast<size_t>(r * k));
-      if (m == 1) {
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, r, k, 1.0f, panel, k, x.f32(), 1, 0.0f, y.f32() + r0, 1);
-      } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, r, k, 1.0f, x.f32(), k, panel, k, 0.0f, y.f32() + r0, n);
-      }
-    }
-  }
+  kernels::linear(x.f32(), m, k, static_cast<const std::byte*>(w.raw()), w.dtype(), n, y.f32(), activation_rounding());
   add_bias(y.f32(), m, n, bias);
   return y;
 }
@@ -106,27 +120,14 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
 Tensor linear_in_out(const Tensor& x, const Tensor& w, const Tensor* bias) {
   const int64_t k = w.dim(0), n = w.dim(1);
   check_linear(x, w, bias, k, n, "linear_in_out");
+  if (is_quantized(w.dtype())) {
+    fail(ErrorCode::invalid_argument, std::string("linear_in_out: weight has dtype ") + dtype_name(w.dtype()) +
+                                          ": block formats run along the reduction axis; store Conv1D weights "
+                                          "unquantized (the chunker does) or transposed for ops::linear");
+  }
   const int64_t m = rows_of(x);
   Tensor y = Tensor::empty(DType::F32, with_last(x.shape(), n));
-  if (m > 0 && w.dtype() == DType::F32) {
-    if (m == 1) {
-      cblas_sgemv(CblasRowMajor, CblasTrans, k, n, 1.0f, w.f32(), n, x.f32(), 1, 0.0f, y.f32(), 1);
-    } else {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, x.f32(), k, w.f32(), n, 0.0f, y.f32(), n);
-    }
-  } else if (m > 0 && m <= detail::kFusedMaxRows && detail::fused16_available()) {
-    detail::gemv16_kn(w.dtype(), w.raw(), x.f32(), y.f32(), m, n, k);
-  } else if (m > 0) {
-    // Panels of rows of w [k, n] (a slice of the reduction): accumulate into y.
-    const int64_t rows = std::max<int64_t>(1, std::min(k, kPanelElements / std::max<int64_t>(n, 1)));
-    float* panel = panel_scratch(rows * n);
-    for (int64_t r0 = 0; r0 < k; r0 += rows) {
-      const int64_t r = std::min(rows, k - r0);
-      convert_to_f32(w.dtype(), row_bytes(w, r0, n), panel, static_cast<size_t>(r * n));
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, r, 1.0f, x.f32() + r0, k, panel, n,
-                  r0 == 0 ? 0.0f : 1.0f, y.f32(), n);
-    }
-  }
+  kernels::linear_in_out(x.f32(), m, k, static_cast<const std::byte*>(w.raw()), w.dtype(), n, y.f32());
   add_bias(y.f32(), m, n, bias);
   return y;
 }
@@ -270,7 +271,7 @@ Tensor embedding(const Tensor& table, const Tensor& ids) {
                                             std::to_string(i) + " is out of range [0, " +
                                             std::to_string(v) + ")");
     }
-    convert_to_f32(table.dtype(), row_bytes(table, id[i], h), out.f32() + i * h, static_cast<size_t>(h));
+    convert_to_f32(table.dtype(), row_at(table, id[i], h), out.f32() + i * h, static_cast<size_t>(h));
   }
   return out;
 }

@@ -39,8 +39,18 @@ PlanBuilder::ComponentBuilder& PlanBuilder::ComponentBuilder::tensor(const Tenso
 }
 
 PlanBuilder::ComponentBuilder& PlanBuilder::ComponentBuilder::linear(const LinearName& l, Bias bias) {
+  linear_in_out(l, bias);
+  return linear_weight(l.weight());
+}
+
+PlanBuilder::ComponentBuilder& PlanBuilder::ComponentBuilder::linear_in_out(const LinearName& l, Bias bias) {
   tensor_from(l.weight(), plan_.variants_(hf_prefix_ + l.weight()), true);
   if (bias != Bias::none) tensor_from(l.bias(), plan_.variants_(hf_prefix_ + l.bias()), bias == Bias::required);
+  return *this;
+}
+
+PlanBuilder::ComponentBuilder& PlanBuilder::ComponentBuilder::linear_weight(const std::string& name) {
+  plan_.plan_.linear_weights.push_back(plan_.plan_.components[index_].id + "/" + name);
   return *this;
 }
 

@@ -4,10 +4,15 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <mutex>
 #include <sstream>
+
+#include "kernels/quant.h"
 
 namespace surf {
 
@@ -17,6 +22,8 @@ size_t dtype_size(DType dtype) noexcept {
     case DType::F16: return 2;
     case DType::BF16: return 2;
     case DType::I64: return 8;
+    case DType::Q8_0:
+    case DType::Q4_0: return 0;
   }
   return 0;
 }
@@ -27,6 +34,8 @@ const char* dtype_name(DType dtype) noexcept {
     case DType::F16: return "F16";
     case DType::BF16: return "BF16";
     case DType::I64: return "I64";
+    case DType::Q8_0: return "Q8_0";
+    case DType::Q4_0: return "Q4_0";
   }
   return "?";
 }
@@ -34,13 +43,36 @@ const char* dtype_name(DType dtype) noexcept {
 DType dtype_from_name(std::string_view name) {
   std::string upper(name);
   for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  for (DType d : {DType::F32, DType::F16, DType::BF16, DType::I64}) {
+  for (DType d : {DType::F32, DType::F16, DType::BF16, DType::I64, DType::Q8_0, DType::Q4_0}) {
     if (upper == dtype_name(d)) return d;
   }
-  fail(ErrorCode::unsupported, "unsupported dtype '" + std::string(name) + "' (supported: F32, F16, BF16, I64)");
+  fail(ErrorCode::unsupported,
+       "unsupported dtype '" + std::string(name) + "' (supported: F32, F16, BF16, I64, Q8_0, Q4_0)");
 }
 
 bool is_float(DType dtype) noexcept { return dtype != DType::I64; }
+
+bool is_quantized(DType dtype) noexcept { return dtype == DType::Q8_0 || dtype == DType::Q4_0; }
+
+int64_t dtype_block_elements(DType dtype) noexcept { return is_quantized(dtype) ? kernels::kBlock : 1; }
+
+size_t dtype_block_bytes(DType dtype) noexcept {
+  switch (dtype) {
+    case DType::Q8_0: return sizeof(kernels::BlockQ8_0);
+    case DType::Q4_0: return sizeof(kernels::BlockQ4_0);
+    default: return dtype_size(dtype);
+  }
+}
+
+size_t row_bytes(DType dtype, int64_t elements) {
+  const int64_t block = dtype_block_elements(dtype);
+  if (elements < 0 || elements % block != 0) {
+    fail(ErrorCode::invalid_argument, std::string(dtype_name(dtype)) + " stores blocks of " + std::to_string(block) +
+                                          " elements; " + std::to_string(elements) + " is not a multiple");
+  }
+  return static_cast<size_t>(elements / block) * dtype_block_bytes(dtype);
+}
+
 
 std::string shape_string(const Shape& shape) {
   std::ostringstream s;
@@ -62,9 +94,19 @@ int64_t shape_numel(const Shape& shape) {
 }
 
 size_t shape_bytes(const Shape& shape, DType dtype) {
+  const int64_t numel = shape_numel(shape);
+  if (is_quantized(dtype)) {
+    const int64_t last = shape.empty() ? 1 : shape.back();
+    if (last % kernels::kBlock != 0) {
+      fail(ErrorCode::invalid_argument, std::string(dtype_name(dtype)) + " tensor " + shape_string(shape) +
+                                            ": the last dimension must be a multiple of " +
+                                            std::to_string(kernels::kBlock));
+    }
+  }
   uint64_t bytes = 0;
-  if (__builtin_mul_overflow(static_cast<uint64_t>(shape_numel(shape)), dtype_size(dtype), &bytes) ||
-      bytes > (uint64_t{1} << 62)) {
+  const uint64_t unit = is_quantized(dtype) ? dtype_block_bytes(dtype) : dtype_size(dtype);
+  const uint64_t units = static_cast<uint64_t>(numel / dtype_block_elements(dtype));
+  if (__builtin_mul_overflow(units, unit, &bytes) || bytes > (uint64_t{1} << 62)) {
     fail(ErrorCode::invalid_argument, std::string(dtype_name(dtype)) + shape_string(shape) + " is too large");
   }
   return static_cast<size_t>(bytes);
@@ -72,28 +114,7 @@ size_t shape_bytes(const Shape& shape, DType dtype) {
 
 namespace {
 
-float f16_to_f32_scalar(uint16_t h) {
-  uint32_t sign = (h & 0x8000u) << 16;
-  uint32_t exp = (h >> 10) & 0x1f;
-  uint32_t mant = h & 0x3ff;
-  uint32_t bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;
-    } else {  // subnormal: normalise
-      int e = -1;
-      do { ++e; mant <<= 1; } while ((mant & 0x400) == 0);
-      bits = sign | ((127 - 15 - e) << 23) | ((mant & 0x3ff) << 13);
-    }
-  } else if (exp == 31) {
-    bits = sign | 0x7f800000u | (mant << 13);
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
+float f16_to_f32_scalar(uint16_t h) { return kernels::half_to_float(h); }
 
 __attribute__((target("avx,f16c"))) void f16_to_f32_f16c(const uint16_t* src, float* dst, size_t n) {
   size_t i = 0;
@@ -155,33 +176,7 @@ uint16_t f32_to_bf16(float f) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
-uint16_t f32_to_f16(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  uint32_t sign = (x >> 16) & 0x8000u;
-  uint32_t absx = x & 0x7fffffffu;
-  if (absx > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
-  if (absx >= 0x47800000u) {  // >= 65536 before rounding; exact overflow handled below
-    // values in [65520, 65536) round to inf as well
-    return static_cast<uint16_t>(sign | 0x7c00u);
-  }
-  if (absx < 0x38800000u) {  // subnormal or zero in f16
-    if (absx < 0x33000000u) return static_cast<uint16_t>(sign);  // < 2^-25 rounds to 0
-    uint32_t exp = absx >> 23;
-    uint32_t mant = (absx & 0x7fffffu) | 0x800000u;
-    uint32_t shift = 126 - exp;  // 113 - exp + 13
-    uint32_t half = mant >> shift;
-    uint32_t rem = mant & ((1u << shift) - 1);
-    uint32_t mid = 1u << (shift - 1);
-    if (rem > mid || (rem == mid && (half & 1u))) ++half;
-    return static_cast<uint16_t>(sign | half);
-  }
-  uint32_t h = ((absx >> 13) - ((127 - 15) << 10));
-  uint32_t rem = absx & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;
-  if (h >= 0x7c00u) h = 0x7c00u;
-  return static_cast<uint16_t>(sign | h);
-}
+uint16_t f32_to_f16(float f) { return kernels::float_to_half(f); }
 
 void* aligned_bytes(size_t n) {
   size_t rounded = ((n + 63) / 64) * 64;
@@ -189,6 +184,71 @@ void* aligned_bytes(size_t n) {
   void* p = std::aligned_alloc(64, rounded);
   if (p == nullptr) throw std::bad_alloc();
   return p;
+}
+
+// Large tensor buffers (activations of a prefill: MBs each, made and dropped every layer) are kept
+// for reuse when freed: touching fresh pages is slow on VMs (~0.3 GB/s here, against 15 GB/s for
+// warm ones), and glibc returns big blocks to the OS. Up to SURF_TENSOR_CACHE_MB (default 32) MB
+// are kept, in size classes of a quarter octave; the oldest go first.
+class BlockCache {
+ public:
+  static BlockCache& get() {
+    static BlockCache* cache = new BlockCache();  // never destroyed: tensors may outlive statics
+    return *cache;
+  }
+  static size_t size_class(size_t n) {
+    size_t top = size_t{1} << (63 - __builtin_clzll(n));  // highest power of two <= n
+    const size_t step = std::max<size_t>(top / 4, 64);
+    return (n + step - 1) / step * step;
+  }
+  bool caches(size_t n) const { return n >= kMin && n <= limit_; }
+  void* take(size_t cls) {
+    {
+      std::lock_guard lock(mutex_);
+      for (auto it = free_.begin(); it != free_.end(); ++it) {
+        if (it->first == cls) {
+          void* p = it->second;
+          free_.erase(it);
+          held_ -= cls;
+          return p;
+        }
+      }
+    }
+    return aligned_bytes(cls);
+  }
+  void give(void* p, size_t cls) {
+    std::lock_guard lock(mutex_);
+    while (held_ + cls > limit_ && !free_.empty()) {
+      std::free(free_.front().second);
+      held_ -= free_.front().first;
+      free_.pop_front();
+    }
+    free_.emplace_back(cls, p);
+    held_ += cls;
+  }
+
+ private:
+  BlockCache() {
+    const char* env = std::getenv("SURF_TENSOR_CACHE_MB");
+    if (env != nullptr) limit_ = static_cast<size_t>(std::max(0L, std::atol(env))) << 20;
+  }
+  static constexpr size_t kMin = 256 << 10;
+  size_t limit_ = size_t{32} << 20;
+  std::mutex mutex_;
+  std::deque<std::pair<size_t, void*>> free_;  // oldest first
+  size_t held_ = 0;
+};
+
+std::shared_ptr<void> tensor_storage(size_t n) {
+  BlockCache& cache = BlockCache::get();
+  if (!cache.caches(n)) return std::shared_ptr<void>(aligned_bytes(n), [](void* q) { std::free(q); });
+  const size_t cls = BlockCache::size_class(n);
+  return std::shared_ptr<void>(cache.take(cls), [cls](void* q) { BlockCache::get().give(q, cls); });
+}
+
+int64_t whole_blocks(DType dtype, size_t count) {
+  (void)row_bytes(dtype, static_cast<int64_t>(count));  // throws unless whole blocks
+  return static_cast<int64_t>(count);
 }
 
 }  // namespace
@@ -219,6 +279,12 @@ void convert_to_f32(DType from, const void* src, float* dst, size_t count) {
       }
       return;
     }
+    case DType::Q8_0:
+      kernels::dequantize_q8_0(static_cast<const kernels::BlockQ8_0*>(src), dst, whole_blocks(from, count));
+      return;
+    case DType::Q4_0:
+      kernels::dequantize_q4_0(static_cast<const kernels::BlockQ4_0*>(src), dst, whole_blocks(from, count));
+      return;
     case DType::I64:
       break;
   }
@@ -240,6 +306,12 @@ void convert_from_f32(DType to, const float* src, void* dst, size_t count) {
       for (size_t i = 0; i < count; ++i) d[i] = f32_to_f16(src[i]);
       return;
     }
+    case DType::Q8_0:
+      kernels::quantize_q8_0(src, static_cast<kernels::BlockQ8_0*>(dst), whole_blocks(to, count));
+      return;
+    case DType::Q4_0:
+      kernels::quantize_q4_0(src, static_cast<kernels::BlockQ4_0*>(dst), whole_blocks(to, count));
+      return;
     case DType::I64:
       break;
   }
@@ -247,13 +319,13 @@ void convert_from_f32(DType to, const float* src, void* dst, size_t count) {
 }
 
 Tensor Tensor::empty(DType dtype, Shape shape) {
-  shape_bytes(shape, dtype);  // negative, overflowing or absurd shapes fail here
+  shape_bytes(shape, dtype);  // negative, overflowing or absurd shapes, rows of partial blocks fail here
   Tensor t;
   t.dtype_ = dtype;
   t.shape_ = std::move(shape);
-  void* p = aligned_bytes(t.nbytes());
-  t.owner_ = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
-  t.data_ = p;
+  auto storage = tensor_storage(t.nbytes());
+  t.data_ = storage.get();
+  t.owner_ = std::move(storage);
   return t;
 }
 
@@ -308,9 +380,15 @@ Tensor Tensor::reshape(Shape shape) const {
     fail(ErrorCode::invalid_argument,
          "cannot reshape " + shape_string(shape_) + " to " + shape_string(shape));
   }
+  if (is_quantized(dtype_)) (void)shape_bytes(shape, dtype_);  // blocks must not straddle rows
   Tensor t = *this;
   t.shape_ = std::move(shape);
   return t;
+}
+
+size_t Tensor::nbytes() const noexcept {
+  if (!is_quantized(dtype_)) return static_cast<size_t>(numel()) * dtype_size(dtype_);
+  return static_cast<size_t>(numel() / kernels::kBlock) * dtype_block_bytes(dtype_);
 }
 
 Tensor Tensor::clone() const {

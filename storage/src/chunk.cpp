@@ -90,8 +90,15 @@ void encode_chunk(const std::string& component, const std::vector<ChunkTensorIn>
   // Tensor offsets inside the blob are 64-byte aligned so decoded f32 data is aligned too.
   std::vector<size_t> offsets;
   size_t raw_size = 0;
+  bool quantized = false;
   for (const auto& t : tensors) {
-    const size_t want = static_cast<size_t>(shape_numel(t.shape)) * dtype_size(t.dtype);
+    size_t want = 0;
+    try {
+      want = shape_bytes(t.shape, t.dtype);
+    } catch (const Error& e) {
+      fail(ErrorCode::invalid_argument, "chunk '" + component + "': tensor '" + t.name + "': " + e.what());
+    }
+    quantized = quantized || is_quantized(t.dtype);
     if (want != t.length) {
       fail(ErrorCode::invalid_argument, "chunk '" + component + "': tensor '" + t.name + "' has " +
                                             std::to_string(t.length) + " bytes, shape needs " +
@@ -108,7 +115,7 @@ void encode_chunk(const std::string& component, const std::vector<ChunkTensorIn>
   pk.pack(std::string("magic"));
   pk.pack(std::string(kMagic));
   pk.pack(std::string("format_version"));
-  pk.pack(kChunkFormatVersion);
+  pk.pack(quantized ? kChunkFormatVersion : kChunkFormatVersionUnquantized);
   pk.pack(std::string("component"));
   pk.pack(component);
   pk.pack(std::string("compression"));

@@ -50,7 +50,11 @@ const ManifestComponent* Manifest::find(const std::string& id) const {
 std::string Manifest::to_json() const {
   json j;
   j["format"] = "surf-store";
-  j["format_version"] = format_version;
+  bool quantized = false;
+  for (const auto& c : components) {
+    for (const auto& t : c.tensors) quantized = quantized || is_quantized(t.dtype);
+  }
+  j["format_version"] = quantized ? kManifestFormatVersion : kManifestFormatVersionUnquantized;
   j["architecture"] = architecture;
   j["model_type"] = model_type;
   j["config"] = json::parse(config_json);

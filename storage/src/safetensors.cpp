@@ -82,6 +82,10 @@ std::vector<TensorInfo> parse_safetensors_header(std::string_view header, uint64
         fail(ErrorCode::unsupported, "safetensors file '" + what + "': tensor '" + name + "': " + err.what());
       }
     }
+    if (other_size == 0 && is_quantized(info.dtype)) {  // GGML block formats live in chunk stores only
+      fail(ErrorCode::unsupported, "safetensors file '" + what + "': tensor '" + name + "' has dtype " +
+                                       dtype_name(info.dtype) + ", which safetensors does not define");
+    }
     const json& shape = e["shape"];
     const json& offs = e["data_offsets"];
     if (!shape.is_array() || !offs.is_array() || offs.size() != 2) {
@@ -210,7 +214,12 @@ std::string make_header(const std::vector<SafetensorsWriter::Entry>& entries,
   if (!metadata.empty()) h["__metadata__"] = metadata;
   uint64_t offset = 0;
   for (const auto& e : entries) {
-    const uint64_t len = static_cast<uint64_t>(shape_numel(e.shape)) * dtype_size(e.dtype);
+    if (is_quantized(e.dtype)) {
+      fail(ErrorCode::invalid_argument, "safetensors cannot hold tensor '" + e.name + "' of dtype " +
+                                            dtype_name(e.dtype) + " (a GGML block format): dequantize it first "
+                                            "(Tensor::to_f32)");
+    }
+    const uint64_t len = shape_bytes(e.shape, e.dtype);
     h[e.name] = {{"dtype", dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {offset, offset + len}}};
     offset += len;
   }

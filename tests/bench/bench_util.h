@@ -4,6 +4,7 @@
 #include <chrono>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace surf::bench {
 
@@ -19,5 +20,15 @@ uint64_t peak_rss_bytes();
 bool reset_peak_rss();
 // Work directory for benchmark data (SURF_BENCH_DIR, default /tmp/surf-bench).
 std::string work_dir();
+
+// Memory read bandwidth, bytes/s: `threads` threads each sum their share of a warm buffer of
+// `bytes` (far larger than the caches), the median of `runs` passes.
+double read_bandwidth(size_t bytes, int threads, int runs);
+
+// Median and range of a sample.
+struct Spread {
+  double median = 0, min = 0, max = 0;
+};
+Spread spread(std::vector<double> v);
 
 }  // namespace surf::bench

@@ -329,16 +329,16 @@ TEST(CliPolish, InspectShowsDtypeAndCompression) {
   auto hf = surf_cmd({"inspect", llama().string()});
   ASSERT_EQ(hf.exit_code, 0) << hf.err;
   EXPECT_NE(hf.out.find("compression: none\ndtype: keep\n"), std::string::npos) << hf.out;
-  EXPECT_NE(hf.out.find("layers.0  streamed  9 tensors  F32  "), std::string::npos) << hf.out;
+  EXPECT_NE(hf.out.find("layers.0  streamed  9 tensors (F32 x9)  "), std::string::npos) << hf.out;
   ASSERT_EQ(surf_cmd({"chunk", llama().string(), "--out", d.str("s"), "--dtype", "bf16", "--compress", "zstd"}).exit_code, 0);
   auto st = surf_cmd({"inspect", d.str("s")});
   ASSERT_EQ(st.exit_code, 0) << st.err;
   EXPECT_NE(st.out.find("compression: zstd\ndtype: bf16\n"), std::string::npos) << st.out;
-  EXPECT_NE(st.out.find("layers.0  streamed  9 tensors  BF16  "), std::string::npos) << st.out;
+  EXPECT_NE(st.out.find("layers.0  streamed  9 tensors (BF16 x9)  "), std::string::npos) << st.out;
   auto j = surf_cmd({"inspect", d.str("s"), "--json"});
   ASSERT_EQ(j.exit_code, 0) << j.err;
   const auto js = nlohmann::json::parse(j.out);
   EXPECT_EQ(js["compression"], "zstd");
   EXPECT_EQ(js["dtype"], "bf16");
-  EXPECT_EQ(js["components"][1]["dtypes"], "BF16");
+  EXPECT_EQ(js["components"][1]["dtypes"], "BF16 x9");
 }

@@ -3,6 +3,7 @@
 // dropping its plugin into plugins/ and its fixture into tests/fixtures/.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <functional>
@@ -23,10 +24,11 @@ struct Case {
   std::string source;
   int cache;
   int prefetch;
+  std::string dtype = "keep";
 };
 
 void PrintTo(const Case& c, std::ostream* os) {
-  *os << c.fixture << " source=" << c.source << " cache=" << c.cache << " prefetch=" << c.prefetch;
+  *os << c.fixture << " source=" << c.source << " cache=" << c.cache << " prefetch=" << c.prefetch << " dtype=" << c.dtype;
 }
 
 std::vector<Case> all_cases() {
@@ -38,6 +40,13 @@ std::vector<Case> all_cases() {
       }
     }
     out.push_back({dir.string(), "ws", 1, 1});  // the store behind an in-process weight server
+    // Quantized stores against the float64 reference on the dequantized weights (fixtures whose
+    // plugin quantizes something have golden-<dtype>.* from tests/reference/quantized_goldens.py).
+    for (const char* dtype : {"q8_0", "q4_0"}) {
+      if (!fs::exists(dir / ("golden-" + std::string(dtype) + ".json"))) continue;
+      out.push_back({dir.string(), "store", 1, 1, dtype});
+      out.push_back({dir.string(), "ws", 2, 1, dtype});
+    }
   }
   return out;
 }
@@ -45,6 +54,7 @@ std::vector<Case> all_cases() {
 std::string case_name(const testing::TestParamInfo<Case>& info) {
   std::string name = fs::path(info.param.fixture).filename().string() + "_" + info.param.source + "_cache" +
                      std::to_string(info.param.cache) + "_prefetch" + std::to_string(info.param.prefetch);
+  if (info.param.dtype != "keep") name += "_" + info.param.dtype;
   for (auto& ch : name) {
     if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
   }
@@ -62,6 +72,7 @@ TEST_P(Conformance, MatchesGolden) {
   o.plugin_dirs = {test::plugin_dir()};
   o.cache_size = c.cache;
   o.prefetch = c.prefetch;
+  o.dtype = c.dtype;
   const CheckReport r = check_fixture(c.fixture, o);
   ASSERT_FALSE(r.lines.empty());
   for (const auto& l : r.lines) {
@@ -71,7 +82,11 @@ TEST_P(Conformance, MatchesGolden) {
   // Every fixture must compare its main outputs, not just whatever happened to be produced.
   std::set<std::string> compared;
   for (const auto& l : r.lines) compared.insert(l.tensor);
-  const auto golden = nlohmann::json::parse(read_text_file(fs::path(c.fixture) / "golden.json"));
+  const std::string golden_json = c.dtype == "keep" ? "golden.json" : "golden-" + c.dtype + ".json";
+  const auto golden = nlohmann::json::parse(read_text_file(fs::path(c.fixture) / golden_json));
+  if (c.dtype != "keep") {
+    EXPECT_TRUE(compared.count("quantized blocks")) << "the stored blocks were not checked";
+  }
   for (const auto& [name, spec] : golden["tensors"].items()) {
     if (spec.value("role", "").rfind("expected", 0) == 0) {
       EXPECT_TRUE(compared.count(name)) << "golden tensor '" << name << "' was not compared";
@@ -311,5 +326,150 @@ TEST(LlamaVariants, UnsupportedSettingsAreRefusedByName) {
       c["rope_scaling"] = {{"type", type}, {"factor", 4.0}};
     }));
     EXPECT_NE(err.find(std::string("rope_scaling type '") + type + "' is not supported"), std::string::npos) << err;
+  }
+}
+
+namespace {
+
+struct Deviation {
+  double max_abs = 0;
+  int64_t top1_same = 0, rows = 0;
+};
+
+// a against e over rows of the last axis; rows where `mask` (if any, [B, L] over the leading axes) is 0 are skipped.
+Deviation deviation(const Tensor& a, const Tensor& e, const Tensor* mask) {
+  Deviation d;
+  const int64_t width = e.dim(-1), rows = e.numel() / width;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (mask != nullptr && mask->i64()[r] == 0) continue;
+    const float* x = a.f32() + r * width;
+    const float* y = e.f32() + r * width;
+    for (int64_t j = 0; j < width; ++j) d.max_abs = std::max(d.max_abs, static_cast<double>(std::fabs(x[j] - y[j])));
+    d.top1_same += std::max_element(x, x + width) - x == std::max_element(y, y + width) - y;
+    ++d.rows;
+  }
+  return d;
+}
+
+}  // namespace
+
+// What quantization costs on the fixtures, as the runtime computes by default (activations rounded
+// to int8 blocks in decode steps, f32 prefill): logits against the unquantized goldens (max abs
+// error, top-1 agreement) and against the quantized model's own reference. Printed for the record;
+// the assertions are sanity bounds (prefill exact, decode within a few percent), the fp32-tier
+// checks are the Conformance cases above.
+TEST(QuantizedStores, DeviationFromTheUnquantizedModel) {
+  for (const auto& dir : test::fixture_dirs()) {
+    for (const std::string dtype : {"q8_0", "q4_0"}) {
+      if (!fs::exists(dir / ("golden-" + dtype + ".json"))) continue;
+      const TensorMap plain = read_safetensors(dir / "golden.safetensors");
+      const TensorMap quant = read_safetensors(dir / ("golden-" + dtype + ".safetensors"));
+      test::TempDir store;
+      ChunkOptions co;
+      co.plugin_dirs = {test::plugin_dir()};
+      co.dtype = dtype;
+      chunk_checkpoint(dir.string(), store.str("s"), co);
+      OpenOptions o;
+      o.plugin_dirs = {test::plugin_dir()};
+      auto s = Session::open(store.str("s"), o);
+      TensorMap in;
+      for (const char* k : {"input_ids", "attention_mask", "token_type_ids", "position_ids", "decoder_input_ids"}) {
+        if (plain.count(k)) in[k] = plain.at(k);
+      }
+      const TensorMap out = s->forward(in);
+      const bool decoder_only = plain.count("gen_input_ids") > 0;
+      const Tensor* mask = decoder_only ? &plain.at("attention_mask") : nullptr;
+      std::string line = dir.filename().string() + " " + dtype + ":";
+      for (const char* k : {"logits", "prediction_logits", "last_hidden_state"}) {
+        const std::string golden_name = std::string(k) == "prediction_logits" ? "mlm_logits" : k;
+        if (!out.count(k) || !plain.count(golden_name)) continue;
+        const Deviation vs_plain = deviation(out.at(k), plain.at(golden_name), mask);
+        const Deviation vs_quant = deviation(out.at(k), quant.at(golden_name), mask);
+        char buf[256];
+        std::snprintf(buf, sizeof buf, " %s max_abs_err %.3g (vs own reference %.2g), top-1 %lld/%lld;", golden_name.c_str(),
+                      vs_plain.max_abs, vs_quant.max_abs, static_cast<long long>(vs_plain.top1_same),
+                      static_cast<long long>(vs_plain.rows));
+        line += buf;
+        EXPECT_LT(vs_quant.max_abs, 5e-5 * 10) << line;  // prefill stays exact by default
+      }
+      if (plain.count("generated_ids")) {
+        TensorMap gin;
+        if (decoder_only) {
+          gin["input_ids"] = plain.at("gen_input_ids");
+        } else {
+          gin = in;
+          gin.erase("decoder_input_ids");
+        }
+        const int64_t steps = plain.at("generation_logits").dim(1);
+        const TensorMap gen = s->generate(gin, steps);
+        const Tensor& ids = gen.at("generated_ids");
+        // Logits of step t depend on the tokens before it: compare steps up to (and including) the
+        // first token where this run and the reference part ways.
+        auto steps_mask = [&](const Tensor& ref_ids) {
+          const int64_t batch = ids.dim(0), prefix = ids.dim(1) - steps;
+          Tensor m = Tensor::zeros(DType::I64, {batch, steps});
+          for (int64_t b = 0; b < batch; ++b) {
+            for (int64_t t = 0; t < steps; ++t) {
+              m.i64()[b * steps + t] = 1;
+              if (ids.i64()[b * ids.dim(1) + prefix + t] != ref_ids.i64()[b * ids.dim(1) + prefix + t]) break;
+            }
+          }
+          return m;
+        };
+        const Tensor mp = steps_mask(plain.at("generated_ids")), mq = steps_mask(quant.at("generated_ids"));
+        const Deviation vs_plain = deviation(gen.at("generation_logits"), plain.at("generation_logits"), &mp);
+        const Deviation vs_quant = deviation(gen.at("generation_logits"), quant.at("generation_logits"), &mq);
+        int64_t same = 0, same_q = 0;
+        for (int64_t i = 0; i < ids.numel(); ++i) {
+          same += ids.i64()[i] == plain.at("generated_ids").i64()[i];
+          same_q += ids.i64()[i] == quant.at("generated_ids").i64()[i];
+        }
+        double range = 0;
+        const Tensor& ql = quant.at("generation_logits");
+        for (int64_t i = 0; i < ql.numel(); ++i) range = std::max(range, static_cast<double>(std::fabs(ql.f32()[i])));
+        char buf[400];
+        std::snprintf(buf, sizeof buf,
+                      " decode steps (int8 activations): generation_logits max_abs_err %.3g over %lld steps (vs own "
+                      "reference %.2g), top-1 %lld/%lld; generated ids %lld/%lld as unquantized, %lld/%lld as own reference",
+                      vs_plain.max_abs, static_cast<long long>(vs_plain.rows), vs_quant.max_abs,
+                      static_cast<long long>(vs_plain.top1_same), static_cast<long long>(vs_plain.rows),
+                      static_cast<long long>(same), static_cast<long long>(ids.numel()), static_cast<long long>(same_q),
+                      static_cast<long long>(ids.numel()));
+        line += buf;
+        // Sanity bound: rounding activations to 8 bits moves decode logits by a few percent of their range at most.
+        EXPECT_LT(vs_quant.max_abs, 0.05 * range) << line;
+      }
+      std::printf("fidelity %s\n", line.c_str());
+    }
+  }
+}
+
+// Streaming a quantized store changes nothing either: same bits whatever the cache and prefetch.
+TEST(QuantizedStores, IdenticalResultsEveryWay) {
+  const fs::path fixture = test::fixtures_dir() / "llama-tiny-random";
+  const TensorMap golden = read_safetensors(fixture / "golden.safetensors");
+  TensorMap in{{"input_ids", golden.at("input_ids")}, {"attention_mask", golden.at("attention_mask")}};
+  test::TempDir store;
+  ChunkOptions co;
+  co.plugin_dirs = {test::plugin_dir()};
+  co.dtype = "q4_0";
+  co.compression = "zstd";
+  chunk_checkpoint(fixture.string(), store.str("s"), co);
+  TensorMap reference, reference_gen;
+  for (auto [cache, prefetch] : {std::pair<int, int>{1, 0}, {1, 2}, {8, 0}}) {
+    OpenOptions o;
+    o.plugin_dirs = {test::plugin_dir()};
+    o.cache_size = cache;
+    o.prefetch = prefetch;
+    auto s = Session::open(store.str("s"), o);
+    TensorMap out = s->forward(in);
+    TensorMap gen = s->generate({{"input_ids", golden.at("gen_input_ids")}}, 6);
+    if (reference.empty()) {
+      reference = out;
+      reference_gen = gen;
+      continue;
+    }
+    EXPECT_TRUE(test::bitwise_equal(out.at("logits"), reference.at("logits")));
+    EXPECT_TRUE(test::bitwise_equal(gen.at("generation_logits"), reference_gen.at("generation_logits")));
   }
 }

@@ -156,7 +156,60 @@ TEST(Manifest, RoundTripAndNewerVersionNamesBoth) {
   EXPECT_EQ(back.find("embed")->role, ComponentRole::resident);
   std::string newer = m.to_json();
   newer.replace(newer.find("\"format_version\": 1"), 19, "\"format_version\": 9");
-  test::expect_error([&] { Manifest::from_json(newer); }, ErrorCode::unsupported, "version 9 is newer than this runtime's 1");
+  test::expect_error([&] { Manifest::from_json(newer); }, ErrorCode::unsupported,
+                     "version 9 is newer than this runtime's " + std::to_string(kManifestFormatVersion));
+}
+
+TEST(ChunkCodec, QuantizedTensorsRoundTripAndMarkTheFormatVersion) {
+  // 3 rows of 64 Q8_0 elements: 3 * 2 blocks of 34 bytes; Q4_0 [2, 32]: 2 blocks of 18.
+  std::vector<uint8_t> q8(3 * 2 * 34), q4(2 * 18);
+  for (size_t i = 0; i < q8.size(); ++i) q8[i] = static_cast<uint8_t>(i * 7);
+  for (size_t i = 0; i < q4.size(); ++i) q4[i] = static_cast<uint8_t>(i * 3);
+  std::vector<float> norm(64, 1.0f);
+  ByteBuffer chunk, scratch;
+  encode_chunk("layers.0", {{"w", DType::Q8_0, {3, 64}, q8.data(), q8.size()}, {"v", DType::Q4_0, {2, 32}, q4.data(), q4.size()},
+                            {"norm", DType::F32, {64}, norm.data(), 256}},
+               Compression::none, 3, chunk);
+  const std::string_view text(reinterpret_cast<const char*>(chunk.data()), 200);
+  EXPECT_NE(text.find("\xae" "format_version" "\x02"), std::string::npos);  // version 2: block dtypes
+  DecodedChunk d = decode_chunk(chunk.data(), chunk.size(), "layers.0", scratch);
+  ASSERT_EQ(d.tensors.size(), 3u);
+  EXPECT_EQ(d.tensors[0].dtype, DType::Q8_0);
+  EXPECT_EQ(d.tensors[0].shape, (Shape{3, 64}));
+  EXPECT_EQ(d.tensors[0].length, q8.size());
+  EXPECT_EQ(std::memcmp(d.tensors[0].data, q8.data(), q8.size()), 0);
+  EXPECT_EQ(d.tensors[1].dtype, DType::Q4_0);
+  EXPECT_EQ(std::memcmp(d.tensors[1].data, q4.data(), q4.size()), 0);
+  // A length that does not match the blocks, or a row that is not whole blocks, is refused.
+  EXPECT_THROW(encode_chunk("c", {{"w", DType::Q8_0, {3, 64}, q8.data(), q8.size() - 34}}, Compression::none, 3, chunk),
+               Error);
+  EXPECT_THROW(encode_chunk("c", {{"w", DType::Q4_0, {1, 36}, q4.data(), 18}}, Compression::none, 3, chunk), Error);
+  // Without block dtypes a chunk stays version 1, readable by runtimes that predate them.
+  Sample s;
+  encode_chunk("layers.3", s.tensors(), Compression::none, 3, chunk);
+  EXPECT_NE(std::string_view(reinterpret_cast<const char*>(chunk.data()), 200).find("\xae" "format_version" "\x01"),
+            std::string::npos);
+}
+
+TEST(Manifest, QuantizedStoresAreFormatVersionTwo) {
+  Manifest m;
+  m.architecture = m.model_type = "llama";
+  m.config_json = "{}";
+  m.dtype = "q4_0";
+  m.execution_order = {"layers.0"};
+  ManifestComponent c;
+  c.id = "layers.0";
+  c.key = chunk_key(c.id);
+  c.tensors.push_back({"q.weight", "model.layers.0.q.weight", DType::Q4_0, {64, 64}});
+  m.components.push_back(c);
+  const std::string text = m.to_json();
+  EXPECT_NE(text.find("\"format_version\": 2"), std::string::npos) << text;
+  EXPECT_NE(text.find("\"Q4_0\""), std::string::npos);
+  const Manifest back = Manifest::from_json(text);
+  EXPECT_EQ(back.dtype, "q4_0");
+  EXPECT_EQ(back.components[0].tensors[0].dtype, DType::Q4_0);
+  m.components[0].tensors[0].dtype = DType::BF16;
+  EXPECT_NE(m.to_json().find("\"format_version\": 1"), std::string::npos);
 }
 
 TEST(Manifest, ComponentNamesCannotLeaveTheStore) {

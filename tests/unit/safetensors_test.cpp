@@ -97,6 +97,21 @@ TEST(HfCheckpointTest, SkippedBuffersAreNamedButNotFound) {
   ASSERT_NE(ck->find("gpt_neox.layers.0.attention.masked_bias").file, nullptr);  // F32 buffer: loadable
 }
 
+TEST(Safetensors, BlockFormatsAreRefusedBothWays) {
+  test::TempDir d;
+  TensorMap m;
+  m["w"] = Tensor::zeros(DType::Q8_0, {2, 32});
+  try {
+    write_safetensors(d.str("q.safetensors"), m);
+    FAIL() << "a Q8_0 tensor was written to safetensors";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("tensor 'w' of dtype Q8_0"), std::string::npos) << e.what();
+  }
+  write_raw(d.path() / "f.safetensors", R"({"w":{"dtype":"Q4_0","shape":[32],"data_offsets":[0,18]}})", 18);
+  const std::string err = open_error(d.path() / "f.safetensors");
+  EXPECT_NE(err.find("tensor 'w' has dtype Q4_0"), std::string::npos) << err;
+}
+
 TEST(Safetensors, NotJson) {
   test::TempDir d;
   write_raw(d.path() / "f.safetensors", "{oops", 0);

@@ -79,14 +79,15 @@ struct ModelInfo {
   std::string plugin;       // plugin name and version
   std::string config_json;
   std::string compression = "none";  // how the chunks are stored: none | zstd (a checkpoint: none)
-  std::string dtype = "keep";        // what the chunker converted floats to: keep | f32 | bf16 | f16
+  // A store's --dtype (keep | f32 | bf16 | f16 | q8_0 | q4_0); "keep" for an HF checkpoint.
+  std::string dtype;
   struct Component {
     std::string id;
     bool resident;
     uint64_t bytes;       // as stored
     uint64_t raw_bytes;   // tensor bytes
     size_t tensors;
-    std::string dtypes;   // its tensors' dtypes, in first-seen order: "F32", "BF16,F32"
+    std::string dtypes;   // tensor count per dtype, e.g. "Q8_0 x7, F32 x2"
   };
   std::vector<Component> components;
   std::vector<std::string> execution_order;
@@ -212,7 +213,9 @@ std::vector<PluginLoadResult> scan_plugins(const std::vector<std::string>& expli
 // --- tools behind the CLI ---
 
 struct ChunkOptions {
-  std::string dtype = "keep";     // keep | f32 | bf16 | f16
+  // keep | f32 | bf16 | f16 (every float tensor) | q8_0 | q4_0 (GGML blocks for the nn.Linear
+  // weights the plugin's plan lists; other tensors keep their dtype)
+  std::string dtype = "keep";
   std::string compression = "none";
   int zstd_level = 3;
   std::vector<std::string> plugin_dirs;
@@ -259,6 +262,10 @@ class WeightServer {
 // Runs a golden fixture (HF checkpoint + golden.safetensors + golden.json) through its plugin.
 struct CheckOptions {
   std::string source = "hf";  // hf | store | ws (store served by an in-process weight server) | a SOURCE URL
+  // For store / ws: the chunker's --dtype. q8_0 / q4_0 compare against the fixture's
+  // golden-<dtype>.* (the float64 reference on the dequantized weights) with exact matmuls
+  // (ActivationRounding::none), and check the stored blocks against the sha256 listed there.
+  std::string dtype = "keep";
   std::vector<std::string> plugin_dirs;
   int cache_size = kDefaultCacheSize;
   int prefetch = kDefaultPrefetch;

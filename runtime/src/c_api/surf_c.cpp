@@ -66,8 +66,10 @@ surf_dtype from_dtype(surf::DType d) {
     case surf::DType::F16: return SURF_DTYPE_F16;
     case surf::DType::BF16: return SURF_DTYPE_BF16;
     case surf::DType::I64: return SURF_DTYPE_I64;
+    case surf::DType::Q8_0:
+    case surf::DType::Q4_0: break;
   }
-  return SURF_DTYPE_F32;
+  surf::fail(surf::ErrorCode::unsupported, std::string("a ") + surf::dtype_name(d) + " tensor has no C view");
 }
 
 // Caller views as tensors over the caller's memory (no copy).

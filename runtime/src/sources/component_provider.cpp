@@ -13,7 +13,8 @@ namespace surf {
 
 namespace {
 // Matrices this large stay 16-bit in memory (the ops convert them panel by panel); smaller
-// tensors (norms, biases, small tables) are converted to f32 once.
+// tensors (norms, biases, small tables) are converted to f32 once. Q8_0/Q4_0 tensors (the chunker
+// quantizes only linear-layer weights) always stay quantized: the ops take them as they are.
 bool keep_16bit(const RawTensor& t) {
   return (t.dtype == DType::F16 || t.dtype == DType::BF16) && t.shape.size() >= 2 && t.length / 2 >= (1u << 16);
 }
@@ -39,7 +40,8 @@ std::shared_ptr<LoadedComponent> materialize(const std::string& id, const std::v
       tensors.emplace_back(t.name, Tensor::view(DType::F32, t.shape, dst, converted));
       at += converted_size(t);
     } else {
-      if (reinterpret_cast<uintptr_t>(t.data) % dtype_size(t.dtype) != 0) {
+      const size_t align = is_quantized(t.dtype) ? 2 : dtype_size(t.dtype);  // blocks start with an f16
+      if (reinterpret_cast<uintptr_t>(t.data) % align != 0) {
         fail(ErrorCode::corrupt, "component '" + id + "': tensor '" + t.name + "' is misaligned");
       }
       tensors.emplace_back(t.name, Tensor::view(t.dtype, t.shape, t.data, holder));

@@ -44,8 +44,8 @@ struct RawTensor {
   size_t length;
 };
 
-// f32/i64 tensors and large f16/bf16 matrices become views into `holder` (no copy; the SDK's
-// matmuls and embedding take 16-bit weights); small f16/bf16 tensors are converted to f32 into
+// f32/i64 tensors, large f16/bf16 matrices and Q8_0/Q4_0 tensors become views into `holder` (no
+// copy; the SDK's matmuls take 16-bit and quantized weights); small f16/bf16 tensors are converted to f32 into
 // one pooled buffer. The result keeps `holder` alive only if some tensor references it.
 std::shared_ptr<LoadedComponent> materialize(const std::string& id, const std::vector<RawTensor>& raw,
                                              std::shared_ptr<const void> holder, size_t holder_bytes,

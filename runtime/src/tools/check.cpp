@@ -1,9 +1,16 @@
 // `surf check`: run a golden fixture through its plugin and compare with golden.json's rules.
 #include <cmath>
+#include <set>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include <openssl/evp.h>
+
+#include "surf/ops.h"
 #include "surf/runtime.h"
+#include "surf/storage/backend.h"
+#include "surf/storage/chunk.h"
+#include "surf/storage/manifest.h"
 #include "surf/storage/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -98,6 +105,63 @@ CheckLine compare(const std::string& name, const Tensor& actual, const Tensor& e
   return line;
 }
 
+std::string sha256_hex(const void* data, size_t size) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(data, size, md, &len, EVP_sha256(), nullptr) != 1) fail(ErrorCode::internal, "sha256 failed");
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned i = 0; i < len; ++i) {
+    out += hex[md[i] >> 4];
+    out += hex[md[i] & 15];
+  }
+  return out;
+}
+
+// The store's quantized tensors against golden-<dtype>.json's list: the same tensors, the same
+// bytes (the numpy port of GGML's quantizers made that list).
+CheckLine check_blocks(const fs::path& store, const json& golden) {
+  CheckLine line{"quantized blocks", false, 0, 0, 0, ""};
+  const json& want = golden.at("quantization").at("tensors");
+  auto backend = open_filesystem_backend(store);
+  ByteBuffer text;
+  backend->get("manifest.json", text);
+  const Manifest m = Manifest::from_json(std::string(reinterpret_cast<const char*>(text.data()), text.size()));
+  std::set<std::string> seen;
+  for (const auto& c : m.components) {
+    bool quantized = false;
+    for (const auto& t : c.tensors) quantized = quantized || is_quantized(t.dtype);
+    if (!quantized) continue;
+    ByteBuffer chunk, scratch;
+    backend->get(c.key, chunk);
+    const DecodedChunk d = decode_chunk(chunk.data(), chunk.size(), c.id, scratch);
+    for (const auto& t : c.tensors) {
+      if (!is_quantized(t.dtype)) continue;
+      seen.insert(t.hf_name);
+      ++line.compared;
+      if (!want.contains(t.hf_name)) {
+        line.note = t.hf_name + " is quantized but the golden lists it as kept";
+        return line;
+      }
+      for (const auto& dt : d.tensors) {
+        if (dt.name == t.name && sha256_hex(dt.data, dt.length) != want[t.hf_name].at("sha256").get<std::string>()) {
+          line.note = t.hf_name + ": blocks differ from the reference quantizer's";
+          return line;
+        }
+      }
+    }
+  }
+  for (const auto& [name, info] : want.items()) {
+    if (!seen.count(name)) {
+      line.note = name + " should be quantized but the store keeps it";
+      return line;
+    }
+  }
+  line.passed = line.compared > 0;
+  if (!line.passed) line.note = "no quantized tensor in the store";
+  return line;
+}
+
 }  // namespace
 
 CheckReport check_fixture(const std::string& fixture_dir, const CheckOptions& options) {
@@ -105,13 +169,24 @@ CheckReport check_fixture(const std::string& fixture_dir, const CheckOptions& op
   CheckReport report;
   report.fixture = fixture_dir;
   const fs::path dir(fixture_dir);
+  const bool quantized = options.dtype == "q8_0" || options.dtype == "q4_0";
+  if (options.dtype != "keep" && options.source != "store" && options.source != "ws") {
+    fail(ErrorCode::invalid_argument, "check --dtype " + options.dtype + " needs --source store or ws");
+  }
+  const std::string golden_name = quantized ? "golden-" + options.dtype : "golden";
   json golden;
   try {
-    golden = json::parse(read_text_file(dir / "golden.json"));
+    golden = json::parse(read_text_file(dir / (golden_name + ".json")));
   } catch (const json::exception& e) {
-    fail(ErrorCode::corrupt, "golden.json in '" + fixture_dir + "' is malformed: " + e.what());
+    fail(ErrorCode::corrupt, golden_name + ".json in '" + fixture_dir + "' is malformed: " + e.what());
   }
-  const TensorMap g = read_safetensors(dir / "golden.safetensors");
+  const TensorMap g = read_safetensors(dir / (golden_name + ".safetensors"));
+  // Quantized goldens are exact math on the dequantized weights: no activation rounding.
+  struct Rounding {
+    ops::ActivationRounding saved = ops::activation_rounding();
+    ~Rounding() { ops::set_activation_rounding(saved); }
+  } restore_rounding;
+  if (quantized) ops::set_activation_rounding(ops::ActivationRounding::none);
   double atol = 5e-5, rtol = 5e-5;
   if (golden.contains("tolerance") && golden["tolerance"].contains("fp32_compute")) {
     atol = golden["tolerance"]["fp32_compute"].value("atol", atol);
@@ -127,7 +202,9 @@ CheckReport check_fixture(const std::string& fixture_dir, const CheckOptions& op
     fs::remove_all(tmp_store);
     ChunkOptions co;
     co.plugin_dirs = options.plugin_dirs;
+    co.dtype = options.dtype;
     chunk_checkpoint(fixture_dir, tmp_store.string(), co);
+    if (quantized) report.lines.push_back(check_blocks(tmp_store, golden));
     source = tmp_store.string();
     if (options.source == "ws") {
       ServeOptions so;

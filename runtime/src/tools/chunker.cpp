@@ -21,8 +21,15 @@ namespace {
 
 std::optional<DType> target_dtype(const std::string& name) {
   if (name == "keep") return std::nullopt;
-  const DType d = dtype_from_name(name);
-  if (!is_float(d)) fail(ErrorCode::invalid_argument, "--dtype " + name + " is not a float type (keep, f32, bf16, f16)");
+  DType d;
+  try {
+    d = dtype_from_name(name);
+  } catch (const Error&) {
+    d = DType::I64;
+  }
+  if (!is_float(d)) {
+    fail(ErrorCode::invalid_argument, "--dtype " + name + " is not one of keep, f32, bf16, f16, q8_0, q4_0");
+  }
   return d;
 }
 
@@ -32,6 +39,17 @@ std::string read_whole_file(const fs::path& p) {
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+// The dtype a tensor is stored in. --dtype f32|bf16|f16 converts every float tensor. --dtype
+// q8_0|q4_0 quantizes the nn.Linear weights the plan lists (2-D, `in` a multiple of 32: GGML blocks
+// run along the reduction axis); every other tensor (embeddings, norms, biases, Conv1D weights)
+// keeps the checkpoint's dtype.
+DType stored_dtype(const std::optional<DType>& target, const TensorInfo& info, bool linear_weight) {
+  if (!target || !is_float(info.dtype)) return info.dtype;
+  if (!is_quantized(*target)) return *target;
+  const bool blocks = info.shape.size() == 2 && info.shape[1] > 0 && info.shape[1] % dtype_block_elements(*target) == 0;
+  return linear_weight && blocks ? *target : info.dtype;
 }
 
 }  // namespace
@@ -50,6 +68,7 @@ std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, 
   std::error_code ec;
   const bool made_dir = !is_s3_url(out) && !fs::exists(out, ec);
   auto backend = open_store_backend(out, true);
+  const std::set<std::string> linear(plan.linear_weights.begin(), plan.linear_weights.end());
   // An existing store is replaced only when asked: chunking into the wrong directory would
   // otherwise mix two models' chunks under one manifest.
   const std::vector<std::string> before = backend->list("");
@@ -73,7 +92,7 @@ std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, 
   m.dtype = options.dtype;
   m.execution_order = plan.execution_order;
   ByteBuffer chunk, staging;
-  uint64_t total_raw = 0, total_stored = 0;
+  uint64_t total_raw = 0, total_stored = 0, quantized = 0;
   size_t copied = 0;
   try {
     for (const auto& rc : resolved) {
@@ -82,11 +101,13 @@ std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, 
       mc.role = rc.spec->role;
       mc.key = chunk_key(mc.id);
       // Stage every tensor (converted if asked) in one buffer, then encode.
+      auto out_dtype_of = [&](const ResolvedTensor& t) {
+        return stored_dtype(dtype, *ck->find(t.hf_name).info, linear.count(mc.id + "/" + t.name) > 0);
+      };
       size_t need = 0;
       for (const auto& t : rc.tensors) {
         const TensorInfo& info = *ck->find(t.hf_name).info;
-        const DType out_dtype = dtype && is_float(info.dtype) ? *dtype : info.dtype;
-        need += static_cast<size_t>(shape_numel(info.shape)) * dtype_size(out_dtype) + 64;
+        need += shape_bytes(info.shape, out_dtype_of(t)) + 64;
         need += info.length + 64;  // room for the source bytes when converting
       }
       staging.resize(need);
@@ -95,7 +116,8 @@ std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, 
       for (const auto& t : rc.tensors) {
         auto loc = ck->find(t.hf_name);
         const TensorInfo& info = *loc.info;
-        const DType out_dtype = dtype && is_float(info.dtype) ? *dtype : info.dtype;
+        const DType out_dtype = out_dtype_of(t);
+        const size_t out_bytes = shape_bytes(info.shape, out_dtype);
         std::byte* src = staging.data() + at;
         loc.file->read(info, src);
         at += (info.length + 63) / 64 * 64;
@@ -106,11 +128,12 @@ std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, 
           std::vector<float> f32(count);
           convert_to_f32(info.dtype, src, f32.data(), count);
           convert_from_f32(out_dtype, f32.data(), dst, count);
-          at += (count * dtype_size(out_dtype) + 63) / 64 * 64;
+          at += (out_bytes + 63) / 64 * 64;
         }
-        ins.push_back({t.name, out_dtype, info.shape, dst, count * dtype_size(out_dtype)});
+        quantized += is_quantized(out_dtype);
+        ins.push_back({t.name, out_dtype, info.shape, dst, out_bytes});
         mc.tensors.push_back({t.name, t.hf_name, out_dtype, info.shape});
-        mc.raw_bytes += count * dtype_size(out_dtype);
+        mc.raw_bytes += out_bytes;
       }
       encode_chunk(mc.id, ins, compression, options.zstd_level, chunk);
       mc.bytes = chunk.size();
@@ -154,6 +177,9 @@ std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, 
   if (copied > 0) {
     s << "; files:";
     for (const auto& f : m.files) s << " " << f.name;
+  }
+  if (dtype && is_quantized(*dtype)) {
+    s << "; " << quantized << " linear weights as " << dtype_name(*dtype) << ", other tensors as in the checkpoint";
   }
   return s.str();
 }

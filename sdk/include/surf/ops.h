@@ -17,12 +17,47 @@ class ModelConfig;
 
 namespace surf::ops {
 
-// Weights (w, embedding tables) may be F32, BF16 or F16: 16-bit weights are converted panel by
-// panel (exactly) into f32 scratch; the arithmetic is f32 either way. Activations are f32.
-// y[M,N] = x[M,K] * w[N,K]^T (+ bias[N]): nn.Linear layout. M == 1 uses sgemv.
+// Weights (w, embedding tables) may be F32, BF16 or F16, and for linear (and embedding) also Q8_0
+// or Q4_0 (GGML blocks along K). Activations are f32. Kernels are chosen at run time for the CPU
+// (AVX-512 with VNNI, AVX2 (+AVX-VNNI), or portable code) and run on the SDK's persistent thread
+// pool (SURF_THREADS; OpenBLAS runs single-threaded inside it). Few rows (M <= 4, decoding) use
+// fused kernels that read each weight once; more rows (prefill) widen or dequantize weight panels
+// into f32 and multiply in f32. How activations meet low-precision weights: see ActivationRounding.
+// y[M,N] = x[M,K] * w[N,K]^T (+ bias[N]): nn.Linear layout.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias = nullptr);
-// y[M,N] = x[M,K] * w[K,N] (+ bias[N]): GPT-2 Conv1D layout.
+// y[M,N] = x[M,K] * w[K,N] (+ bias[N]): GPT-2 Conv1D layout (F32, F16, BF16 weights).
 Tensor linear_in_out(const Tensor& x, const Tensor& w, const Tensor* bias = nullptr);
+
+// Whether matmuls round activations to meet low-precision weights, as GGML does, trading exactness
+// for integer (or bf16) arithmetic. Process-wide; the initial value comes from
+// SURF_ACTIVATION_ROUNDING=none|quantized|all (default quantized).
+enum class ActivationRounding {
+  // Activations stay f32 against every weight dtype: results are f32 arithmetic on the exact (or
+  // dequantized) weights, within fp32 tolerance of a float64 reference that uses those weights.
+  none,
+  // Against Q8_0/Q4_0 weights, few-row matmuls (decoding) round each activation row to int8 blocks
+  // of 32 (scale max|x|/127) and use integer dot products, as GGML's Q8_0/Q4_0 paths do (about
+  // 0.3% relative error per activation); prefill stays f32. F32/F16/BF16 weights: as none.
+  quantized,
+  // Also against BF16 weights in prefill (more than 4 rows): activations rounded to bf16 (nearest
+  // even) and AVX512_BF16 dot products with f32 accumulation, as llama.cpp's BF16 path does: about
+  // twice the f32 kernel's throughput, ~0.2% relative error per activation. Without AVX512_BF16,
+  // as quantized.
+  all,
+};
+void set_activation_rounding(ActivationRounding rounding);
+ActivationRounding activation_rounding();
+// "none", "quantized", "all"; Error(invalid_argument) for anything else.
+ActivationRounding activation_rounding_from_name(std::string_view name);
+
+// The instruction-set path the kernels use, e.g. "avx512+vnni+bf16" (SURF_ISA=scalar|avx2 caps it
+// at start-up), and the number of threads of the SDK's pool.
+const char* kernel_isa();
+int kernel_threads();
+// Caps the path at runtime, for tests and to rule one out: "native" (what the CPU has), "avx512",
+// "avx512-novnni", "avx2" (with AVX-VNNI if present), "avx2-novnni", "scalar"; never above what
+// the CPU has. Returns the path now in use. Not to be called while matmuls run.
+const char* set_kernel_isa(std::string_view name);
 
 // Over the last axis. RMSNorm: w * x / sqrt(mean(x^2) + eps). LayerNorm: w * (x-mean)/sqrt(var+eps) + b.
 Tensor rms_norm(const Tensor& x, const Tensor& w, float eps);
@@ -136,7 +171,8 @@ std::vector<Tensor> split_per_head(const Tensor& x, int64_t heads, int64_t parts
 // Index of the largest value in each row of x[rows, cols] (first one on ties).
 std::vector<int64_t> argmax_rows(const float* x, int64_t rows, int64_t cols);
 
-// Sets the BLAS thread count (OpenBLAS defaults to all cores; use 1 on worker threads).
+// Sets OpenBLAS's own thread count. The SDK sets it to 1 when its pool starts (the pool provides
+// the parallelism and calls OpenBLAS from its threads); raising it makes those calls oversubscribe.
 void set_blas_threads(int threads);
 
 }  // namespace surf::ops

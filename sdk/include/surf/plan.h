@@ -55,7 +55,14 @@ class PlanBuilder {
   class ComponentBuilder {
    public:
     ComponentBuilder& tensor(const TensorName& t, bool required = true);
+    // An nn.Linear layer (weight [out, in]): its weight is listed in ComponentPlan::linear_weights,
+    // so quantized stores may hold it as Q8_0/Q4_0.
     ComponentBuilder& linear(const LinearName& l, Bias bias = Bias::none);
+    // A GPT-2 style Conv1D layer (weight [in, out], for linear_in_out): not listed, never quantized.
+    ComponentBuilder& linear_in_out(const LinearName& l, Bias bias = Bias::none);
+    // Lists a tensor of this component, added with tensor()/tensor_from(), as an nn.Linear weight
+    // [out, in] that the model only passes to ops::linear (T5's projections, an untied lm_head).
+    ComponentBuilder& linear_weight(const std::string& name);
     // Tensors added after this take HF names `prefix` + their name (sublayers under other paths).
     ComponentBuilder& hf_prefix(std::string prefix) {
       hf_prefix_ = std::move(prefix);

@@ -48,11 +48,18 @@ struct ComponentPlan {
   std::vector<std::string> ignored_suffixes;
   // HF tensor name prefixes that belong to parts this plugin does not run (task heads).
   std::vector<std::string> ignored_prefixes;
+  // ABI 1.1 (appended; the runtime constructs the plan, so an ABI 1.0 plugin's assignment leaves
+  // it empty): "component_id/tensor_name" of every nn.Linear weight [out, in] that ops::linear
+  // multiplies with. Filled by PlanBuilder::linear / linear_weight. `surf chunk --dtype q8_0|q4_0`
+  // quantizes exactly these (blocks along `in`, when `in` is a multiple of 32); everything else
+  // (embeddings, norms, biases, GPT-2's Conv1D [in, out] weights) keeps its dtype.
+  std::vector<std::string> linear_weights;
 };
 
 // A component's tensors, materialised by the runtime: f32 and i64 as stored; f16/bf16 matrices of
 // 64K+ elements stay 16-bit (ops::linear, linear_in_out and embedding take them; call
-// Tensor::to_f32() for anything else); smaller f16/bf16 tensors arrive as f32.
+// Tensor::to_f32() for anything else); smaller f16/bf16 tensors arrive as f32. Weights the plan
+// lists in linear_weights may arrive as Q8_0/Q4_0 (from a quantized store): ops::linear takes them.
 class Component {
  public:
   virtual ~Component() = default;

@@ -16,25 +16,43 @@ SURF_SDK_PUBLIC_BEGIN
 
 namespace surf {
 
-enum class DType : uint8_t { F32, F16, BF16, I64 };
+// Q8_0 and Q4_0 (ABI 1.1) are GGML's block formats: runs of 32 consecutive elements along the
+// last axis, each stored as one f16 scale d and 32 codes:
+//   Q8_0  { f16 d; int8 qs[32]; }   34 bytes; element j = qs[j] * d
+//   Q4_0  { f16 d; uint8 qs[16]; }  18 bytes; element j in the low nibble of qs[j], element j+16
+//                                   in the high nibble; element = (nibble - 8) * d
+// A quantized tensor has its logical shape (a weight [out, in] stays [out, in], blocks along `in`,
+// the reduction axis of ops::linear); its last dimension must be a multiple of 32.
+enum class DType : uint8_t { F32, F16, BF16, I64, Q8_0, Q4_0 };
 
 using Shape = std::vector<int64_t>;
 
+// Bytes per element; 0 for the block formats (use shape_bytes / row_bytes).
 size_t dtype_size(DType dtype) noexcept;
-// Safetensors spelling: "F32", "F16", "BF16", "I64".
+// Safetensors spelling: "F32", "F16", "BF16", "I64"; GGML's for the block formats: "Q8_0", "Q4_0".
 const char* dtype_name(DType dtype) noexcept;
-// Either spelling, any case ("BF16", "bf16"). Throws Error(unsupported) naming the dtype for anything else.
+// Either spelling, any case ("BF16", "bf16", "q8_0"). Throws Error(unsupported) naming the dtype for anything else.
 DType dtype_from_name(std::string_view name);
+// Real numbers, whatever the storage (F32, F16, BF16 and the block formats).
 bool is_float(DType dtype) noexcept;
+bool is_quantized(DType dtype) noexcept;
+// Elements per block (32 for Q8_0/Q4_0, 1 otherwise) and bytes per block (34, 18; element size otherwise).
+int64_t dtype_block_elements(DType dtype) noexcept;
+size_t dtype_block_bytes(DType dtype) noexcept;
 std::string shape_string(const Shape& shape);
 // Element count. Throws Error(invalid_argument) for a negative dimension or more than 2^63 elements.
 int64_t shape_numel(const Shape& shape);
-// Bytes of a tensor of this shape; throws as shape_numel does, and above 2^62 bytes.
+// Storage bytes of a tensor of this shape (block formats: whole blocks); throws as shape_numel
+// does, above 2^62 bytes, and when a block format's last dimension is not a multiple of its block.
 size_t shape_bytes(const Shape& shape, DType dtype);
+// Bytes of `elements` consecutive elements of a row; Error(invalid_argument) unless whole blocks.
+size_t row_bytes(DType dtype, int64_t elements);
 
-// Element conversions to f32 (vectorisable loops; bf16 is a shift, f16 uses F16C when present).
+// Element conversions to f32 (vectorisable loops; bf16 is a shift, f16 uses F16C when present;
+// Q8_0/Q4_0 are dequantized, `count` a multiple of 32).
 void convert_to_f32(DType from, const void* src, float* dst, size_t count);
-// f32 -> bf16/f16 with round-to-nearest-even (for the chunker's --dtype option).
+// f32 -> bf16/f16 with round-to-nearest-even (for the chunker's --dtype option); f32 -> Q8_0/Q4_0
+// with GGML's reference quantizers (bit for bit), `count` a multiple of 32.
 void convert_from_f32(DType to, const float* src, void* dst, size_t count);
 
 class Tensor {
@@ -43,7 +61,8 @@ class Tensor {
 
   static Tensor empty(DType dtype, Shape shape);
   static Tensor zeros(DType dtype, Shape shape);
-  // A view over memory owned elsewhere; `owner` keeps it alive.
+  // A view over memory owned elsewhere; `owner` keeps it alive. A block format's last dimension
+  // must be a multiple of its block (Error(invalid_argument) otherwise), as for empty().
   static Tensor view(DType dtype, Shape shape, const void* data, std::shared_ptr<const void> owner);
   static Tensor from_f32(Shape shape, const std::vector<float>& values);
   static Tensor from_i64(Shape shape, const std::vector<int64_t>& values);
@@ -54,7 +73,8 @@ class Tensor {
   int rank() const noexcept { return static_cast<int>(shape_.size()); }
   int64_t dim(int i) const;
   int64_t numel() const noexcept { return shape_numel(shape_); }
-  size_t nbytes() const noexcept { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
+  // Storage bytes (block formats: whole blocks; the shape was checked when the tensor was made).
+  size_t nbytes() const noexcept;
 
   const void* raw() const noexcept { return data_; }
   void* raw_mutable() const noexcept { return data_; }
@@ -68,7 +88,7 @@ class Tensor {
   Tensor reshape(Shape shape) const;
   // A deep copy (always owning).
   Tensor clone() const;
-  // Float tensors as f32 (a copy unless already f32, then shared).
+  // Float tensors as f32 (a copy unless already f32, then shared; block formats dequantized).
   Tensor to_f32() const;
 
  private:

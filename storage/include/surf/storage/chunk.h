@@ -16,7 +16,10 @@
 
 namespace surf {
 
-inline constexpr int kChunkFormatVersion = 1;
+// Version 2 added the GGML block dtypes (Q8_0, Q4_0). Chunks without them are still written as
+// version 1, so runtimes that predate the block formats keep reading unquantized stores.
+inline constexpr int kChunkFormatVersion = 2;
+inline constexpr int kChunkFormatVersionUnquantized = 1;
 
 enum class Compression { none, zstd };
 const char* compression_name(Compression c);

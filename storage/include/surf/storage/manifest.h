@@ -10,7 +10,10 @@
 
 namespace surf {
 
-inline constexpr int kManifestFormatVersion = 1;
+// Version 2: tensors may have the GGML block dtypes (Q8_0, Q4_0); stores without them are written
+// as version 1, which runtimes that predate the block formats read.
+inline constexpr int kManifestFormatVersion = 2;
+inline constexpr int kManifestFormatVersionUnquantized = 1;
 
 struct ManifestTensor {
   std::string name;     // inside the component
@@ -43,7 +46,7 @@ struct Manifest {
   std::string model_type;
   std::string config_json;     // the HF config, verbatim
   std::string compression = "none";
-  std::string dtype = "keep";
+  std::string dtype = "keep";  // what the chunker was asked for: keep | f32 | bf16 | f16 | q8_0 | q4_0
   std::vector<ManifestComponent> components;
   std::vector<std::string> execution_order;
   std::vector<ManifestFile> files;  // absent in stores made before files travelled: empty
