@@ -21,6 +21,8 @@ struct Args {
   std::string get(const std::string& name, const std::string& fallback = "") const;
   const std::vector<std::string>& all(const std::string& name) const;
   long long get_int(const std::string& name, long long fallback) const;
+  // Same, and std::invalid_argument naming the flag and its range when outside [lo, hi].
+  long long get_int_in(const std::string& name, long long fallback, long long lo, long long hi) const;
 };
 
 // Throws std::invalid_argument with a one-line message on unknown flags or missing values.

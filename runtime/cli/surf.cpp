@@ -1,6 +1,7 @@
 // surf: chunk, serve, run, generate, inspect, check and list plugins.
 #include <signal.h>
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cstdlib>
@@ -16,7 +17,12 @@
 #include "surf/log.h"
 #include "text_commands.h"
 #include "surf/runtime.h"
+#include "surf/version.h"
 #include "synth.h"
+#include "surf/storage/backend.h"
+#include "surf/storage/chunk.h"
+#include "surf/storage/manifest.h"
+#include "surf/storage/s3.h"
 #include "surf/storage/safetensors.h"
 
 using namespace surf;
@@ -29,6 +35,8 @@ const char* kUsage =
     "usage: surf COMMAND [ARGS]\n"
     "\n"
     "commands:\n"
+    "  verify    STORE                   re-check every chunk's size and checksum\n"
+    "  version                           version, plugin ABI and build (--version: the version)\n"
     "  chunk     HF_DIR --out STORE          split a HuggingFace checkpoint into a chunk store\n"
     "  run       SOURCE (--inputs F | --text T) --output F   one forward pass, weights streamed\n"
     "  generate  SOURCE (--prompt T | --inputs F --output F) --max-new-tokens N   text or ids\n"
@@ -154,7 +162,7 @@ OpenOptions open_options(const Args& a) {
   if (mb < 0) throw std::invalid_argument("--cache-mb must not be negative");
   o.cache_bytes = static_cast<uint64_t>(mb) * 1000000ull;
   o.warmup = split_commas(a.get("warmup"));
-  o.spare_buffers = static_cast<int>(std::max(0LL, a.get_int("spare-buffers", 2)));
+  o.spare_buffers = static_cast<int>(a.get_int_in("spare-buffers", 2, 0, 1024));
   o.token = client_token(a);
   o.ca_file = a.get("ca-file");
   read_disk_flags(a, o.disk_cache_dir, o.disk_cache_bytes);
@@ -177,8 +185,19 @@ void print_outputs(const TensorMap& out) {
 }
 
 // Opens SOURCE, times `work` on the session, writes and prints its outputs and the cache statistics.
+// An output path whose directory does not exist fails after the whole run; check it first.
+void check_output_dir(const std::string& path, const std::string& flag) {
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!dir.empty() && !std::filesystem::is_directory(dir, ec)) {
+    fail(ErrorCode::not_found, "--" + flag + " '" + path + "': no directory '" + dir.string() + "'");
+  }
+}
+
 void run_and_report(const Args& a, const std::string& out_path,
                     const std::function<TensorMap(Session&)>& work) {
+  check_output_dir(out_path, "output");
+  if (a.has("stats-json")) check_output_dir(a.get("stats-json"), "stats-json");
   auto session = Session::open(a.positional[0], open_options(a));
   const auto t0 = std::chrono::steady_clock::now();
   const TensorMap out = work(*session);
@@ -201,7 +220,8 @@ int cmd_chunk(const std::vector<std::string>& argv) {
   const auto flags = join({{{"out", true, "chunk store to create: a directory or s3://bucket/prefix"},
                             {"dtype", true, "keep | f32 | bf16 | f16 | q8_0 | q4_0 (default keep; q8_0/q4_0 quantize linear-layer weights)"},
                             {"compress", true, "none | zstd (default none)"},
-                            {"zstd-level", true, "zstd level (default 3)"}},
+                            {"zstd-level", true, "zstd level (default 3)"},
+                            {"force", false, "replace a non-empty output (refused otherwise)"}},
                            kPluginFlags});
   if (wants_help(argv)) {
     print_help("chunk HF_DIR --out STORE [options]",
@@ -215,16 +235,45 @@ int cmd_chunk(const std::vector<std::string>& argv) {
   ChunkOptions o;
   o.dtype = a.get("dtype", "keep");
   o.compression = a.get("compress", "none");
-  o.zstd_level = static_cast<int>(a.get_int("zstd-level", 3));
+  o.zstd_level = static_cast<int>(a.get_int_in("zstd-level", 3, 1, 22));
   o.plugin_dirs = a.all("plugin-dir");
+  o.force = a.has("force");
   std::cout << chunk_checkpoint(a.positional[0], require(a, "out"), o) << "\n";
   return 0;
 }
 
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// The model inputs of an inputs file. Other tensors (a golden file's expected outputs) are not
+// inputs and stay unread, but a name within two edits of an input's ("attention_masks") is a
+// misspelling that would silently change the result: an error naming it.
 TensorMap pick_inputs(const TensorMap& all) {
+  static const std::vector<std::string> known = {"input_ids", "attention_mask", "token_type_ids", "position_ids",
+                                                 "decoder_input_ids"};
   TensorMap in;
-  for (const char* k : {"input_ids", "attention_mask", "token_type_ids", "position_ids", "decoder_input_ids"}) {
+  for (const auto& k : known) {
     if (auto it = all.find(k); it != all.end()) in[k] = it->second;
+  }
+  for (const auto& [name, _] : all) {
+    if (in.count(name)) continue;
+    for (const auto& k : known) {
+      if (edit_distance(name, k) <= 2) {
+        fail(ErrorCode::invalid_argument, "the inputs file has an unknown input '" + name + "' (did you mean '" + k + "'?)");
+      }
+    }
   }
   if (!in.count("input_ids")) fail(ErrorCode::invalid_argument, "the inputs file has no 'input_ids' tensor");
   return in;
@@ -378,6 +427,8 @@ int cmd_inspect(const std::vector<std::string>& argv) {
                         {"kind", info.source_kind},
                         {"model_type", info.model_type},
                         {"plugin", info.plugin},
+                        {"compression", info.compression},
+                        {"dtype", info.dtype},
                         {"config", nlohmann::json::parse(info.config_json)},
                         {"execution_order", info.execution_order},
                         {"components", nlohmann::json::array()}};
@@ -395,7 +446,7 @@ int cmd_inspect(const std::vector<std::string>& argv) {
   }
   uint64_t resident = 0, streamed = 0, biggest = 0;
   std::cout << "source: " << info.source << " (" << info.source_kind << ")\nmodel_type: " << info.model_type
-            << "\nplugin: " << info.plugin << "\ndtype: " << info.dtype << "\ncomponents (execution order):\n";
+            << "\nplugin: " << info.plugin << "\ncompression: " << info.compression << "\ndtype: " << info.dtype << "\ncomponents (execution order):\n";
   for (const auto& id : info.execution_order) {
     for (const auto& c : info.components) {
       if (c.id != id) continue;
@@ -576,9 +627,80 @@ int cmd_synth(const std::vector<std::string>& argv) {
   return 0;
 }
 
+int cmd_verify(const std::vector<std::string>& argv) {
+  const std::vector<Flag> flags = {{"quiet", false, "print only problems and the summary"}};
+  if (wants_help(argv)) {
+    print_help("verify STORE [--quiet]",
+               "Re-reads every chunk and file a chunk store (a directory or s3://bucket/prefix) lists and\n"
+               "checks its size and checksum. Exit status 1 when any is bad.",
+               flags);
+    return 0;
+  }
+  Args a = cli::parse(argv, flags);
+  require_positional(a, 1, "one STORE");
+  const std::string store = a.positional[0];
+  if (store.rfind("ws://", 0) == 0 || store.rfind("wss://", 0) == 0) {
+    throw std::invalid_argument("verify reads a store directly: give its directory or s3:// URL, not a weight server");
+  }
+  std::unique_ptr<StorageBackend> backend;
+  if (store.rfind("s3://", 0) == 0) {
+    backend = open_s3_backend(store, s3_config_from_environment());
+  } else {
+    if (!std::filesystem::is_directory(store)) fail(ErrorCode::not_found, "no chunk store directory '" + store + "'");
+    backend = open_filesystem_backend(store, false);
+  }
+  if (!backend->exists("manifest.json")) fail(ErrorCode::not_found, "'" + store + "' has no manifest.json (not a chunk store, or an incomplete one)");
+  ByteBuffer buf;
+  backend->get("manifest.json", buf);
+  const Manifest m = Manifest::from_json(std::string(reinterpret_cast<const char*>(buf.data()), buf.size()));
+  size_t checked = 0, bad = 0;
+  auto check = [&](const std::string& name, const std::string& key, uint64_t bytes, const std::string& checksum) {
+    ++checked;
+    std::string problem;
+    try {
+      backend->get(key, buf);
+      if (buf.size() != bytes) {
+        problem = "size " + std::to_string(buf.size()) + ", the manifest says " + std::to_string(bytes);
+      } else if (checksum_of(buf.data(), buf.size()) != checksum) {
+        problem = "checksum mismatch";
+      }
+    } catch (const std::exception& e) {
+      problem = e.what();
+    }
+    if (!problem.empty()) {
+      ++bad;
+      std::cout << "BAD " << name << ": " << problem << "\n";
+    } else if (!a.has("quiet")) {
+      std::cout << "ok  " << name << " (" << bytes << " bytes)\n";
+    }
+  };
+  for (const auto& c : m.components) check(c.id, c.key, c.bytes, c.checksum);
+  for (const auto& f : m.files) check("files/" + f.name, file_key(f.name), f.bytes, f.checksum);
+  std::cout << store << ": " << checked << " items, " << bad << " bad\n";
+  return bad == 0 ? 0 : 1;
+}
+
+// The version, the plugin ABI this runtime loads and how it was built.
+int cmd_version() {
+  std::cout << "surf " << SURF_SDK_VERSION << "\n"
+            << "plugin ABI " << SURF_ABI_MAJOR << "." << SURF_ABI_MINOR << " (plugins built for " << SURF_ABI_MAJOR
+            << ".0 to " << SURF_ABI_MAJOR << "." << SURF_ABI_MINOR << " load)\n"
+            << "build tag " << SURF_BUILD_TAG << "\n"
+            << "compiler " << __VERSION__ << "\n"
+            << "plugin search path:";
+  for (const auto& d : plugin_search_path({})) std::cout << " " << d;
+  std::cout << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && !std::strcmp(argv[1], "--version")) {
+    std::cout << "surf " << SURF_SDK_VERSION << "\n";
+    return 0;
+  }
+  if (argc >= 2 && !std::strcmp(argv[1], "version")) return cmd_version();
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
     std::cout << kUsage;
     return argc < 2 ? 2 : 0;
@@ -591,6 +713,7 @@ int main(int argc, char** argv) {
     if (cmd == "generate") return cmd_generate(rest);
     if (cmd == "plugins") return cmd_plugins(rest);
     if (cmd == "inspect") return cmd_inspect(rest);
+    if (cmd == "verify") return cmd_verify(rest);
     if (cmd == "check") return cmd_check(rest);
     if (cmd == "synth") return cmd_synth(rest);
     if (cmd == "serve") return cmd_serve(rest);

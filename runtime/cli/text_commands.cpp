@@ -86,7 +86,7 @@ GenerateOptions generation_options(const Args& a, int64_t max_new_tokens) {
     throw std::invalid_argument("--temperature must be above 0 when sampling");
   }
   o.temperature = static_cast<float>(t);
-  o.top_k = a.get_int("top-k", 0);
+  o.top_k = a.get_int_in("top-k", 0, 0, 1LL << 31);
   o.top_p = static_cast<float>(get_double(a, "top-p", 1.0));
   o.min_p = static_cast<float>(get_double(a, "min-p", 0.0));
   o.repetition_penalty = static_cast<float>(get_double(a, "repetition-penalty", 1.0));

@@ -235,6 +235,7 @@ std::unique_ptr<Session> Session::open(const std::string& source, const OpenOpti
   info.plugin = impl->plugin->name() + " " + impl->plugin->version();
   info.config_json = m.config_json;
   info.execution_order = m.execution_order;
+  info.compression = m.compression;
   info.dtype = m.dtype;
   for (const auto& c : m.components) {
     std::map<std::string, int> count;
@@ -372,6 +373,10 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& source, const OpenO
 }
 
 void Session::warm_up(const std::vector<std::string>& ids) { impl_->cache->warm(ids); }
+void Session::clear_cache() {
+  std::lock_guard lock(impl_->run_mutex);
+  impl_->cache->clear();
+}
 CacheStats Session::cache_stats() const { return impl_->cache->stats(); }
 void Session::reset_cache_stats() { impl_->cache->reset_stats(); }
 const ModelInfo& Session::info() const { return impl_->info; }

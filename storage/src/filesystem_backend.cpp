@@ -112,13 +112,26 @@ class FilesystemBackend final : public StorageBackend {
       ssize_t n = ::write(fd, b + done, std::min<size_t>(size - done, 1 << 30));
       if (n < 0) {
         if (errno == EINTR) continue;
+        const int err = errno;
         ::close(fd);
+        ::unlink(tmp.c_str());  // no temporary file left behind
+        errno = err;
         io_error("cannot write", tmp);
       }
       done += static_cast<size_t>(n);
     }
-    if (::close(fd) != 0) io_error("cannot close", tmp);
-    fs::rename(tmp, p);
+    if (::close(fd) != 0) {
+      const int err = errno;
+      ::unlink(tmp.c_str());
+      errno = err;
+      io_error("cannot close", tmp);
+    }
+    if (::rename(tmp.c_str(), p.c_str()) != 0) {
+      const int err = errno;
+      ::unlink(tmp.c_str());
+      errno = err;
+      io_error("cannot rename into", p);
+    }
   }
 
   bool exists(const std::string& key) override { return fs::is_regular_file(path_of(key)); }

@@ -6,6 +6,7 @@
 
 #include "../test_util.h"
 #include "surf/storage/safetensors.h"
+#include "surf/version.h"
 
 using namespace surf;
 namespace fs = std::filesystem;
@@ -191,4 +192,153 @@ TEST(CliErrors, BadTokensLengthsAndEmptyInput) {
   EXPECT_EQ(r.out, "");
   r = surf_cmd({"frobnicate"});
   expect_one_line_error(r, "unknown command");
+}
+
+// --- CLI polish (issue 12) ---
+
+TEST(CliPolish, VersionAndVersionCommand) {
+  auto v = test::run_command({test::surf_exe(), "--version"});
+  ASSERT_EQ(v.exit_code, 0) << v.err;
+  EXPECT_EQ(v.out, "surf " SURF_SDK_VERSION "\n");
+  auto full = test::run_command({test::surf_exe(), "version"});
+  ASSERT_EQ(full.exit_code, 0) << full.err;
+  EXPECT_EQ(full.out.rfind("surf " SURF_SDK_VERSION "\n", 0), 0u) << full.out;
+  EXPECT_NE(full.out.find("plugin ABI " + std::to_string(SURF_ABI_MAJOR) + "." + std::to_string(SURF_ABI_MINOR)),
+            std::string::npos) << full.out;
+  EXPECT_NE(full.out.find(std::string("build tag ") + SURF_BUILD_TAG), std::string::npos) << full.out;
+  EXPECT_NE(full.out.find("plugin search path:"), std::string::npos) << full.out;
+}
+
+TEST(CliPolish, NumericFlagsOutOfRangeAreRefusedBeforeAnyWork) {
+  test::TempDir d;
+  auto z = surf_cmd({"chunk", llama().string(), "--out", d.str("store"), "--compress", "zstd", "--zstd-level", "99"});
+  expect_one_line_error(z, "--zstd-level must be in 1..22, got 99");
+  EXPECT_FALSE(fs::exists(d.path() / "store"));
+  auto z0 = surf_cmd({"chunk", llama().string(), "--out", d.str("store"), "--compress", "zstd", "--zstd-level", "0"});
+  expect_one_line_error(z0, "--zstd-level must be in 1..22, got 0");
+  const auto in = (llama() / "golden.safetensors").string();
+  auto sb = surf_cmd({"run", llama().string(), "--inputs", in, "--output", d.str("o"), "--spare-buffers", "-3"});
+  expect_one_line_error(sb, "--spare-buffers must be in 0..1024, got -3");
+  EXPECT_FALSE(fs::exists(d.path() / "o"));
+  auto tk = surf_cmd({"generate", llama().string(), "--inputs", in, "--prompt-key", "gen_input_ids", "--max-new-tokens",
+                      "2", "--output", d.str("o"), "--top-k", "-1"});
+  expect_one_line_error(tk, "--top-k must be in 0..");
+  // In range: accepted.
+  auto ok = surf_cmd({"chunk", llama().string(), "--out", d.str("store"), "--compress", "zstd", "--zstd-level", "22"});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+}
+
+TEST(CliPolish, MisspelledInputNameIsAnError) {
+  test::TempDir d;
+  const TensorMap g = read_safetensors(llama() / "golden.safetensors");
+  const auto in = write_inputs(d, "in.safetensors", {{"input_ids", g.at("input_ids")}, {"attention_masks", g.at("attention_mask")}});
+  auto r = surf_cmd({"run", llama().string(), "--inputs", in, "--output", d.str("o")});
+  expect_one_line_error(r, "unknown input 'attention_masks' (did you mean 'attention_mask'?)");
+  EXPECT_FALSE(fs::exists(d.path() / "o"));
+  // Spelled right, the same file runs.
+  const auto good = write_inputs(d, "good.safetensors", {{"input_ids", g.at("input_ids")}, {"attention_mask", g.at("attention_mask")}});
+  EXPECT_EQ(surf_cmd({"run", llama().string(), "--inputs", good, "--output", d.str("o")}).exit_code, 0);
+}
+
+static size_t regular_files(const fs::path& dir) {
+  size_t n = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) n += e.is_regular_file() ? 1 : 0;
+  return n;
+}
+
+TEST(CliPolish, ChunkRefusesANonEmptyOutputUnlessForced) {
+  test::TempDir d;
+  const fs::path out = d.path() / "store";
+  fs::create_directories(out / "chunks");
+  std::ofstream(out / "chunks" / "stale.msgpack") << "from another model";
+  auto r = surf_cmd({"chunk", llama().string(), "--out", out.string()});
+  expect_one_line_error(r, "is not empty (1 files); give --force to replace it");
+  EXPECT_EQ(read_text_file(out / "chunks" / "stale.msgpack"), "from another model");
+  EXPECT_FALSE(fs::exists(out / "manifest.json"));
+  // --force replaces it: the stale chunk goes, the new store is complete and runs.
+  auto f = surf_cmd({"chunk", llama().string(), "--out", out.string(), "--force"});
+  ASSERT_EQ(f.exit_code, 0) << f.err;
+  EXPECT_FALSE(fs::exists(out / "chunks" / "stale.msgpack"));
+  EXPECT_TRUE(fs::exists(out / "manifest.json"));
+  const TensorMap g = read_safetensors(llama() / "golden.safetensors");
+  const auto in = write_inputs(d, "in.safetensors", {{"input_ids", g.at("input_ids")}, {"attention_mask", g.at("attention_mask")}});
+  EXPECT_EQ(surf_cmd({"run", out.string(), "--inputs", in, "--output", d.str("o")}).exit_code, 0);
+}
+
+TEST(CliPolish, ChunkFailingMidwayLeavesNoPartialStore) {
+  test::TempDir d;
+  // A directory where the third chunk must go: the first chunks are written, then the rename fails.
+  const fs::path out = d.path() / "store";
+  fs::create_directories(out / "chunks" / "layers.1.msgpack");
+  auto r = surf_cmd({"chunk", llama().string(), "--out", out.string()});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(regular_files(out), 0u) << "partial chunks or a manifest left behind";
+  // One line naming what failed, and the partial store is gone.
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find("layers.1.msgpack"), std::string::npos) << r.err;
+}
+
+TEST(CliPolish, VerifyRechecksEveryChunk) {
+  auto verify_cmd = [](std::vector<std::string> args) {
+    args.insert(args.begin(), {test::surf_exe(), "verify"});
+    return test::run_command(args);
+  };
+  test::TempDir d;
+  const fs::path out = d.path() / "store";
+  ASSERT_EQ(surf_cmd({"chunk", llama().string(), "--out", out.string()}).exit_code, 0);
+  auto ok = verify_cmd({out.string()});
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(ok.out.find("ok  layers.1 ("), std::string::npos) << ok.out;
+  EXPECT_NE(ok.out.find(": 6 items, 0 bad"), std::string::npos) << ok.out;
+  // One flipped byte in one chunk, another chunk cut short: both named, exit 1.
+  {
+    std::fstream f(out / "chunks" / "layers.1.msgpack", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(100);
+    char c = 0;
+    f.read(&c, 1);
+    c = static_cast<char>(c ^ 0x20);
+    f.seekp(100);
+    f.write(&c, 1);
+  }
+  fs::resize_file(out / "chunks" / "embed.msgpack", fs::file_size(out / "chunks" / "embed.msgpack") - 10);
+  auto bad = verify_cmd({out.string(), "--quiet"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.out.find("BAD layers.1: checksum mismatch"), std::string::npos) << bad.out;
+  EXPECT_NE(bad.out.find("BAD embed: size"), std::string::npos) << bad.out;
+  EXPECT_NE(bad.out.find(": 6 items, 2 bad"), std::string::npos) << bad.out;
+  EXPECT_EQ(bad.out.find("ok  "), std::string::npos) << "--quiet prints only problems";
+  // Not a store: one line.
+  expect_one_line_error(verify_cmd({d.str("nothing")}), "no chunk store directory");
+  expect_one_line_error(verify_cmd({llama().string()}), "has no manifest.json");
+}
+
+TEST(CliPolish, OutputAndStatsPathsAreCheckedBeforeTheRun) {
+  test::TempDir d;
+  const auto in = (llama() / "golden.safetensors").string();
+  auto s = surf_cmd({"run", llama().string(), "--inputs", in, "--output", d.str("o"), "--stats-json",
+                     d.str("missing/stats.json")});
+  expect_one_line_error(s, "--stats-json '" + d.str("missing/stats.json") + "': no directory");
+  EXPECT_EQ(s.err.find("time:"), std::string::npos) << "the run must not have happened";
+  EXPECT_FALSE(fs::exists(d.path() / "o"));
+  auto o = surf_cmd({"run", llama().string(), "--inputs", in, "--output", d.str("missing/o.safetensors")});
+  expect_one_line_error(o, "--output '" + d.str("missing/o.safetensors") + "': no directory");
+}
+
+TEST(CliPolish, InspectShowsDtypeAndCompression) {
+  test::TempDir d;
+  auto hf = surf_cmd({"inspect", llama().string()});
+  ASSERT_EQ(hf.exit_code, 0) << hf.err;
+  EXPECT_NE(hf.out.find("compression: none\ndtype: keep\n"), std::string::npos) << hf.out;
+  EXPECT_NE(hf.out.find("layers.0  streamed  9 tensors (F32 x9)  "), std::string::npos) << hf.out;
+  ASSERT_EQ(surf_cmd({"chunk", llama().string(), "--out", d.str("s"), "--dtype", "bf16", "--compress", "zstd"}).exit_code, 0);
+  auto st = surf_cmd({"inspect", d.str("s")});
+  ASSERT_EQ(st.exit_code, 0) << st.err;
+  EXPECT_NE(st.out.find("compression: zstd\ndtype: bf16\n"), std::string::npos) << st.out;
+  EXPECT_NE(st.out.find("layers.0  streamed  9 tensors (BF16 x9)  "), std::string::npos) << st.out;
+  auto j = surf_cmd({"inspect", d.str("s"), "--json"});
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  const auto js = nlohmann::json::parse(j.out);
+  EXPECT_EQ(js["compression"], "zstd");
+  EXPECT_EQ(js["dtype"], "bf16");
+  EXPECT_EQ(js["components"][1]["dtypes"], "BF16 x9");
 }

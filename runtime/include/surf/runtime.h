@@ -18,7 +18,11 @@
 #include <vector>
 
 #include "surf/plugin.h"
+#include "surf/runtime_export.h"
+#include "surf/tensor_io.h"
 #include "surf/tokenizer.h"
+
+SURF_RUNTIME_PUBLIC_BEGIN
 
 namespace surf {
 
@@ -85,6 +89,7 @@ struct ModelInfo {
   std::string model_type;
   std::string plugin;       // plugin name and version
   std::string config_json;
+  std::string compression = "none";  // how the chunks are stored: none | zstd (a checkpoint: none)
   // A store's --dtype (keep | f32 | bf16 | f16 | q8_0 | q4_0); "keep" for an HF checkpoint.
   std::string dtype;
   struct Component {
@@ -173,6 +178,9 @@ class Session {
 
   // Loads components now (ids, or "all": the resident ones and every streamed one in turn).
   void warm_up(const std::vector<std::string>& ids);
+  // Drops every cached component, resident ones included (except those a running call holds);
+  // the next call fetches them again. Waits for a running call on this session to finish.
+  void clear_cache();
   CacheStats cache_stats() const;
   void reset_cache_stats();
   const ModelInfo& info() const;
@@ -209,8 +217,9 @@ struct PluginLoadResult {
   std::vector<std::string> model_types;
 };
 
-// Directories searched, in order: explicit ones, SURF_PLUGIN_PATH (':'-separated), the install
-// dir, then the build tree next to the executable.
+// Directories searched, in order: explicit ones, SURF_PLUGIN_PATH (':'-separated), the plugins
+// installed beside this library (libdir/surf/plugins, wherever the installed tree now is), the
+// configured install dir, then the build tree next to the executable.
 std::vector<std::string> plugin_search_path(const std::vector<std::string>& explicit_dirs);
 // Loads every plugin on the search path and reports what happened to each file.
 std::vector<PluginLoadResult> scan_plugins(const std::vector<std::string>& explicit_dirs);
@@ -224,7 +233,11 @@ struct ChunkOptions {
   std::string compression = "none";
   int zstd_level = 3;
   std::vector<std::string> plugin_dirs;
+  // A non-empty output is refused (Error(invalid_argument)) unless force: then its manifest is
+  // removed first and what the new store does not write is removed at the end.
+  bool force = false;
 };
+// On an error, what was written is removed (and the directory, if this call made it).
 // HF checkpoint directory -> chunk store at `out` (a directory or s3://bucket/prefix). Returns a summary.
 std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, const ChunkOptions& options);
 
@@ -304,3 +317,5 @@ struct CheckReport {
 CheckReport check_fixture(const std::string& fixture_dir, const CheckOptions& options);
 
 }  // namespace surf
+
+SURF_RUNTIME_PUBLIC_END

@@ -21,6 +21,10 @@
 #include <string_view>
 #include <vector>
 
+#include "surf/runtime_export.h"
+
+SURF_RUNTIME_PUBLIC_BEGIN
+
 namespace surf {
 
 // The files that describe a model's text side, as bytes (empty: absent). tokenizer.json wins over
@@ -90,3 +94,5 @@ class StreamDecoder {
 };
 
 }  // namespace surf
+
+SURF_RUNTIME_PUBLIC_END

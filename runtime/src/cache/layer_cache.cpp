@@ -268,6 +268,29 @@ void LayerCache::warm(const std::vector<std::string>& ids) {
   }
 }
 
+void LayerCache::clear() {
+  std::lock_guard lock(mutex_);
+  for (auto it = lru_.begin(); it != lru_.end();) {
+    auto e = entries_.find(*it);
+    if (e == entries_.end() || e->second.data.use_count() > 1) {
+      ++it;
+      continue;
+    }
+    stats_.cached_bytes -= e->second.data->memory_bytes();
+    entries_.erase(e);
+    it = lru_.erase(it);
+  }
+  for (auto it = resident_.begin(); it != resident_.end();) {
+    if (it->second.use_count() > 1) {
+      ++it;
+      continue;
+    }
+    stats_.resident_bytes -= it->second->memory_bytes();
+    it = resident_.erase(it);
+  }
+  stats_.cached_components = lru_.size();
+}
+
 CacheStats LayerCache::stats() const {
   std::lock_guard lock(mutex_);
   return stats_;

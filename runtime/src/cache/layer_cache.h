@@ -45,6 +45,9 @@ class LayerCache final : public ComponentSource {
   void warm(const std::vector<std::string>& ids);
   CacheStats stats() const;
   void reset_stats();
+  // Drops every ready component, resident ones included, that no model holds; components being
+  // fetched stay (their waiters need them).
+  void clear();
 
  private:
   enum class State { loading, ready };

@@ -2,6 +2,7 @@
 
 #include <boost/dll/runtime_symbol_info.hpp>
 #include <boost/dll/shared_library.hpp>
+#include <algorithm>
 #include <cstddef>
 #include <cstdlib>
 #include <filesystem>
@@ -98,8 +99,28 @@ std::vector<std::string> plugin_search_path(const std::vector<std::string>& expl
       start = colon + 1;
     }
   }
+  // This copy's own plugins first. An installed tree that was moved (or installed with DESTDIR): its plugins sit beside the
+  // library (libdir/surf/plugins), or at the same path relative to an executable's bindir.
+  {
+    std::error_code loc_ec;
+    const fs::path self = boost::dll::this_line_location(loc_ec).string();
+    fs::path relocated;
+    if (!loc_ec && self.filename().string().rfind("libsurf-runtime.so", 0) == 0) {
+      relocated = self.parent_path() / "surf" / "plugins";
+    }
+#ifdef SURF_PLUGIN_DIR_FROM_BINDIR
+    else if (!loc_ec && std::string_view(SURF_PLUGIN_DIR_FROM_BINDIR) != "") {
+      relocated = self.parent_path() / SURF_PLUGIN_DIR_FROM_BINDIR;
+    }
+#endif
+    std::error_code dir_ec;
+    if (!relocated.empty() && fs::is_directory(relocated, dir_ec)) {
+      const std::string r = relocated.lexically_normal().string();
+      if (std::find(dirs.begin(), dirs.end(), r) == dirs.end()) dirs.push_back(r);
+    }
+  }
 #ifdef SURF_PLUGIN_INSTALL_DIR
-  dirs.push_back(SURF_PLUGIN_INSTALL_DIR);
+  if (std::find(dirs.begin(), dirs.end(), SURF_PLUGIN_INSTALL_DIR) == dirs.end()) dirs.push_back(SURF_PLUGIN_INSTALL_DIR);
 #endif
   // Uninstalled: an executable inside this build tree uses the build tree's plugins.
 #ifdef SURF_BUILD_ROOT

@@ -65,8 +65,24 @@ std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, 
   auto plugin = registry.find(type);
   const ComponentPlan plan = plugin->plan(config);
   const auto resolved = resolve_plan(plan, *ck);
+  std::error_code ec;
+  const bool made_dir = !is_s3_url(out) && !fs::exists(out, ec);
   auto backend = open_store_backend(out, true);
   const std::set<std::string> linear(plan.linear_weights.begin(), plan.linear_weights.end());
+  // An existing store is replaced only when asked: chunking into the wrong directory would
+  // otherwise mix two models' chunks under one manifest.
+  const std::vector<std::string> before = backend->list("");
+  if (!before.empty() && !options.force) {
+    fail(ErrorCode::invalid_argument, "output '" + out + "' is not empty (" + std::to_string(before.size()) +
+                                          " files); give --force to replace it");
+  }
+  // From here the old store is visibly incomplete (no manifest) until the new one is complete.
+  if (backend->exists("manifest.json")) backend->remove("manifest.json");
+  std::set<std::string> written;
+  auto put = [&](const std::string& key, const void* data, size_t size) {
+    written.insert(key);
+    backend->put(key, data, size);  // the filesystem backend writes a temporary name and renames
+  };
 
   Manifest m;
   m.architecture = plugin->name();
@@ -77,67 +93,83 @@ std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, 
   m.execution_order = plan.execution_order;
   ByteBuffer chunk, staging;
   uint64_t total_raw = 0, total_stored = 0, quantized = 0;
-  for (const auto& rc : resolved) {
-    ManifestComponent mc;
-    mc.id = rc.spec->id;
-    mc.role = rc.spec->role;
-    mc.key = chunk_key(mc.id);
-    // Stage every tensor (converted if asked) in one buffer, then encode.
-    auto out_dtype_of = [&](const ResolvedTensor& t) {
-      return stored_dtype(dtype, *ck->find(t.hf_name).info, linear.count(mc.id + "/" + t.name) > 0);
-    };
-    size_t need = 0;
-    for (const auto& t : rc.tensors) {
-      const TensorInfo& info = *ck->find(t.hf_name).info;
-      need += shape_bytes(info.shape, out_dtype_of(t)) + 64;
-      need += info.length + 64;  // room for the source bytes when converting
-    }
-    staging.resize(need);
-    std::vector<ChunkTensorIn> ins;
-    size_t at = 0;
-    for (const auto& t : rc.tensors) {
-      auto loc = ck->find(t.hf_name);
-      const TensorInfo& info = *loc.info;
-      const DType out_dtype = out_dtype_of(t);
-      const size_t out_bytes = shape_bytes(info.shape, out_dtype);
-      std::byte* src = staging.data() + at;
-      loc.file->read(info, src);
-      at += (info.length + 63) / 64 * 64;
-      const size_t count = static_cast<size_t>(shape_numel(info.shape));
-      std::byte* dst = src;
-      if (out_dtype != info.dtype) {
-        dst = staging.data() + at;
-        std::vector<float> f32(count);
-        convert_to_f32(info.dtype, src, f32.data(), count);
-        convert_from_f32(out_dtype, f32.data(), dst, count);
-        at += (out_bytes + 63) / 64 * 64;
-      }
-      quantized += is_quantized(out_dtype);
-      ins.push_back({t.name, out_dtype, info.shape, dst, out_bytes});
-      mc.tensors.push_back({t.name, t.hf_name, out_dtype, info.shape});
-      mc.raw_bytes += out_bytes;
-    }
-    encode_chunk(mc.id, ins, compression, options.zstd_level, chunk);
-    mc.bytes = chunk.size();
-    mc.checksum = checksum_of(chunk.data(), chunk.size());
-    backend->put(mc.key, chunk.data(), chunk.size());
-    total_raw += mc.raw_bytes;
-    total_stored += mc.bytes;
-    m.components.push_back(std::move(mc));
-  }
-  // The text side travels with the weights: tokenizer files and generation_config.json.
   size_t copied = 0;
-  for (const auto& name : tokenizer_file_names()) {
-    const fs::path p = fs::path(hf_dir) / name;
-    if (!fs::is_regular_file(p)) continue;
-    const std::string bytes = read_whole_file(p);
-    backend->put(file_key(name), bytes.data(), bytes.size());
-    m.files.push_back({name, bytes.size(), checksum_of(bytes.data(), bytes.size())});
-    ++copied;
+  try {
+    for (const auto& rc : resolved) {
+      ManifestComponent mc;
+      mc.id = rc.spec->id;
+      mc.role = rc.spec->role;
+      mc.key = chunk_key(mc.id);
+      // Stage every tensor (converted if asked) in one buffer, then encode.
+      auto out_dtype_of = [&](const ResolvedTensor& t) {
+        return stored_dtype(dtype, *ck->find(t.hf_name).info, linear.count(mc.id + "/" + t.name) > 0);
+      };
+      size_t need = 0;
+      for (const auto& t : rc.tensors) {
+        const TensorInfo& info = *ck->find(t.hf_name).info;
+        need += shape_bytes(info.shape, out_dtype_of(t)) + 64;
+        need += info.length + 64;  // room for the source bytes when converting
+      }
+      staging.resize(need);
+      std::vector<ChunkTensorIn> ins;
+      size_t at = 0;
+      for (const auto& t : rc.tensors) {
+        auto loc = ck->find(t.hf_name);
+        const TensorInfo& info = *loc.info;
+        const DType out_dtype = out_dtype_of(t);
+        const size_t out_bytes = shape_bytes(info.shape, out_dtype);
+        std::byte* src = staging.data() + at;
+        loc.file->read(info, src);
+        at += (info.length + 63) / 64 * 64;
+        const size_t count = static_cast<size_t>(shape_numel(info.shape));
+        std::byte* dst = src;
+        if (out_dtype != info.dtype) {
+          dst = staging.data() + at;
+          std::vector<float> f32(count);
+          convert_to_f32(info.dtype, src, f32.data(), count);
+          convert_from_f32(out_dtype, f32.data(), dst, count);
+          at += (out_bytes + 63) / 64 * 64;
+        }
+        quantized += is_quantized(out_dtype);
+        ins.push_back({t.name, out_dtype, info.shape, dst, out_bytes});
+        mc.tensors.push_back({t.name, t.hf_name, out_dtype, info.shape});
+        mc.raw_bytes += out_bytes;
+      }
+      encode_chunk(mc.id, ins, compression, options.zstd_level, chunk);
+      mc.bytes = chunk.size();
+      mc.checksum = checksum_of(chunk.data(), chunk.size());
+      put(mc.key, chunk.data(), chunk.size());
+      total_raw += mc.raw_bytes;
+      total_stored += mc.bytes;
+      m.components.push_back(std::move(mc));
+    }
+    // The text side travels with the weights: tokenizer files and generation_config.json.
+    for (const auto& name : tokenizer_file_names()) {
+      const fs::path p = fs::path(hf_dir) / name;
+      if (!fs::is_regular_file(p)) continue;
+      const std::string bytes = read_whole_file(p);
+      put(file_key(name), bytes.data(), bytes.size());
+      m.files.push_back({name, bytes.size(), checksum_of(bytes.data(), bytes.size())});
+      ++copied;
+    }
+    // The manifest goes last: a store without one is visibly incomplete.
+    const std::string text = m.to_json();
+    put("manifest.json", text.data(), text.size());
+  } catch (...) {
+    // No partial store is left behind: what this run wrote goes, and the directory if it made it.
+    for (const auto& key : written) {
+      try {
+        backend->remove(key);
+      } catch (...) {
+      }
+    }
+    if (made_dir) fs::remove_all(out, ec);
+    throw;
   }
-  // The manifest goes last: a store without one is visibly incomplete.
-  const std::string text = m.to_json();
-  backend->put("manifest.json", text.data(), text.size());
+  // Replaced with --force: what the old store had that the new one does not write goes too.
+  for (const auto& key : before) {
+    if (!written.count(key)) backend->remove(key);
+  }
   std::ostringstream s;
   s << "chunked " << hf_dir << " (" << type << ", plugin " << plugin->name() << ") into " << backend->describe()
     << ": " << m.components.size() << " components, " << total_raw << " tensor bytes, " << total_stored
