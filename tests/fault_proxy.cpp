@@ -64,7 +64,9 @@ void FaultProxy::serve() {
       if (errors_left_.fetch_sub(1) > 0) {
         char buf[4096];
         (void)::read(client, buf, sizeof buf);
-        const std::string body = "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+        const std::string body =
+            "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code><Message>Please reduce your request "
+            "rate.</Message></Error>";
         const std::string res = "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: " +
                                 std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
         (void)::write(client, res.data(), res.size());

@@ -19,7 +19,8 @@ MotoProcess::MotoProcess(const std::vector<std::string>& buckets) {
     why_ = "pipe failed";
     return;
   }
-  std::vector<std::string> argv = {"/usr/bin/env", "python3", (fixtures_dir().parent_path() / "s3" / "moto_server.py").string()};
+  std::vector<std::string> argv = {"/usr/bin/env", "python3",
+                                   (fixtures_dir().parent_path() / "s3" / "moto_server.py").string()};
   argv.insert(argv.end(), buckets.begin(), buckets.end());
   pid_ = ::fork();
   if (pid_ == 0) {

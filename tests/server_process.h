@@ -19,10 +19,10 @@ class ServerProcess {
   std::string url(const std::string& model = "") const;
   std::string wss_url(const std::string& model = "", const std::string& host = "127.0.0.1") const;
   void send_signal(int sig);  // e.g. SIGHUP: reload the certificate
-  void kill_hard();   // SIGKILL, as if the machine died
+  void kill_hard();           // SIGKILL, as if the machine died
   // SIGTERM, then SIGKILL after 5 s; returns the exit status (128 + signal if killed), -1 if not running.
   int stop();
-  void restart();     // same arguments, same port
+  void restart();  // same arguments, same port
   bool running() const { return pid_ > 0; }
   int pid() const { return pid_; }
 

@@ -26,7 +26,8 @@ namespace surf::test {
 namespace {
 std::string env_or_throw(const char* name) {
   const char* v = std::getenv(name);
-  if (v == nullptr || !*v) throw std::runtime_error(std::string("test environment lacks ") + name + " (run via meson test)");
+  if (v == nullptr || !*v)
+    throw std::runtime_error(std::string("test environment lacks ") + name + " (run via meson test)");
   return v;
 }
 }  // namespace
@@ -142,18 +143,20 @@ std::string expect_error(const std::function<void()>& fn, ErrorCode code, std::s
   } catch (const Error& e) {
     const std::string message = e.what();
     if (e.code() != code) {
-      ADD_FAILURE_AT(where.file_name(), where.line())
-          << "expected error code " << error_code_name(code) << ", got " << error_code_name(e.code()) << ": " << message;
+      ADD_FAILURE_AT(where.file_name(), where.line()) << "expected error code " << error_code_name(code) << ", got "
+                                                      << error_code_name(e.code()) << ": " << message;
     }
     if (message.find(text) == std::string::npos) {
-      ADD_FAILURE_AT(where.file_name(), where.line()) << "expected an error containing '" << text << "', got: " << message;
+      ADD_FAILURE_AT(where.file_name(), where.line())
+          << "expected an error containing '" << text << "', got: " << message;
     }
     return message;
   } catch (const std::exception& e) {
     ADD_FAILURE_AT(where.file_name(), where.line()) << "expected surf::Error, got another exception: " << e.what();
     return e.what();
   }
-  ADD_FAILURE_AT(where.file_name(), where.line()) << "expected an error containing '" << text << "', nothing was thrown";
+  ADD_FAILURE_AT(where.file_name(), where.line())
+      << "expected an error containing '" << text << "', nothing was thrown";
   return "";
 }
 

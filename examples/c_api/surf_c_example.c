@@ -20,24 +20,24 @@
 
 static int failures = 0;
 
-#define CHECK(cond, ...)                                   \
-  do {                                                     \
-    if (!(cond)) {                                         \
-      fprintf(stderr, "FAILED line %d: %s: ", __LINE__, #cond); \
-      fprintf(stderr, __VA_ARGS__);                        \
+#define CHECK(cond, ...)                                         \
+  do {                                                           \
+    if (!(cond)) {                                               \
+      fprintf(stderr, "FAILED line %d: %s: ", __LINE__, #cond);  \
+      fprintf(stderr, __VA_ARGS__);                              \
       fprintf(stderr, " [last error: %s]\n", surf_last_error()); \
-      failures++;                                          \
-    }                                                      \
+      failures++;                                                \
+    }                                                            \
   } while (0)
 
 /* The call must succeed; stop the program if it does not (what follows depends on it). */
-#define MUST(call)                                                                  \
-  do {                                                                              \
-    surf_status st_ = (call);                                                       \
-    if (st_ != SURF_OK) {                                                           \
+#define MUST(call)                                                                                                \
+  do {                                                                                                            \
+    surf_status st_ = (call);                                                                                     \
+    if (st_ != SURF_OK) {                                                                                         \
       fprintf(stderr, "FAILED line %d: %s: %s: %s\n", __LINE__, #call, surf_status_name(st_), surf_last_error()); \
-      exit(1);                                                                      \
-    }                                                                               \
+      exit(1);                                                                                                    \
+    }                                                                                                             \
   } while (0)
 
 static int64_t numel(const surf_tensor_view* v) {
@@ -65,8 +65,8 @@ static long compare_f32(const surf_tensor_view* got, const surf_tensor_view* wan
 struct stream {
   int64_t ids[64];
   int count;
-  int stop_after;    /* return 0 at this token (0: never) */
-  int cancel_after;  /* call surf_session_cancel at this token (0: never) */
+  int stop_after;   /* return 0 at this token (0: never) */
+  int cancel_after; /* call surf_session_cancel at this token (0: never) */
   surf_session* session;
 };
 
@@ -97,7 +97,8 @@ int main(int argc, char** argv) {
 
   /* --- tensor files --- */
   surf_tensors* golden = NULL;
-  CHECK(surf_load_safetensors("/nonexistent/golden.safetensors", &golden) == SURF_NOT_FOUND && golden == NULL, "missing file");
+  CHECK(surf_load_safetensors("/nonexistent/golden.safetensors", &golden) == SURF_NOT_FOUND && golden == NULL,
+        "missing file");
   CHECK(strstr(surf_last_error(), "/nonexistent/golden.safetensors") != NULL, "message names the file");
   CHECK(surf_load_safetensors(NULL, &golden) == SURF_INVALID_ARGUMENT, "NULL path");
   MUST(surf_load_safetensors(argv[2], &golden));
@@ -131,7 +132,8 @@ int main(int argc, char** argv) {
   CHECK(surf_session_open(NULL, &oo, &s) == SURF_INVALID_ARGUMENT, "NULL source");
   surf_open_options bad = oo;
   bad.cache_size = 0;
-  CHECK(surf_session_open(source, &bad, &s) == SURF_INVALID_ARGUMENT && s == NULL, "cache_size 0: %s", surf_last_error());
+  CHECK(surf_session_open(source, &bad, &s) == SURF_INVALID_ARGUMENT && s == NULL, "cache_size 0: %s",
+        surf_last_error());
   CHECK(surf_session_open(source, &oo, NULL) == SURF_INVALID_ARGUMENT, "NULL out");
   MUST(surf_session_open(source, &oo, &s));
   printf("model %s\n", surf_session_model_type(s));
@@ -224,7 +226,8 @@ int main(int argc, char** argv) {
   MUST(surf_session_generate(s, &gen_ids, 1, &go, &out));
   MUST(surf_tensors_find(out, "generated_lengths", &lengths));
   CHECK(((const int64_t*)lengths.data)[0] < go.max_new_tokens && str.count == 3,
-        "surf_session_cancel stopped it (%lld new tokens, %d streamed)", (long long)((const int64_t*)lengths.data)[0], str.count);
+        "surf_session_cancel stopped it (%lld new tokens, %d streamed)", (long long)((const int64_t*)lengths.data)[0],
+        str.count);
   surf_tensors_free(out);
   surf_session_cancel(NULL);
   CHECK(surf_session_generate(s, NULL, 0, &go, &out) != SURF_OK && out == NULL, "generate without inputs");

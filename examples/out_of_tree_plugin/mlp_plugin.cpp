@@ -48,7 +48,8 @@ class MlpModel final : public Model {
       for (int64_t i = 0; i < t.len; ++i) {
         if (t.mask.i64()[b * t.len + i] == 0) continue;
         ++n;
-        for (int64_t j = 0; j < s_.hidden; ++j) pooled.f32()[b * s_.hidden + j] += x.f32()[(b * t.len + i) * s_.hidden + j];
+        for (int64_t j = 0; j < s_.hidden; ++j)
+          pooled.f32()[b * s_.hidden + j] += x.f32()[(b * t.len + i) * s_.hidden + j];
       }
       for (int64_t j = 0; j < s_.hidden && n > 0; ++j) pooled.f32()[b * s_.hidden + j] /= static_cast<float>(n);
     }

@@ -50,7 +50,8 @@ struct BertConfig {
     }
     const std::string pos_type = c.get_string("position_embedding_type", "absolute");
     if (pos_type != "absolute") {
-      fail(ErrorCode::unsupported, "bert config: position_embedding_type '" + pos_type + "' is not supported (absolute)");
+      fail(ErrorCode::unsupported,
+           "bert config: position_embedding_type '" + pos_type + "' is not supported (absolute)");
     }
     head_dim = hidden / heads;
   }
@@ -73,7 +74,8 @@ class Bert final : public Model {
       ComponentRef layer = src.acquire("layers." + std::to_string(l));
       const Component& w = *layer;
       LayerContext ctx(pass, l, record);
-      Tensor ctx_out = ctx.self_attention(linear(x, w, names::query), linear(x, w, names::key), linear(x, w, names::value), spec);
+      Tensor ctx_out =
+          ctx.self_attention(linear(x, w, names::query), linear(x, w, names::key), linear(x, w, names::value), spec);
       Tensor attn = linear(ctx_out, w, names::attn_out);
       ops::add(attn, x);
       attn = norm(attn, w, names::attn_norm);
@@ -174,7 +176,8 @@ struct BertArchitecture {
         .tensor(names::types)
         .linear(names::embed_norm, Bias::required);
     for (int64_t i = 0; i < cfg.layers; ++i) {
-      auto& layer = p.add("layers." + std::to_string(i), ComponentRole::streamed, "encoder.layer." + std::to_string(i) + ".");
+      auto& layer =
+          p.add("layers." + std::to_string(i), ComponentRole::streamed, "encoder.layer." + std::to_string(i) + ".");
       for (const auto& n : {names::query, names::key, names::value, names::attn_out, names::attn_norm, names::inter,
                             names::out, names::out_norm}) {
         layer.linear(n, Bias::required);

@@ -72,7 +72,8 @@ class Gpt2 final : public CausalLM {
     double scale = cfg_.scale_weights ? 1.0 / std::sqrt(static_cast<double>(cfg_.head_dim)) : 1.0;
     if (cfg_.scale_by_layer) scale /= static_cast<double>(ctx.layer() + 1);
     spec.scale = static_cast<float>(scale);
-    Tensor attn = ctx.self_attention(ops::columns(qkv, 0, e), ops::columns(qkv, e, e), ops::columns(qkv, 2 * e, e), spec);
+    Tensor attn =
+        ctx.self_attention(ops::columns(qkv, 0, e), ops::columns(qkv, e, e), ops::columns(qkv, 2 * e, e), spec);
     ops::add(x, linear_in_out(attn, w, names::attn_proj));
     Tensor m = linear_in_out(layer_norm(x, w, names::ln_2, cfg_.eps), w, names::fc);
     ops::activate(m, cfg_.act);
@@ -81,7 +82,8 @@ class Gpt2 final : public CausalLM {
 
   Tensor final_norm(ComponentSource& src, const Tensor& x) override {
     ComponentRef norm = src.acquire("final_norm");
-    return ops::layer_norm(x, get(*norm, names::ln_f_weight), get(*norm, names::ln_f_bias), static_cast<float>(cfg_.eps));
+    return ops::layer_norm(x, get(*norm, names::ln_f_weight), get(*norm, names::ln_f_bias),
+                           static_cast<float>(cfg_.eps));
   }
 
   Tensor head(ComponentSource& src, const Tensor& x) override {

@@ -41,7 +41,8 @@ struct NeoxConfig {
     rope_scaling = ops::RopeScaling::from_config(c);
     act = ops::activation_from_name(c.get_string("hidden_act", "gelu"));
     if (hidden <= 0 || layers <= 0 || heads <= 0 || vocab <= 0 || hidden % heads != 0) {
-      fail(ErrorCode::invalid_argument, "gpt_neox config: hidden_size must be a positive multiple of num_attention_heads");
+      fail(ErrorCode::invalid_argument,
+           "gpt_neox config: hidden_size must be a positive multiple of num_attention_heads");
     }
     head_dim = hidden / heads;
     rotary_dims = static_cast<int64_t>(static_cast<double>(head_dim) * pct);  // int(head_size * rotary_pct)

@@ -50,7 +50,8 @@ struct LlamaConfig {
       qkv_bias = Bias::required;
       if (c.get_bool("use_sliding_window", false)) {
         fail(ErrorCode::unsupported, "qwen2 config: use_sliding_window true is not supported yet (sliding_window " +
-                                         std::to_string(c.get_int("sliding_window", 0)) + " on layers from max_window_layers " +
+                                         std::to_string(c.get_int("sliding_window", 0)) +
+                                         " on layers from max_window_layers " +
                                          std::to_string(c.get_int("max_window_layers", 0)) + ")");
       }
     } else if (type == "mistral") {  // every layer slides; null means no window, absent HF's 4096

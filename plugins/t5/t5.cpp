@@ -16,16 +16,19 @@ using namespace surf;
 // ("encoder.block.N.layer.K.", K = 0 self-attention, then cross-attention in the decoder, then
 // the feed-forward).
 namespace names {
-constexpr TensorName self_q{"self.q.weight", "SelfAttention.q.weight"}, self_k{"self.k.weight", "SelfAttention.k.weight"},
-    self_v{"self.v.weight", "SelfAttention.v.weight"}, self_o{"self.o.weight", "SelfAttention.o.weight"};
-constexpr TensorName position_bias{"self.relative_attention_bias.weight", "SelfAttention.relative_attention_bias.weight"};
+constexpr TensorName self_q{"self.q.weight", "SelfAttention.q.weight"},
+    self_k{"self.k.weight", "SelfAttention.k.weight"}, self_v{"self.v.weight", "SelfAttention.v.weight"},
+    self_o{"self.o.weight", "SelfAttention.o.weight"};
+constexpr TensorName position_bias{"self.relative_attention_bias.weight",
+                                   "SelfAttention.relative_attention_bias.weight"};
 constexpr TensorName self_norm{"self_norm.weight", "layer_norm.weight"};
 constexpr TensorName cross_q{"cross.q.weight", "EncDecAttention.q.weight"},
     cross_k{"cross.k.weight", "EncDecAttention.k.weight"}, cross_v{"cross.v.weight", "EncDecAttention.v.weight"},
     cross_o{"cross.o.weight", "EncDecAttention.o.weight"};
 constexpr TensorName cross_norm{"cross_norm.weight", "layer_norm.weight"};
-constexpr TensorName wi{"ff.wi.weight", "DenseReluDense.wi.weight"}, wi_0{"ff.wi_0.weight", "DenseReluDense.wi_0.weight"},
-    wi_1{"ff.wi_1.weight", "DenseReluDense.wi_1.weight"}, wo{"ff.wo.weight", "DenseReluDense.wo.weight"};
+constexpr TensorName wi{"ff.wi.weight", "DenseReluDense.wi.weight"},
+    wi_0{"ff.wi_0.weight", "DenseReluDense.wi_0.weight"}, wi_1{"ff.wi_1.weight", "DenseReluDense.wi_1.weight"},
+    wo{"ff.wo.weight", "DenseReluDense.wo.weight"};
 constexpr TensorName ff_norm{"ff_norm.weight", "layer_norm.weight"};
 constexpr TensorName norm{"weight"};
 }  // namespace names
@@ -58,7 +61,8 @@ struct T5Config {
       fail(ErrorCode::invalid_argument, "t5 config: feed_forward_proj '" + ff + "' is not 'ACT' or 'gated-ACT'");
     }
     // T5Config maps gated-gelu to the tanh form for backwards compatibility.
-    act = ops::activation_from_name(ff == "gated-gelu" ? "gelu_new" : ff.substr(dash == std::string::npos ? 0 : dash + 1));
+    act = ops::activation_from_name(ff == "gated-gelu" ? "gelu_new"
+                                                       : ff.substr(dash == std::string::npos ? 0 : dash + 1));
     if (d_model <= 0 || d_kv <= 0 || heads <= 0 || enc_layers <= 0 || dec_layers <= 0 || vocab <= 0 || buckets < 2) {
       fail(ErrorCode::invalid_argument, "t5 config: sizes must be positive");
     }
@@ -101,7 +105,8 @@ std::vector<Tensor> position_bias(const Tensor& table, const Pass& pass, bool bi
     for (int64_t i = 0; i < s.len; ++i) {
       for (int64_t j = 0; j < k_len; ++j) {
         const int64_t b = relative_bucket(j - (i + s.past), bidirectional, cfg.buckets, cfg.max_distance);
-        for (int64_t h = 0; h < cfg.heads; ++h) bias.f32()[(h * s.len + i) * k_len + j] = table.f32()[b * cfg.heads + h];
+        for (int64_t h = 0; h < cfg.heads; ++h)
+          bias.f32()[(h * s.len + i) * k_len + j] = table.f32()[b * cfg.heads + h];
       }
     }
     out.push_back(bias);
@@ -131,7 +136,8 @@ class T5 final : public Model {
   void forward(const TensorMap& in, const RunOptions& opt, ComponentSource& src, TensorMap& out) override {
     const TokenInputs enc_in = read_token_inputs(in, kMaxLen, "the maximum length");
     Tensor enc_hs;
-    if (opt.hidden_states) enc_hs = Tensor::empty(DType::F32, {cfg_.enc_layers + 1, enc_in.batch, enc_in.len, cfg_.d_model});
+    if (opt.hidden_states)
+      enc_hs = Tensor::empty(DType::F32, {cfg_.enc_layers + 1, enc_in.batch, enc_in.len, cfg_.d_model});
     const Tensor enc = encode(src, enc_in, opt.hidden_states ? &enc_hs : nullptr);
     out["encoder_last_hidden_state"] = enc.reshape({enc_in.batch, enc_in.len, cfg_.d_model});
     if (opt.hidden_states) out["encoder_hidden_states"] = enc_hs;
@@ -143,17 +149,19 @@ class T5 final : public Model {
     }
     Encoded encoded{enc, enc_in.mask.reshape({enc_in.batch * enc_in.len}), {}, {}};
     Tensor dec_hs;
-    if (opt.hidden_states) dec_hs = Tensor::empty(DType::F32, {cfg_.dec_layers + 1, dec_in.batch, dec_in.len, cfg_.d_model});
+    if (opt.hidden_states)
+      dec_hs = Tensor::empty(DType::F32, {cfg_.dec_layers + 1, dec_in.batch, dec_in.len, cfg_.d_model});
     const Pass pass = Pass::batch(dec_in);
-    const Tensor last = decode(src, pass, [&](int64_t l, size_t i) { return cross(encoded, l, enc_in.len, static_cast<int64_t>(i)); },
-                               [&](int64_t l, const Component& w) { cross_kv({&encoded}, l, w); },
-                               opt.hidden_states ? &dec_hs : nullptr);
+    const Tensor last = decode(
+        src, pass, [&](int64_t l, size_t i) { return cross(encoded, l, enc_in.len, static_cast<int64_t>(i)); },
+        [&](int64_t l, const Component& w) { cross_kv({&encoded}, l, w); }, opt.hidden_states ? &dec_hs : nullptr);
     out["decoder_last_hidden_state"] = last.reshape({dec_in.batch, dec_in.len, cfg_.d_model});
     out["logits"] = head(src, last).reshape({dec_in.batch, dec_in.len, cfg_.vocab});
     if (opt.hidden_states) out["decoder_hidden_states"] = dec_hs;
   }
 
-  std::vector<std::unique_ptr<Sequence>> start(const TensorMap& in, int64_t max_new_tokens, ComponentSource& src) override {
+  std::vector<std::unique_ptr<Sequence>> start(const TensorMap& in, int64_t max_new_tokens,
+                                               ComponentSource& src) override {
     TensorMap enc_only{{"input_ids", require_input(in, "input_ids")}};
     if (const Tensor* m = optional_input(in, "attention_mask")) enc_only["attention_mask"] = *m;
     const TokenInputs enc_in = read_token_inputs(enc_only, kMaxLen, "the maximum length");
@@ -177,13 +185,14 @@ class T5 final : public Model {
   Tensor step(const std::vector<Sequence*>& sequences, ComponentSource& src) override {
     const Pass pass = Pass::decode(sequences);
     auto encoded = [&](size_t i) -> Encoded& { return static_cast<T5Sequence*>(sequences[i])->encoded; };
-    const Tensor last = decode(src, pass, [&](int64_t l, size_t i) { return cross(encoded(i), l, encoded(i).states.dim(0), 0); },
-                               [&](int64_t l, const Component& w) {
-                                 std::vector<Encoded*> all;
-                                 for (size_t i = 0; i < sequences.size(); ++i) all.push_back(&encoded(i));
-                                 cross_kv(all, l, w);
-                               },
-                               nullptr);
+    const Tensor last = decode(
+        src, pass, [&](int64_t l, size_t i) { return cross(encoded(i), l, encoded(i).states.dim(0), 0); },
+        [&](int64_t l, const Component& w) {
+          std::vector<Encoded*> all;
+          for (size_t i = 0; i < sequences.size(); ++i) all.push_back(&encoded(i));
+          cross_kv(all, l, w);
+        },
+        nullptr);
     Tensor logits = head(src, pass.last_rows(last));
     pass.finish();
     return logits;
@@ -301,7 +310,8 @@ class T5 final : public Model {
       Tensor hc = rms(x, w, names::cross_norm.name);
       prepare(l, w);
       Tensor q = linear(hc, w, names::cross_q);
-      ops::add(x, linear(ctx.cross_attention(q, cross_spec, [&](size_t i) { return cross_for(l, i); }), w, names::cross_o));
+      ops::add(
+          x, linear(ctx.cross_attention(q, cross_spec, [&](size_t i) { return cross_for(l, i); }), w, names::cross_o));
       feed_forward(x, w);
       ctx.record(l + 1, x);
     }
@@ -325,7 +335,8 @@ struct T5Architecture {
     const T5Config cfg(c);
     PlanBuilder p;
     auto self_attention = [](PlanBuilder::ComponentBuilder& b, bool first) {
-      for (const auto& n : {names::self_q, names::self_k, names::self_v, names::self_o}) b.tensor(n).linear_weight(n.name);
+      for (const auto& n : {names::self_q, names::self_k, names::self_v, names::self_o})
+        b.tensor(n).linear_weight(n.name);
       if (first) b.tensor(names::position_bias);  // block 0's bias serves every block
       b.tensor(names::self_norm);
     };
@@ -351,7 +362,8 @@ struct T5Architecture {
       auto& b = p.add(dec_id(i), ComponentRole::streamed, pre + "0.");
       self_attention(b, i == 0);
       b.hf_prefix(pre + "1.");
-      for (const auto& n : {names::cross_q, names::cross_k, names::cross_v, names::cross_o}) b.tensor(n).linear_weight(n.name);
+      for (const auto& n : {names::cross_q, names::cross_k, names::cross_v, names::cross_o})
+        b.tensor(n).linear_weight(n.name);
       b.tensor(names::cross_norm);
       feed_forward(b.hf_prefix(pre + "2."));
     }

@@ -37,8 +37,9 @@ surf::Tensor to_tensor(const std::string& name, py::handle obj, py::list& keep) 
     a = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(a);
     dtype = surf::DType::F32;
   } else {
-    throw surf::Error(surf::ErrorCode::invalid_argument,
-                      "input '" + name + "': dtype " + py::str(a.dtype()).cast<std::string>() + " (float32, float16 or integers)");
+    throw surf::Error(
+        surf::ErrorCode::invalid_argument,
+        "input '" + name + "': dtype " + py::str(a.dtype()).cast<std::string>() + " (float32, float16 or integers)");
   }
   if (!(a.flags() & py::array::c_style)) a = py::array::ensure(a, py::array::c_style | py::array::forcecast);
   surf::Shape shape(a.shape(), a.shape() + a.ndim());
@@ -70,7 +71,8 @@ py::array to_array(const surf::Tensor& t) {
     return out;
   }
   if (t.dtype() != surf::DType::F32 && t.dtype() != surf::DType::I64 && t.dtype() != surf::DType::F16) {
-    throw surf::Error(surf::ErrorCode::unsupported, std::string("a ") + surf::dtype_name(t.dtype()) + " tensor has no numpy form");
+    throw surf::Error(surf::ErrorCode::unsupported,
+                      std::string("a ") + surf::dtype_name(t.dtype()) + " tensor has no numpy form");
   }
   py::dtype dt = t.dtype() == surf::DType::F32   ? py::dtype::of<float>()
                  : t.dtype() == surf::DType::I64 ? py::dtype::of<int64_t>()
@@ -154,8 +156,9 @@ void set_generate(PyGenerate& g, int64_t max_new_tokens, bool stop_at_eos, const
 class PySession {
  public:
   static std::unique_ptr<PySession> open(const std::string& source, int cache_size, int prefetch, uint64_t cache_bytes,
-                                         const std::vector<std::string>& plugin_dirs, const std::vector<std::string>& warmup,
-                                         int spare_buffers, int retry_attempts, int request_timeout_ms) {
+                                         const std::vector<std::string>& plugin_dirs,
+                                         const std::vector<std::string>& warmup, int spare_buffers, int retry_attempts,
+                                         int request_timeout_ms) {
     surf::OpenOptions o;
     o.cache_size = cache_size;
     o.prefetch = prefetch;
@@ -184,14 +187,15 @@ class PySession {
     return to_dict(out);
   }
 
-  py::dict generate(const py::dict& inputs, int64_t max_new_tokens, bool stop_at_eos, const std::vector<int64_t>& eos_token_ids,
-                    const std::vector<std::string>& stop_strings, bool do_sample, float temperature, int64_t top_k, float top_p,
-                    float min_p, float repetition_penalty, uint64_t seed, py::object on_token) {
+  py::dict generate(const py::dict& inputs, int64_t max_new_tokens, bool stop_at_eos,
+                    const std::vector<int64_t>& eos_token_ids, const std::vector<std::string>& stop_strings,
+                    bool do_sample, float temperature, int64_t top_k, float top_p, float min_p,
+                    float repetition_penalty, uint64_t seed, py::object on_token) {
     py::list keep;
     const surf::TensorMap in = to_map(inputs, keep);
     PyGenerate g;
-    set_generate(g, max_new_tokens, stop_at_eos, eos_token_ids, stop_strings, do_sample, temperature, top_k, top_p, min_p,
-                 repetition_penalty, seed, std::move(on_token));
+    set_generate(g, max_new_tokens, stop_at_eos, eos_token_ids, stop_strings, do_sample, temperature, top_k, top_p,
+                 min_p, repetition_penalty, seed, std::move(on_token));
     surf::TensorMap out;
     {
       py::gil_scoped_release nogil;
@@ -202,12 +206,12 @@ class PySession {
   }
 
   py::tuple generate_text(const std::vector<std::string>& prompts, int64_t max_new_tokens, bool stop_at_eos,
-                          const std::vector<int64_t>& eos_token_ids, const std::vector<std::string>& stop_strings, bool do_sample,
-                          float temperature, int64_t top_k, float top_p, float min_p, float repetition_penalty, uint64_t seed,
-                          py::object on_token) {
+                          const std::vector<int64_t>& eos_token_ids, const std::vector<std::string>& stop_strings,
+                          bool do_sample, float temperature, int64_t top_k, float top_p, float min_p,
+                          float repetition_penalty, uint64_t seed, py::object on_token) {
     PyGenerate g;
-    set_generate(g, max_new_tokens, stop_at_eos, eos_token_ids, stop_strings, do_sample, temperature, top_k, top_p, min_p,
-                 repetition_penalty, seed, std::move(on_token));
+    set_generate(g, max_new_tokens, stop_at_eos, eos_token_ids, stop_strings, do_sample, temperature, top_k, top_p,
+                 min_p, repetition_penalty, seed, std::move(on_token));
     surf::TextGeneration r;
     {
       py::gil_scoped_release nogil;

@@ -32,8 +32,8 @@ long long Args::get_int(const std::string& name, long long fallback) const {
 long long Args::get_int_in(const std::string& name, long long fallback, long long lo, long long hi) const {
   const long long n = get_int(name, fallback);
   if (n < lo || n > hi) {
-    throw std::invalid_argument("--" + name + " must be in " + std::to_string(lo) + ".." + std::to_string(hi) + ", got " +
-                                std::to_string(n));
+    throw std::invalid_argument("--" + name + " must be in " + std::to_string(lo) + ".." + std::to_string(hi) +
+                                ", got " + std::to_string(n));
   }
   return n;
 }

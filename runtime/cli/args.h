@@ -9,7 +9,7 @@
 namespace surf::cli {
 
 struct Flag {
-  std::string name;     // without the leading "--"
+  std::string name;  // without the leading "--"
   bool takes_value;
   std::string help;
 };

@@ -17,7 +17,8 @@ TensorMap read_input_tensors(const std::filesystem::path& path) {
   where.push_back('\'');
   if (bytes.size() < 8) fail(ErrorCode::corrupt, where + " is not a safetensors file (too short)");
   uint64_t header_len = 0;
-  for (int k = 7; k >= 0; --k) header_len = (header_len << 8) | static_cast<unsigned char>(bytes[static_cast<size_t>(k)]);
+  for (int k = 7; k >= 0; --k)
+    header_len = (header_len << 8) | static_cast<unsigned char>(bytes[static_cast<size_t>(k)]);
   if (header_len > bytes.size() - 8) fail(ErrorCode::corrupt, where + ": header length beyond the file");
   nlohmann::json header;
   try {
@@ -41,7 +42,8 @@ TensorMap read_input_tensors(const std::filesystem::path& path) {
     const char* src = bytes.data() + data + offsets[0];
     const uint64_t len = offsets[1] - offsets[0];
     if (dt == "I32") {
-      if (len != static_cast<uint64_t>(n) * 4) fail(ErrorCode::corrupt, where + ": tensor '" + it.key() + "' size does not match its shape");
+      if (len != static_cast<uint64_t>(n) * 4)
+        fail(ErrorCode::corrupt, where + ": tensor '" + it.key() + "' size does not match its shape");
       Tensor x = Tensor::empty(DType::I64, shape);
       for (int64_t i = 0; i < n; ++i) {
         int32_t v;

@@ -60,7 +60,8 @@ const std::vector<Flag> kPluginFlags = {
 
 // The streaming knobs of run, generate and check.
 const std::vector<Flag> kStreamFlags = {
-    {"cache-size", true, "streamed components kept in the cache, >= 1 (default " + std::to_string(kDefaultCacheSize) + ")"},
+    {"cache-size", true,
+     "streamed components kept in the cache, >= 1 (default " + std::to_string(kDefaultCacheSize) + ")"},
     {"prefetch", true, "components fetched ahead, >= 0 (default " + std::to_string(kDefaultPrefetch) + ")"},
 };
 
@@ -169,7 +170,6 @@ OpenOptions open_options(const Args& a) {
   return o;
 }
 
-
 void print_outputs(const TensorMap& out) {
   for (const auto& [name, t] : out) {
     std::cout << name << " " << dtype_name(t.dtype()) << shape_string(t.shape());
@@ -194,8 +194,7 @@ void check_output_dir(const std::string& path, const std::string& flag) {
   }
 }
 
-void run_and_report(const Args& a, const std::string& out_path,
-                    const std::function<TensorMap(Session&)>& work) {
+void run_and_report(const Args& a, const std::string& out_path, const std::function<TensorMap(Session&)>& work) {
   check_output_dir(out_path, "output");
   if (a.has("stats-json")) check_output_dir(a.get("stats-json"), "stats-json");
   auto session = Session::open(a.positional[0], open_options(a));
@@ -217,12 +216,14 @@ void run_and_report(const Args& a, const std::string& out_path,
 TensorMap read_inputs(const std::string& path) { return cli::read_input_tensors(path); }
 
 int cmd_chunk(const std::vector<std::string>& argv) {
-  const auto flags = join({{{"out", true, "chunk store to create: a directory or s3://bucket/prefix"},
-                            {"dtype", true, "keep | f32 | bf16 | f16 | q8_0 | q4_0 (default keep; q8_0/q4_0 quantize linear-layer weights)"},
-                            {"compress", true, "none | zstd (default none)"},
-                            {"zstd-level", true, "zstd level (default 3)"},
-                            {"force", false, "replace a non-empty output (refused otherwise)"}},
-                           kPluginFlags});
+  const auto flags =
+      join({{{"out", true, "chunk store to create: a directory or s3://bucket/prefix"},
+             {"dtype", true,
+              "keep | f32 | bf16 | f16 | q8_0 | q4_0 (default keep; q8_0/q4_0 quantize linear-layer weights)"},
+             {"compress", true, "none | zstd (default none)"},
+             {"zstd-level", true, "zstd level (default 3)"},
+             {"force", false, "replace a non-empty output (refused otherwise)"}},
+            kPluginFlags});
   if (wants_help(argv)) {
     print_help("chunk HF_DIR --out STORE [options]",
                "Splits a HuggingFace checkpoint into one msgpack chunk per component of the\n"
@@ -271,7 +272,8 @@ TensorMap pick_inputs(const TensorMap& all) {
     if (in.count(name)) continue;
     for (const auto& k : known) {
       if (edit_distance(name, k) <= 2) {
-        fail(ErrorCode::invalid_argument, "the inputs file has an unknown input '" + name + "' (did you mean '" + k + "'?)");
+        fail(ErrorCode::invalid_argument,
+             "the inputs file has an unknown input '" + name + "' (did you mean '" + k + "'?)");
       }
     }
   }
@@ -280,11 +282,15 @@ TensorMap pick_inputs(const TensorMap& all) {
 }
 
 int cmd_run(const std::vector<std::string>& argv) {
-  const auto flags = join({{{"inputs", true, "safetensors file with input_ids [, attention_mask, ...] (ids I32 or I64)"},
-                            {"text", true, "text to encode with the model's tokenizer instead of --inputs (repeatable: a batch)"},
-                            {"output", true, "safetensors file to write the outputs to"},
-                            {"hidden-states", false, "also write per-layer hidden states"}},
-                           kStreamFlags, kCacheFlags, kSourceFlags, kPluginFlags});
+  const auto flags =
+      join({{{"inputs", true, "safetensors file with input_ids [, attention_mask, ...] (ids I32 or I64)"},
+             {"text", true, "text to encode with the model's tokenizer instead of --inputs (repeatable: a batch)"},
+             {"output", true, "safetensors file to write the outputs to"},
+             {"hidden-states", false, "also write per-layer hidden states"}},
+            kStreamFlags,
+            kCacheFlags,
+            kSourceFlags,
+            kPluginFlags});
   if (wants_help(argv)) {
     print_help("run SOURCE (--inputs IN.safetensors | --text \"...\") --output OUT.safetensors [options]",
                "One forward pass with weights streamed through the cache. Reads input_ids,\n"
@@ -310,21 +316,28 @@ int cmd_run(const std::vector<std::string>& argv) {
 }
 
 int cmd_generate(const std::vector<std::string>& argv) {
-  const auto flags = join({{{"prompt", true, "raw text prompt (repeatable: a batch); new text goes to stdout as it comes"},
-                            {"inputs", true, "safetensors file with the prompt ids (I32 or I64)"},
-                            {"output", true, "safetensors file for generated_ids, generated_lengths, generation_logits"},
-                            {"max-new-tokens", true, "tokens to generate at most"},
-                            {"prompt-key", true, "take the prompt from this tensor alone (every token real)"}},
-                           cli::kGenerationFlags, kStreamFlags, kCacheFlags, kSourceFlags, kPluginFlags});
+  const auto flags =
+      join({{{"prompt", true, "raw text prompt (repeatable: a batch); new text goes to stdout as it comes"},
+             {"inputs", true, "safetensors file with the prompt ids (I32 or I64)"},
+             {"output", true, "safetensors file for generated_ids, generated_lengths, generation_logits"},
+             {"max-new-tokens", true, "tokens to generate at most"},
+             {"prompt-key", true, "take the prompt from this tensor alone (every token real)"}},
+            cli::kGenerationFlags,
+            kStreamFlags,
+            kCacheFlags,
+            kSourceFlags,
+            kPluginFlags});
   if (wants_help(argv)) {
-    print_help("generate SOURCE (--prompt \"...\" | --inputs IN.safetensors --output OUT.safetensors) --max-new-tokens N [options]",
-               "Generation with a KV cache: greedy unless a sampling option is given; a sequence stops on\n"
-               "the model's EOS (generation_config.json / config.json), a --stop string or after N tokens.\n"
-               "--prompt is raw text encoded with the model's tokenizer (apply a chat template yourself);\n"
-               "the new text is printed as it is produced. --inputs reads input_ids (with attention_mask if\n"
-               "present), or the tensor named by --prompt-key. --output writes generated_ids (decoder-only:\n"
-               "prompt + new tokens; T5: decoder start + new tokens), generated_lengths, generation_logits.",
-               flags);
+    print_help(
+        "generate SOURCE (--prompt \"...\" | --inputs IN.safetensors --output OUT.safetensors) --max-new-tokens N "
+        "[options]",
+        "Generation with a KV cache: greedy unless a sampling option is given; a sequence stops on\n"
+        "the model's EOS (generation_config.json / config.json), a --stop string or after N tokens.\n"
+        "--prompt is raw text encoded with the model's tokenizer (apply a chat template yourself);\n"
+        "the new text is printed as it is produced. --inputs reads input_ids (with attention_mask if\n"
+        "present), or the tensor named by --prompt-key. --output writes generated_ids (decoder-only:\n"
+        "prompt + new tokens; T5: decoder start + new tokens), generated_lengths, generation_logits.",
+        flags);
     return 0;
   }
   Args a = cli::parse(argv, flags);
@@ -340,7 +353,8 @@ int cmd_generate(const std::vector<std::string>& argv) {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (a.has("output")) write_safetensors(a.get("output"), g.tensors);
     int64_t tokens = 0;
-    for (int64_t r = 0; r < g.tensors.at("generated_lengths").numel(); ++r) tokens += g.tensors.at("generated_lengths").i64()[r];
+    for (int64_t r = 0; r < g.tensors.at("generated_lengths").numel(); ++r)
+      tokens += g.tensors.at("generated_lengths").i64()[r];
     std::cerr << "generated " << tokens << " tokens in " << seconds * 1e3 << " ms (" << tokens / std::max(seconds, 1e-9)
               << " tokens/s); finished:";
     for (const auto& r : g.finish_reasons) std::cerr << " " << r;
@@ -352,7 +366,8 @@ int cmd_generate(const std::vector<std::string>& argv) {
   TensorMap inputs;
   if (a.has("prompt-key")) {
     auto it = all.find(a.get("prompt-key"));
-    if (it == all.end()) fail(ErrorCode::invalid_argument, "the inputs file has no tensor '" + a.get("prompt-key") + "'");
+    if (it == all.end())
+      fail(ErrorCode::invalid_argument, "the inputs file has no tensor '" + a.get("prompt-key") + "'");
     inputs["input_ids"] = it->second;
   } else {
     inputs = pick_inputs(all);
@@ -446,12 +461,13 @@ int cmd_inspect(const std::vector<std::string>& argv) {
   }
   uint64_t resident = 0, streamed = 0, biggest = 0;
   std::cout << "source: " << info.source << " (" << info.source_kind << ")\nmodel_type: " << info.model_type
-            << "\nplugin: " << info.plugin << "\ncompression: " << info.compression << "\ndtype: " << info.dtype << "\ncomponents (execution order):\n";
+            << "\nplugin: " << info.plugin << "\ncompression: " << info.compression << "\ndtype: " << info.dtype
+            << "\ncomponents (execution order):\n";
   for (const auto& id : info.execution_order) {
     for (const auto& c : info.components) {
       if (c.id != id) continue;
-      std::cout << "  " << c.id << "  " << (c.resident ? "resident" : "streamed") << "  " << c.tensors
-                << " tensors (" << c.dtypes << ")  " << c.bytes << " bytes\n";
+      std::cout << "  " << c.id << "  " << (c.resident ? "resident" : "streamed") << "  " << c.tensors << " tensors ("
+                << c.dtypes << ")  " << c.bytes << " bytes\n";
       (c.resident ? resident : streamed) += c.raw_bytes;
       if (!c.resident) biggest = std::max(biggest, c.raw_bytes);
     }
@@ -462,9 +478,14 @@ int cmd_inspect(const std::vector<std::string>& argv) {
 }
 
 int cmd_check(const std::vector<std::string>& argv) {
-  const auto flags = join({{{"source", true, "hf (in place) | store (chunked to a temp store) | ws (that store behind a weight server) | a SOURCE URL"},
-                            {"dtype", true, "with store|ws: chunk as keep|f32|bf16|f16|q8_0|q4_0; q8_0/q4_0 compare with golden-<dtype>.*"}},
-                           kStreamFlags, kSourceFlags, kPluginFlags});
+  const auto flags = join(
+      {{{"source", true,
+         "hf (in place) | store (chunked to a temp store) | ws (that store behind a weight server) | a SOURCE URL"},
+        {"dtype", true,
+         "with store|ws: chunk as keep|f32|bf16|f16|q8_0|q4_0; q8_0/q4_0 compare with golden-<dtype>.*"}},
+       kStreamFlags,
+       kSourceFlags,
+       kPluginFlags});
   if (wants_help(argv)) {
     print_help("check FIXTURE_DIR... [--plugin-dir DIR] [--source hf|store|ws] [--dtype q8_0|q4_0]",
                "Runs each fixture (HF checkpoint + golden.safetensors + golden.json) through the plugin\n"
@@ -488,9 +509,9 @@ int cmd_check(const std::vector<std::string>& argv) {
     try {
       const CheckReport r = check_fixture(dir, o);
       for (const auto& l : r.lines) {
-        std::printf("%s  %s  %-26s max_abs_err %.3g  worst/tol %.3f  (%lld compared)%s%s\n",
-                    l.passed ? "PASS" : "FAIL", dir.c_str(), l.tensor.c_str(), l.max_abs_error, l.worst_ratio,
-                    static_cast<long long>(l.compared), l.note.empty() ? "" : "  ", l.note.c_str());
+        std::printf("%s  %s  %-26s max_abs_err %.3g  worst/tol %.3f  (%lld compared)%s%s\n", l.passed ? "PASS" : "FAIL",
+                    dir.c_str(), l.tensor.c_str(), l.max_abs_error, l.worst_ratio, static_cast<long long>(l.compared),
+                    l.note.empty() ? "" : "  ", l.note.c_str());
         (l.passed ? passed : failed)++;
       }
       if (r.lines.empty()) {
@@ -507,21 +528,23 @@ int cmd_check(const std::vector<std::string>& argv) {
 }
 
 int cmd_serve(const std::vector<std::string>& argv) {
-  const auto flags = join({{{"store", true, "chunk store to serve: DIR, s3://bucket/prefix or NAME=either (repeatable)"},
-                            {"name", true, "model name for a single --store (default: its directory name)"},
-                            {"host", true, "address to bind (default 127.0.0.1)"},
-                            {"port", true, "port (default 8765; 0 = any free port)"},
-                            {"cache-mb", true, "server-side chunk cache in MB (default 256)"},
-                            {"max-mbps", true, "pace all answers together to N megabits/s (default 0: unlimited)"},
-                            {"token-file", true, "require the bearer token in this file"},
-                            {"tls-cert", true, "PEM certificate chain: serve wss:// and https:// only (with --tls-key)"},
-                            {"tls-key", true, "PEM private key of --tls-cert"},
-                            {"max-connections", true, "refuse connections beyond this (default 256)"},
-                            {"max-connections-per-address", true, "refuse connections from one address beyond this (default 64; 0: no limit)"},
-                            {"max-buffer-mb", true, "request bytes buffered over all connections, in MiB (default 64)"},
-                            {"hello-timeout-ms", true, "with --token-file: time to authenticate (default 10000)"},
-                            {"max-request-bytes", true, "largest request accepted (default 65536)"},
-                            {"threads", true, "I/O threads (default 2)"}}});
+  const auto flags =
+      join({{{"store", true, "chunk store to serve: DIR, s3://bucket/prefix or NAME=either (repeatable)"},
+             {"name", true, "model name for a single --store (default: its directory name)"},
+             {"host", true, "address to bind (default 127.0.0.1)"},
+             {"port", true, "port (default 8765; 0 = any free port)"},
+             {"cache-mb", true, "server-side chunk cache in MB (default 256)"},
+             {"max-mbps", true, "pace all answers together to N megabits/s (default 0: unlimited)"},
+             {"token-file", true, "require the bearer token in this file"},
+             {"tls-cert", true, "PEM certificate chain: serve wss:// and https:// only (with --tls-key)"},
+             {"tls-key", true, "PEM private key of --tls-cert"},
+             {"max-connections", true, "refuse connections beyond this (default 256)"},
+             {"max-connections-per-address", true,
+              "refuse connections from one address beyond this (default 64; 0: no limit)"},
+             {"max-buffer-mb", true, "request bytes buffered over all connections, in MiB (default 64)"},
+             {"hello-timeout-ms", true, "with --token-file: time to authenticate (default 10000)"},
+             {"max-request-bytes", true, "largest request accepted (default 65536)"},
+             {"threads", true, "I/O threads (default 2)"}}});
   if (wants_help(argv)) {
     print_help("serve --store STORE [--store NAME=STORE ...] [--host 127.0.0.1] [--port 8765] [options]",
                "Serves chunk stores over WebSocket (docs/protocol.md) until SIGINT/SIGTERM. The same port\n"
@@ -649,7 +672,8 @@ int cmd_verify(const std::vector<std::string>& argv) {
     if (!std::filesystem::is_directory(store)) fail(ErrorCode::not_found, "no chunk store directory '" + store + "'");
     backend = open_filesystem_backend(store, false);
   }
-  if (!backend->exists("manifest.json")) fail(ErrorCode::not_found, "'" + store + "' has no manifest.json (not a chunk store, or an incomplete one)");
+  if (!backend->exists("manifest.json"))
+    fail(ErrorCode::not_found, "'" + store + "' has no manifest.json (not a chunk store, or an incomplete one)");
   ByteBuffer buf;
   backend->get("manifest.json", buf);
   const Manifest m = Manifest::from_json(std::string(reinterpret_cast<const char*>(buf.data()), buf.size()));

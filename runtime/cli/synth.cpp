@@ -37,7 +37,7 @@ struct Noise {
     s ^= s >> 7;
     s ^= s << 17;
     const float u = static_cast<float>(s >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f;  // [-1, 1)
-    return u * stddev * 1.7320508f;  // uniform with that std
+    return u * stddev * 1.7320508f;                                                    // uniform with that std
   }
 };
 
@@ -80,7 +80,9 @@ void synth_checkpoint(const std::string& out_dir, const SynthOptions& o) {
               {"rope_theta", 10000.0},
               {"hidden_act", "silu"},
               {"tie_word_embeddings", false},
-              {"torch_dtype", dtype == DType::BF16 ? "bfloat16" : dtype == DType::F16 ? "float16" : "float32"},
+              {"torch_dtype", dtype == DType::BF16  ? "bfloat16"
+                              : dtype == DType::F16 ? "float16"
+                                                    : "float32"},
               {"bos_token_id", 1},
               {"eos_token_id", 2}};
   std::ofstream(fs::path(out_dir) / "config.json") << cfg.dump(2) << "\n";
@@ -103,7 +105,8 @@ void synth_checkpoint(const std::string& out_dir, const SynthOptions& o) {
     specs.push_back({pre + "post_attention_layernorm.weight", {p->hidden}, 0});
     specs.push_back({pre + "mlp.gate_proj.weight", {p->intermediate, p->hidden}, proj});
     specs.push_back({pre + "mlp.up_proj.weight", {p->intermediate, p->hidden}, proj});
-    specs.push_back({pre + "mlp.down_proj.weight", {p->hidden, p->intermediate},
+    specs.push_back({pre + "mlp.down_proj.weight",
+                     {p->hidden, p->intermediate},
                      1.0f / std::sqrt(static_cast<float>(p->intermediate))});
   }
   specs.push_back({"model.norm.weight", {p->hidden}, 0});

@@ -81,7 +81,8 @@ GenerateOptions generation_options(const Args& a, int64_t max_new_tokens) {
   GenerateOptions o;
   o.max_new_tokens = max_new_tokens;
   const double t = get_double(a, "temperature", 1.0);
-  o.do_sample = a.has("sample") || a.has("top-k") || a.has("top-p") || a.has("min-p") || (a.has("temperature") && t > 0);
+  o.do_sample =
+      a.has("sample") || a.has("top-k") || a.has("top-p") || a.has("min-p") || (a.has("temperature") && t > 0);
   if (a.has("temperature") && t <= 0 && (a.has("sample") || a.has("top-k") || a.has("top-p") || a.has("min-p"))) {
     throw std::invalid_argument("--temperature must be above 0 when sampling");
   }
@@ -139,7 +140,8 @@ int cmd_tokenize(const std::vector<std::string>& argv) {
   if (a.has("json")) {
     nlohmann::json tokens = nlohmann::json::array();
     for (int64_t id : ids) tokens.push_back(tok->id_to_token(id).value_or(""));
-    std::cout << nlohmann::json({{"ids", ids}, {"tokens", tokens}}).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+    std::cout << nlohmann::json({{"ids", ids}, {"tokens", tokens}})
+                     .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
               << "\n";
     return 0;
   }

@@ -27,16 +27,14 @@ std::string CacheStats::to_text() const {
   auto mb = [](uint64_t b) { return static_cast<double>(b) / 1e6; };
   s.setf(std::ios::fixed);
   s.precision(1);
-  s << "cache: hits " << hits << ", misses " << misses << ", evictions " << evictions << ", fetched "
-    << fetches << " chunks / " << mb(bytes_fetched) << " MB in " << static_cast<double>(fetch_ns) / 1e6
-    << " ms; ";
+  s << "cache: hits " << hits << ", misses " << misses << ", evictions " << evictions << ", fetched " << fetches
+    << " chunks / " << mb(bytes_fetched) << " MB in " << static_cast<double>(fetch_ns) / 1e6 << " ms; ";
   if (disk_hits || disk_corrupt) {
     s << "disk cache " << disk_hits << " chunks / " << mb(disk_bytes) << " MB, " << disk_corrupt << " corrupt; ";
   }
-  s << "prefetch issued " << prefetch_issued << ", used " << prefetch_used << ", wasted "
-    << prefetch_wasted << "; waited " << static_cast<double>(wait_ns) / 1e6 << " ms; resident "
-    << mb(resident_bytes) << " MB, cached now " << cached_components << " components / " << mb(cached_bytes)
-    << " MB, peak " << mb(peak_cached_bytes) << " MB";
+  s << "prefetch issued " << prefetch_issued << ", used " << prefetch_used << ", wasted " << prefetch_wasted
+    << "; waited " << static_cast<double>(wait_ns) / 1e6 << " ms; resident " << mb(resident_bytes) << " MB, cached now "
+    << cached_components << " components / " << mb(cached_bytes) << " MB, peak " << mb(peak_cached_bytes) << " MB";
   return s.str();
 }
 
@@ -143,7 +141,8 @@ struct Session::Impl {
         }
       }
       std::vector<Sequence*> sequences;
-      for (const auto& r : running) sequences.insert(sequences.end(), r.request.active().begin(), r.request.active().end());
+      for (const auto& r : running)
+        sequences.insert(sequences.end(), r.request.active().begin(), r.request.active().end());
       if (!sequences.empty()) {
         Tensor logits;
         try {
@@ -214,8 +213,8 @@ std::unique_ptr<Session> Session::open(const std::string& source, const OpenOpti
   const ComponentPlan plan = impl->plugin->plan(config);
   for (const auto& spec : plan.components) {
     if (m.find(spec.id) == nullptr) {
-      fail(ErrorCode::not_found, "source " + source + " lacks component '" + spec.id + "' that plugin '" +
-                                     impl->plugin->name() + "' needs");
+      fail(ErrorCode::not_found,
+           "source " + source + " lacks component '" + spec.id + "' that plugin '" + impl->plugin->name() + "' needs");
     }
   }
   impl->model = impl->plugin->create_model(config);
@@ -270,9 +269,14 @@ TensorMap Session::generate(const TensorMap& inputs, int64_t max_new_tokens) {
 TensorMap Session::generate(const TensorMap& inputs, const GenerateOptions& options) {
   impl_->load_text();
   std::lock_guard lock(impl_->run_mutex);
-  if (!impl_->model->decodes()) fail(ErrorCode::unsupported, "plugin '" + impl_->info.plugin + "' predates runtime-driven decoding (ABI 1.0): only generate(inputs, max_new_tokens) is available");
-  const std::vector<int64_t> eos = options.eos_token_ids.empty() ? impl_->generation.eos_token_ids : options.eos_token_ids;
-  return run_generation(*impl_->model, *impl_->cache, inputs, options, eos, impl_->pad_id(), impl_->tokenizer.get()).tensors;
+  if (!impl_->model->decodes())
+    fail(ErrorCode::unsupported,
+         "plugin '" + impl_->info.plugin +
+             "' predates runtime-driven decoding (ABI 1.0): only generate(inputs, max_new_tokens) is available");
+  const std::vector<int64_t> eos =
+      options.eos_token_ids.empty() ? impl_->generation.eos_token_ids : options.eos_token_ids;
+  return run_generation(*impl_->model, *impl_->cache, inputs, options, eos, impl_->pad_id(), impl_->tokenizer.get())
+      .tensors;
 }
 
 bool Session::has_tokenizer() {
@@ -323,15 +327,19 @@ TensorMap Session::encode_texts(const std::vector<std::string>& texts, bool pad_
 TextGeneration Session::generate_text(const std::vector<std::string>& prompts, const GenerateOptions& options) {
   const TensorMap inputs = encode_texts(prompts, true);
   std::lock_guard lock(impl_->run_mutex);
-  if (!impl_->model->decodes()) fail(ErrorCode::unsupported, "plugin '" + impl_->info.plugin + "' predates runtime-driven decoding (ABI 1.0)");
-  const std::vector<int64_t> eos = options.eos_token_ids.empty() ? impl_->generation.eos_token_ids : options.eos_token_ids;
-  GenerationRun run = run_generation(*impl_->model, *impl_->cache, inputs, options, eos, impl_->pad_id(), impl_->tokenizer.get());
+  if (!impl_->model->decodes())
+    fail(ErrorCode::unsupported, "plugin '" + impl_->info.plugin + "' predates runtime-driven decoding (ABI 1.0)");
+  const std::vector<int64_t> eos =
+      options.eos_token_ids.empty() ? impl_->generation.eos_token_ids : options.eos_token_ids;
+  GenerationRun run =
+      run_generation(*impl_->model, *impl_->cache, inputs, options, eos, impl_->pad_id(), impl_->tokenizer.get());
   return {std::move(run.texts), std::move(run.finish_reasons), std::move(run.tensors)};
 }
 
 std::future<TensorMap> Session::generate_async(TensorMap inputs, GenerateOptions options) {
   if (!impl_->model->decodes()) {  // generate's error, through the future
-    return std::async(std::launch::async, [this, in = std::move(inputs), o = std::move(options)] { return generate(in, o); });
+    return std::async(std::launch::async,
+                      [this, in = std::move(inputs), o = std::move(options)] { return generate(in, o); });
   }
   Impl::Queued q;
   try {
@@ -368,7 +376,9 @@ std::future<TensorMap> Session::generate_async(TensorMap inputs, int64_t max_new
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& source, const OpenOptions& options) {
   const auto files = open_model_files(source, options);
   const TokenizerFiles tf = read_tokenizer_files(*files);
-  if (tf.empty()) fail(ErrorCode::not_found, "source '" + source + "' has no tokenizer files (tokenizer.json, tokenizer.model or spiece.model)");
+  if (tf.empty())
+    fail(ErrorCode::not_found,
+         "source '" + source + "' has no tokenizer files (tokenizer.json, tokenizer.model or spiece.model)");
   return Tokenizer::from_files(tf);
 }
 

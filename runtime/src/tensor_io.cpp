@@ -28,7 +28,8 @@ Parsed parse_file(const std::string& path) {
   p.where.push_back('\'');
   if (p.bytes.size() < 8) fail(ErrorCode::corrupt, p.where + " is not a safetensors file (too short)");
   uint64_t header_len = 0;
-  for (int k = 7; k >= 0; --k) header_len = (header_len << 8) | static_cast<unsigned char>(p.bytes[static_cast<size_t>(k)]);
+  for (int k = 7; k >= 0; --k)
+    header_len = (header_len << 8) | static_cast<unsigned char>(p.bytes[static_cast<size_t>(k)]);
   if (header_len > p.bytes.size() - 8) fail(ErrorCode::corrupt, p.where + ": header length beyond the file");
   try {
     p.header = nlohmann::json::parse(p.bytes.substr(8, header_len));
@@ -103,7 +104,8 @@ std::map<std::string, std::string> load_safetensors_metadata(const std::string& 
   return out;
 }
 
-void save_safetensors(const std::string& path, const TensorMap& tensors, const std::map<std::string, std::string>& metadata) {
+void save_safetensors(const std::string& path, const TensorMap& tensors,
+                      const std::map<std::string, std::string>& metadata) {
   write_safetensors(path, tensors, metadata);
 }
 
@@ -119,8 +121,8 @@ Tensor borrow_tensor(DType dtype, Shape shape, const void* data, std::shared_ptr
 void copy_tensor_to(const Tensor& t, void* dst, size_t capacity) {
   const size_t n = t.nbytes();
   if (n > capacity) {
-    fail(ErrorCode::invalid_argument, "copy_tensor_to: the tensor holds " + std::to_string(n) + " bytes, the destination " +
-                                          std::to_string(capacity));
+    fail(ErrorCode::invalid_argument, "copy_tensor_to: the tensor holds " + std::to_string(n) +
+                                          " bytes, the destination " + std::to_string(capacity));
   }
   if (n > 0) std::memcpy(dst, t.raw(), n);
 }

@@ -14,14 +14,13 @@ namespace surf::ops {
 
 void attention(const float* q, const float* k, const float* v, float* out, const AttentionArgs& a) {
   if (a.heads <= 0 || a.kv_heads <= 0 || a.heads % a.kv_heads != 0) {
-    fail(ErrorCode::invalid_argument, "attention: " + std::to_string(a.heads) +
-                                          " query heads cannot share " + std::to_string(a.kv_heads) +
-                                          " key/value heads");
+    fail(ErrorCode::invalid_argument, "attention: " + std::to_string(a.heads) + " query heads cannot share " +
+                                          std::to_string(a.kv_heads) + " key/value heads");
   }
   const int64_t cap = a.kv_capacity ? a.kv_capacity : a.kv_len;
   if (a.kv_len > cap || a.q_len <= 0 || a.head_dim <= 0) {
-    fail(ErrorCode::invalid_argument, "attention: bad lengths (q_len " + std::to_string(a.q_len) +
-                                          ", kv_len " + std::to_string(a.kv_len) + ")");
+    fail(ErrorCode::invalid_argument,
+         "attention: bad lengths (q_len " + std::to_string(a.q_len) + ", kv_len " + std::to_string(a.kv_len) + ")");
   }
   const int64_t hd = a.head_dim;
   const int64_t qs = a.q_stride ? a.q_stride : a.heads * hd;
@@ -48,15 +47,15 @@ void attention(const float* q, const float* k, const float* v, float* out, const
     const bool few = a.q_len <= 4;
     if (few) {
       for (int64_t i = 0; i < a.q_len; ++i) {
-        for (int64_t j = 0; j < a.kv_len; ++j) s[i * a.kv_len + j] = a.scale * kernels::dot(qp + i * qs, kp + j * ks, hd);
+        for (int64_t j = 0; j < a.kv_len; ++j)
+          s[i * a.kv_len + j] = a.scale * kernels::dot(qp + i * qs, kp + j * ks, hd);
       }
     } else {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a.q_len, a.kv_len, hd, a.scale, qp, qs,
-                  kp, ks, 0.0f, s, a.kv_len);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, a.q_len, a.kv_len, hd, a.scale, qp, qs, kp, ks, 0.0f, s,
+                  a.kv_len);
     }
     if (a.bias) {
-      const float* bias = a.bias + (a.bias_per_batch ? b * a.heads : 0) * a.q_len * a.kv_len +
-                          h * a.q_len * a.kv_len;
+      const float* bias = a.bias + (a.bias_per_batch ? b * a.heads : 0) * a.q_len * a.kv_len + h * a.q_len * a.kv_len;
       for (int64_t i = 0, n = a.q_len * a.kv_len; i < n; ++i) s[i] += bias[i];
     }
     for (int64_t i = 0; i < a.q_len; ++i) {
@@ -77,8 +76,8 @@ void attention(const float* q, const float* k, const float* v, float* out, const
         }
       }
     } else {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, a.q_len, hd, a.kv_len, 1.0f, s,
-                  a.kv_len, vp, ks, 0.0f, op, os);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, a.q_len, hd, a.kv_len, 1.0f, s, a.kv_len, vp, ks, 0.0f, op,
+                  os);
     }
   });
 }
@@ -94,9 +93,8 @@ void KVCache::reset(int64_t batch, int64_t capacity, int64_t width) {
 
 void KVCache::append(const float* k_src, const float* v_src, int64_t n, int64_t src_stride) {
   if (length_ + n > capacity_) {
-    fail(ErrorCode::invalid_argument, "KV cache full: " + std::to_string(length_) + " + " +
-                                          std::to_string(n) + " > capacity " +
-                                          std::to_string(capacity_));
+    fail(ErrorCode::invalid_argument, "KV cache full: " + std::to_string(length_) + " + " + std::to_string(n) +
+                                          " > capacity " + std::to_string(capacity_));
   }
   const int64_t ss = src_stride ? src_stride : width_;
   for (int64_t b = 0; b < batch_; ++b) {

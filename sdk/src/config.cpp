@@ -54,8 +54,8 @@ const nlohmann::json* lookup(const nlohmann::json& root, std::string_view key, b
 }
 
 [[noreturn]] void wrong_type(std::string_view key, const char* want, const nlohmann::json& got) {
-  fail(ErrorCode::invalid_argument, "config.json: key '" + std::string(key) + "' must be " + want +
-                                        ", got " + got.type_name() + " (" + got.dump() + ")");
+  fail(ErrorCode::invalid_argument, "config.json: key '" + std::string(key) + "' must be " + want + ", got " +
+                                        got.type_name() + " (" + got.dump() + ")");
 }
 
 const nlohmann::json& require(const nlohmann::json& root, std::string_view key) {
@@ -93,9 +93,7 @@ int64_t ModelConfig::get_int(std::string_view key, int64_t fallback) const {
   return v ? as_int(key, *v) : fallback;
 }
 
-double ModelConfig::get_float(std::string_view key) const {
-  return as_float(key, require(impl_->json, key));
-}
+double ModelConfig::get_float(std::string_view key) const { return as_float(key, require(impl_->json, key)); }
 
 double ModelConfig::get_float(std::string_view key, double fallback) const {
   const auto* v = lookup(impl_->json, key);

@@ -20,7 +20,8 @@ TokenInputs read_token_inputs(const TensorMap& inputs, int64_t max_positions, st
   t.ids = require_input(inputs, ids_name);
   expect_dtype(t.ids, DType::I64, ids_name);
   if (t.ids.rank() != 2) {
-    fail(ErrorCode::invalid_argument, std::string(ids_name) + ": expected [batch, seq], got " + shape_string(t.ids.shape()));
+    fail(ErrorCode::invalid_argument,
+         std::string(ids_name) + ": expected [batch, seq], got " + shape_string(t.ids.shape()));
   }
   t.batch = t.ids.dim(0);
   t.len = t.ids.dim(1);
@@ -50,8 +51,8 @@ TokenInputs read_token_inputs(const TensorMap& inputs, int64_t max_positions, st
     for (int64_t i = 0; i < t.positions.numel(); ++i) {
       const int64_t v = t.positions.i64()[i];
       if (v < 0 || v >= max_positions) {
-        fail(ErrorCode::invalid_argument, "position id " + std::to_string(v) + " is out of range [0, " +
-                                              std::to_string(max_positions) + ")");
+        fail(ErrorCode::invalid_argument,
+             "position id " + std::to_string(v) + " is out of range [0, " + std::to_string(max_positions) + ")");
       }
     }
   } else {

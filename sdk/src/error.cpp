@@ -11,18 +11,30 @@ namespace surf {
 
 const char* error_code_name(ErrorCode code) noexcept {
   switch (code) {
-    case ErrorCode::ok: return "ok";
-    case ErrorCode::invalid_argument: return "invalid_argument";
-    case ErrorCode::not_found: return "not_found";
-    case ErrorCode::corrupt: return "corrupt";
-    case ErrorCode::unsupported: return "unsupported";
-    case ErrorCode::io: return "io";
-    case ErrorCode::network: return "network";
-    case ErrorCode::timeout: return "timeout";
-    case ErrorCode::unauthorized: return "unauthorized";
-    case ErrorCode::abi_mismatch: return "abi_mismatch";
-    case ErrorCode::too_large: return "too_large";
-    case ErrorCode::internal: return "internal";
+    case ErrorCode::ok:
+      return "ok";
+    case ErrorCode::invalid_argument:
+      return "invalid_argument";
+    case ErrorCode::not_found:
+      return "not_found";
+    case ErrorCode::corrupt:
+      return "corrupt";
+    case ErrorCode::unsupported:
+      return "unsupported";
+    case ErrorCode::io:
+      return "io";
+    case ErrorCode::network:
+      return "network";
+    case ErrorCode::timeout:
+      return "timeout";
+    case ErrorCode::unauthorized:
+      return "unauthorized";
+    case ErrorCode::abi_mismatch:
+      return "abi_mismatch";
+    case ErrorCode::too_large:
+      return "too_large";
+    case ErrorCode::internal:
+      return "internal";
   }
   return "unknown";
 }
@@ -54,11 +66,16 @@ LogState& state() {
 
 const char* level_name(LogLevel l) {
   switch (l) {
-    case LogLevel::debug: return "debug";
-    case LogLevel::info: return "info";
-    case LogLevel::warn: return "warning";
-    case LogLevel::error: return "error";
-    default: return "";
+    case LogLevel::debug:
+      return "debug";
+    case LogLevel::info:
+      return "info";
+    case LogLevel::warn:
+      return "warning";
+    case LogLevel::error:
+      return "error";
+    default:
+      return "";
   }
 }
 

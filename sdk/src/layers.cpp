@@ -104,7 +104,8 @@ Tensor LayerContext::self_attention(const Tensor& q, const Tensor& k, const Tens
   check_rows(k, rows, kv_width, "k");
   check_rows(v, rows, kv_width, "v");
   const auto& seqs = pass_.sequences();
-  if (spec.bias && spec.bias->size() != seqs.size()) fail(ErrorCode::invalid_argument, "attention: one bias per sequence");
+  if (spec.bias && spec.bias->size() != seqs.size())
+    fail(ErrorCode::invalid_argument, "attention: one bias per sequence");
   Tensor out = Tensor::empty(DType::F32, {rows, q_width});
   for (size_t i = 0; i < seqs.size(); ++i) {
     const PassSequence& s = seqs[i];

@@ -38,16 +38,14 @@ void add_bias(float* y, int64_t m, int64_t n, const Tensor* bias) {
   }
 }
 
-void check_linear(const Tensor& x, const Tensor& w, const Tensor* bias, int64_t k, int64_t n,
-                  const char* what) {
-  require(x.rank() >= 1 && w.rank() == 2,
-          std::string(what) + ": expected x[..., K] and a 2-D weight, got x" +
-              shape_string(x.shape()) + " w" + shape_string(w.shape()));
-  require(x.dim(-1) == k, std::string(what) + ": x" + shape_string(x.shape()) +
-                              " does not match weight " + shape_string(w.shape()));
+void check_linear(const Tensor& x, const Tensor& w, const Tensor* bias, int64_t k, int64_t n, const char* what) {
+  require(x.rank() >= 1 && w.rank() == 2, std::string(what) + ": expected x[..., K] and a 2-D weight, got x" +
+                                              shape_string(x.shape()) + " w" + shape_string(w.shape()));
+  require(x.dim(-1) == k,
+          std::string(what) + ": x" + shape_string(x.shape()) + " does not match weight " + shape_string(w.shape()));
   require(bias == nullptr || (bias->rank() == 1 && bias->dim(0) == n),
-          std::string(what) + ": bias " + (bias ? shape_string(bias->shape()) : "") +
-              " does not match output width " + std::to_string(n));
+          std::string(what) + ": bias " + (bias ? shape_string(bias->shape()) : "") + " does not match output width " +
+              std::to_string(n));
   expect_dtype(x, DType::F32, what);
   if (!is_float(w.dtype())) {
     fail(ErrorCode::invalid_argument, std::string(what) + ": weight has dtype " + dtype_name(w.dtype()));
@@ -81,7 +79,8 @@ ActivationRounding activation_rounding_from_name(std::string_view name) {
   if (name == "none") return ActivationRounding::none;
   if (name == "quantized") return ActivationRounding::quantized;
   if (name == "all") return ActivationRounding::all;
-  fail(ErrorCode::invalid_argument, "activation rounding '" + std::string(name) + "' is not one of none, quantized, all");
+  fail(ErrorCode::invalid_argument,
+       "activation rounding '" + std::string(name) + "' is not one of none, quantized, all");
 }
 
 void set_activation_rounding(ActivationRounding rounding) { rounding_setting().store(rounding); }
@@ -134,8 +133,8 @@ Tensor linear_in_out(const Tensor& x, const Tensor& w, const Tensor* bias) {
 
 Tensor rms_norm(const Tensor& x, const Tensor& w, float eps) {
   const int64_t h = x.dim(-1);
-  require(w.rank() == 1 && w.dim(0) == h, "rms_norm: weight " + shape_string(w.shape()) +
-                                              " does not match x" + shape_string(x.shape()));
+  require(w.rank() == 1 && w.dim(0) == h,
+          "rms_norm: weight " + shape_string(w.shape()) + " does not match x" + shape_string(x.shape()));
   const int64_t m = rows_of(x);
   Tensor y = Tensor::empty(DType::F32, x.shape());
   const float* xs = x.f32();
@@ -155,8 +154,8 @@ Tensor rms_norm(const Tensor& x, const Tensor& w, float eps) {
 Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps) {
   const int64_t h = x.dim(-1);
   require(w.rank() == 1 && w.dim(0) == h && b.rank() == 1 && b.dim(0) == h,
-          "layer_norm: weight " + shape_string(w.shape()) + " / bias " + shape_string(b.shape()) +
-              " do not match x" + shape_string(x.shape()));
+          "layer_norm: weight " + shape_string(w.shape()) + " / bias " + shape_string(b.shape()) + " do not match x" +
+              shape_string(x.shape()));
   const int64_t m = rows_of(x);
   Tensor y = Tensor::empty(DType::F32, x.shape());
   const float* xs = x.f32();
@@ -219,16 +218,16 @@ void activate(Tensor& x, Activation act) {
 }
 
 void add(Tensor& x, const Tensor& y) {
-  require(x.numel() == y.numel(), "add: shapes " + shape_string(x.shape()) + " and " +
-                                      shape_string(y.shape()) + " differ");
+  require(x.numel() == y.numel(),
+          "add: shapes " + shape_string(x.shape()) + " and " + shape_string(y.shape()) + " differ");
   float* a = x.f32();
   const float* b = y.f32();
   for (int64_t i = 0, n = x.numel(); i < n; ++i) a[i] += b[i];
 }
 
 void multiply(Tensor& x, const Tensor& y) {
-  require(x.numel() == y.numel(), "multiply: shapes " + shape_string(x.shape()) + " and " +
-                                      shape_string(y.shape()) + " differ");
+  require(x.numel() == y.numel(),
+          "multiply: shapes " + shape_string(x.shape()) + " and " + shape_string(y.shape()) + " differ");
   float* a = x.f32();
   const float* b = y.f32();
   for (int64_t i = 0, n = x.numel(); i < n; ++i) a[i] *= b[i];
@@ -262,14 +261,14 @@ Tensor embedding(const Tensor& table, const Tensor& ids) {
   require(table.rank() == 2, "embedding: table must be 2-D, got " + shape_string(table.shape()));
   expect_dtype(ids, DType::I64, "token ids");
   const int64_t v = table.dim(0), h = table.dim(1), n = ids.numel();
-  if (!is_float(table.dtype())) fail(ErrorCode::invalid_argument, "embedding: table has dtype " + std::string(dtype_name(table.dtype())));
+  if (!is_float(table.dtype()))
+    fail(ErrorCode::invalid_argument, "embedding: table has dtype " + std::string(dtype_name(table.dtype())));
   Tensor out = Tensor::empty(DType::F32, {n, h});
   const int64_t* id = ids.i64();
   for (int64_t i = 0; i < n; ++i) {
     if (id[i] < 0 || id[i] >= v) {
-      fail(ErrorCode::invalid_argument, "token id " + std::to_string(id[i]) + " at position " +
-                                            std::to_string(i) + " is out of range [0, " +
-                                            std::to_string(v) + ")");
+      fail(ErrorCode::invalid_argument, "token id " + std::to_string(id[i]) + " at position " + std::to_string(i) +
+                                            " is out of range [0, " + std::to_string(v) + ")");
     }
     convert_to_f32(table.dtype(), row_at(table, id[i], h), out.f32() + i * h, static_cast<size_t>(h));
   }
@@ -277,8 +276,8 @@ Tensor embedding(const Tensor& table, const Tensor& ids) {
 }
 
 RotaryEmbedding::RotaryEmbedding(int64_t rotary_dims, double theta) {
-  require(rotary_dims > 0 && rotary_dims % 2 == 0, "rope: rotary dims must be even and positive, got " +
-                                                       std::to_string(rotary_dims));
+  require(rotary_dims > 0 && rotary_dims % 2 == 0,
+          "rope: rotary dims must be even and positive, got " + std::to_string(rotary_dims));
   for (int64_t i = 0; i < rotary_dims / 2; ++i) {
     inv_freq_.push_back(1.0 / std::pow(theta, static_cast<double>(2 * i) / static_cast<double>(rotary_dims)));
   }
@@ -290,8 +289,8 @@ RotaryEmbedding::RotaryEmbedding(std::vector<double> inv_freq) : inv_freq_(std::
 
 void RotaryEmbedding::apply(Tensor& x, int64_t heads, int64_t head_dim, const int64_t* positions) const {
   const int64_t half = static_cast<int64_t>(inv_freq_.size());
-  require(2 * half <= head_dim, "rope: " + std::to_string(2 * half) + " rotary dims exceed head_dim " +
-                                    std::to_string(head_dim));
+  require(2 * half <= head_dim,
+          "rope: " + std::to_string(2 * half) + " rotary dims exceed head_dim " + std::to_string(head_dim));
   require(x.dim(-1) == heads * head_dim, "rope: x" + shape_string(x.shape()) + " is not " + std::to_string(heads) +
                                              " heads of " + std::to_string(head_dim));
   const int64_t tokens = rows_of(x);

@@ -25,12 +25,13 @@ RopeScaling RopeScaling::from_config(const ModelConfig& c) {
   } else if (type == "llama3") {
     r.type = Type::llama3;
   } else {
-    fail(ErrorCode::unsupported, "config.json: " + key + " type '" + type +
-                                     "' is not supported (supported: linear, llama3)");
+    fail(ErrorCode::unsupported,
+         "config.json: " + key + " type '" + type + "' is not supported (supported: linear, llama3)");
   }
   r.factor = c.get_float(key + ".factor");
   if (!(r.factor > 0.0)) {
-    fail(ErrorCode::invalid_argument, "config.json: " + key + ".factor must be positive, got " + std::to_string(r.factor));
+    fail(ErrorCode::invalid_argument,
+         "config.json: " + key + ".factor must be positive, got " + std::to_string(r.factor));
   }
   if (r.type == Type::llama3) {
     r.low_freq_factor = c.get_float(key + ".low_freq_factor");
@@ -38,10 +39,12 @@ RopeScaling RopeScaling::from_config(const ModelConfig& c) {
     r.original_max_position_embeddings = c.get_float(key + ".original_max_position_embeddings");
     if (!(r.high_freq_factor > r.low_freq_factor) || !(r.low_freq_factor > 0.0) ||
         !(r.original_max_position_embeddings > 0.0)) {
-      fail(ErrorCode::invalid_argument,
-           "config.json: " + key + " (llama3) needs high_freq_factor > low_freq_factor > 0 and a positive "
-           "original_max_position_embeddings, got " + std::to_string(r.high_freq_factor) + ", " +
-               std::to_string(r.low_freq_factor) + ", " + std::to_string(r.original_max_position_embeddings));
+      fail(ErrorCode::invalid_argument, "config.json: " + key +
+                                            " (llama3) needs high_freq_factor > low_freq_factor > 0 and a positive "
+                                            "original_max_position_embeddings, got " +
+                                            std::to_string(r.high_freq_factor) + ", " +
+                                            std::to_string(r.low_freq_factor) + ", " +
+                                            std::to_string(r.original_max_position_embeddings));
     }
   }
   return r;
@@ -49,7 +52,8 @@ RopeScaling RopeScaling::from_config(const ModelConfig& c) {
 
 std::vector<double> RopeScaling::inv_freq(int64_t rotary_dims, double theta) const {
   if (rotary_dims <= 0 || rotary_dims % 2 != 0) {
-    fail(ErrorCode::invalid_argument, "rope: rotary dims must be even and positive, got " + std::to_string(rotary_dims));
+    fail(ErrorCode::invalid_argument,
+         "rope: rotary dims must be even and positive, got " + std::to_string(rotary_dims));
   }
   std::vector<double> f;
   for (int64_t i = 0; i < rotary_dims / 2; ++i) {

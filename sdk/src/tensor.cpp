@@ -18,24 +18,35 @@ namespace surf {
 
 size_t dtype_size(DType dtype) noexcept {
   switch (dtype) {
-    case DType::F32: return 4;
-    case DType::F16: return 2;
-    case DType::BF16: return 2;
-    case DType::I64: return 8;
+    case DType::F32:
+      return 4;
+    case DType::F16:
+      return 2;
+    case DType::BF16:
+      return 2;
+    case DType::I64:
+      return 8;
     case DType::Q8_0:
-    case DType::Q4_0: return 0;
+    case DType::Q4_0:
+      return 0;
   }
   return 0;
 }
 
 const char* dtype_name(DType dtype) noexcept {
   switch (dtype) {
-    case DType::F32: return "F32";
-    case DType::F16: return "F16";
-    case DType::BF16: return "BF16";
-    case DType::I64: return "I64";
-    case DType::Q8_0: return "Q8_0";
-    case DType::Q4_0: return "Q4_0";
+    case DType::F32:
+      return "F32";
+    case DType::F16:
+      return "F16";
+    case DType::BF16:
+      return "BF16";
+    case DType::I64:
+      return "I64";
+    case DType::Q8_0:
+      return "Q8_0";
+    case DType::Q4_0:
+      return "Q4_0";
   }
   return "?";
 }
@@ -58,9 +69,12 @@ int64_t dtype_block_elements(DType dtype) noexcept { return is_quantized(dtype) 
 
 size_t dtype_block_bytes(DType dtype) noexcept {
   switch (dtype) {
-    case DType::Q8_0: return sizeof(kernels::BlockQ8_0);
-    case DType::Q4_0: return sizeof(kernels::BlockQ4_0);
-    default: return dtype_size(dtype);
+    case DType::Q8_0:
+      return sizeof(kernels::BlockQ8_0);
+    case DType::Q4_0:
+      return sizeof(kernels::BlockQ4_0);
+    default:
+      return dtype_size(dtype);
   }
 }
 
@@ -72,7 +86,6 @@ size_t row_bytes(DType dtype, int64_t elements) {
   }
   return static_cast<size_t>(elements / block) * dtype_block_bytes(dtype);
 }
-
 
 std::string shape_string(const Shape& shape) {
   std::ostringstream s;
@@ -348,8 +361,8 @@ Tensor Tensor::view(DType dtype, Shape shape, const void* data, std::shared_ptr<
 Tensor Tensor::from_f32(Shape shape, const std::vector<float>& values) {
   Tensor t = empty(DType::F32, std::move(shape));
   if (static_cast<int64_t>(values.size()) != t.numel()) {
-    fail(ErrorCode::invalid_argument, "from_f32: " + std::to_string(values.size()) +
-                                          " values for shape " + shape_string(t.shape_));
+    fail(ErrorCode::invalid_argument,
+         "from_f32: " + std::to_string(values.size()) + " values for shape " + shape_string(t.shape_));
   }
   std::memcpy(t.data_, values.data(), t.nbytes());
   return t;
@@ -358,8 +371,8 @@ Tensor Tensor::from_f32(Shape shape, const std::vector<float>& values) {
 Tensor Tensor::from_i64(Shape shape, const std::vector<int64_t>& values) {
   Tensor t = empty(DType::I64, std::move(shape));
   if (static_cast<int64_t>(values.size()) != t.numel()) {
-    fail(ErrorCode::invalid_argument, "from_i64: " + std::to_string(values.size()) +
-                                          " values for shape " + shape_string(t.shape_));
+    fail(ErrorCode::invalid_argument,
+         "from_i64: " + std::to_string(values.size()) + " values for shape " + shape_string(t.shape_));
   }
   std::memcpy(t.data_, values.data(), t.nbytes());
   return t;
@@ -369,16 +382,15 @@ int64_t Tensor::dim(int i) const {
   int r = rank();
   if (i < 0) i += r;
   if (i < 0 || i >= r) {
-    fail(ErrorCode::invalid_argument, "dimension " + std::to_string(i) + " out of range for shape " +
-                                          shape_string(shape_));
+    fail(ErrorCode::invalid_argument,
+         "dimension " + std::to_string(i) + " out of range for shape " + shape_string(shape_));
   }
   return shape_[i];
 }
 
 Tensor Tensor::reshape(Shape shape) const {
   if (shape_numel(shape) != numel()) {
-    fail(ErrorCode::invalid_argument,
-         "cannot reshape " + shape_string(shape_) + " to " + shape_string(shape));
+    fail(ErrorCode::invalid_argument, "cannot reshape " + shape_string(shape_) + " to " + shape_string(shape));
   }
   if (is_quantized(dtype_)) (void)shape_bytes(shape, dtype_);  // blocks must not straddle rows
   Tensor t = *this;
@@ -406,22 +418,22 @@ Tensor Tensor::to_f32() const {
 
 void Tensor::check(DType want) const {
   if (dtype_ != want) {
-    fail(ErrorCode::invalid_argument, std::string("tensor has dtype ") + dtype_name(dtype_) +
-                                          ", expected " + dtype_name(want));
+    fail(ErrorCode::invalid_argument,
+         std::string("tensor has dtype ") + dtype_name(dtype_) + ", expected " + dtype_name(want));
   }
 }
 
 void expect_shape(const Tensor& t, const Shape& shape, std::string_view name) {
   if (t.shape() != shape) {
-    fail(ErrorCode::invalid_argument, std::string(name) + ": expected shape " + shape_string(shape) +
-                                          ", got " + shape_string(t.shape()));
+    fail(ErrorCode::invalid_argument,
+         std::string(name) + ": expected shape " + shape_string(shape) + ", got " + shape_string(t.shape()));
   }
 }
 
 void expect_dtype(const Tensor& t, DType dtype, std::string_view name) {
   if (t.dtype() != dtype) {
-    fail(ErrorCode::invalid_argument, std::string(name) + ": expected dtype " + dtype_name(dtype) +
-                                          ", got " + dtype_name(t.dtype()));
+    fail(ErrorCode::invalid_argument,
+         std::string(name) + ": expected dtype " + dtype_name(dtype) + ", got " + dtype_name(t.dtype()));
   }
 }
 

@@ -26,8 +26,8 @@ constexpr uint64_t kMaxRawBytes = uint64_t{64} << 30;  // 16 x the largest (4 Gi
 size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
 [[noreturn]] void corrupt(std::string_view component, const std::string& what) {
-  fail(ErrorCode::corrupt, "chunk" + (component.empty() ? std::string() : " '" + std::string(component) + "'") +
-                               ": " + what);
+  fail(ErrorCode::corrupt,
+       "chunk" + (component.empty() ? std::string() : " '" + std::string(component) + "'") + ": " + what);
 }
 
 }  // namespace
@@ -60,22 +60,21 @@ struct Hasher {
 };
 
 const Hasher& hasher() {
-  static const Hasher h = __builtin_cpu_supports("avx2")
-      ? Hasher{avx2::xxh3_64, avx2::xxh3_create, avx2::xxh3_free, avx2::xxh3_reset, avx2::xxh3_update, avx2::xxh3_digest}
-      : Hasher{[](const void* d, size_t n) -> uint64_t { return XXH3_64bits(d, n); },
-               []() -> void* { return XXH3_createState(); },
-               [](void* s) { XXH3_freeState(static_cast<XXH3_state_t*>(s)); },
-               [](void* s) { XXH3_64bits_reset(static_cast<XXH3_state_t*>(s)); },
-               [](void* s, const void* d, size_t n) { XXH3_64bits_update(static_cast<XXH3_state_t*>(s), d, n); },
-               [](const void* s) -> uint64_t { return XXH3_64bits_digest(static_cast<const XXH3_state_t*>(s)); }};
+  static const Hasher h =
+      __builtin_cpu_supports("avx2")
+          ? Hasher{avx2::xxh3_64,    avx2::xxh3_create, avx2::xxh3_free,
+                   avx2::xxh3_reset, avx2::xxh3_update, avx2::xxh3_digest}
+          : Hasher{[](const void* d, size_t n) -> uint64_t { return XXH3_64bits(d, n); },
+                   []() -> void* { return XXH3_createState(); },
+                   [](void* s) { XXH3_freeState(static_cast<XXH3_state_t*>(s)); },
+                   [](void* s) { XXH3_64bits_reset(static_cast<XXH3_state_t*>(s)); },
+                   [](void* s, const void* d, size_t n) { XXH3_64bits_update(static_cast<XXH3_state_t*>(s), d, n); },
+                   [](const void* s) -> uint64_t { return XXH3_64bits_digest(static_cast<const XXH3_state_t*>(s)); }};
   return h;
 }
 }  // namespace
 
-std::string checksum_of(const void* data, size_t size) {
-  return format_checksum(hasher().hash(data, size));
-}
-
+std::string checksum_of(const void* data, size_t size) { return format_checksum(hasher().hash(data, size)); }
 
 StreamingChecksum::StreamingChecksum() : state_(hasher().create()) {
   if (state_ == nullptr) throw std::bad_alloc();
@@ -85,8 +84,8 @@ StreamingChecksum::~StreamingChecksum() { hasher().destroy(state_); }
 void StreamingChecksum::update(const void* data, size_t size) { hasher().update(state_, data, size); }
 std::string StreamingChecksum::hex() const { return format_checksum(hasher().digest(state_)); }
 
-void encode_chunk(const std::string& component, const std::vector<ChunkTensorIn>& tensors,
-                  Compression compression, int zstd_level, ByteBuffer& out) {
+void encode_chunk(const std::string& component, const std::vector<ChunkTensorIn>& tensors, Compression compression,
+                  int zstd_level, ByteBuffer& out) {
   // Tensor offsets inside the blob are 64-byte aligned so decoded f32 data is aligned too.
   std::vector<size_t> offsets;
   size_t raw_size = 0;
@@ -101,8 +100,7 @@ void encode_chunk(const std::string& component, const std::vector<ChunkTensorIn>
     quantized = quantized || is_quantized(t.dtype);
     if (want != t.length) {
       fail(ErrorCode::invalid_argument, "chunk '" + component + "': tensor '" + t.name + "' has " +
-                                            std::to_string(t.length) + " bytes, shape needs " +
-                                            std::to_string(want));
+                                            std::to_string(t.length) + " bytes, shape needs " + std::to_string(want));
     }
     raw_size = align_up(raw_size);
     offsets.push_back(raw_size);
@@ -195,14 +193,22 @@ ChunkLayout read_chunk_layout(const std::byte* data, size_t size, std::string_vi
     const auto& kv = root.via.map.ptr[i];
     if (kv.key.type != msgpack::type::STR) continue;
     std::string_view k(kv.key.via.str.ptr, kv.key.via.str.size);
-    if (k == "magic") magic = &kv.val;
-    else if (k == "format_version") version = &kv.val;
-    else if (k == "component") component = &kv.val;
-    else if (k == "compression") comp = &kv.val;
-    else if (k == "raw_size") raw_size = &kv.val;
-    else if (k == "tensors") tensors = &kv.val;
-    else if (k == "data") blob = &kv.val;
-    else if (k == "checksum") checksum = &kv.val;
+    if (k == "magic")
+      magic = &kv.val;
+    else if (k == "format_version")
+      version = &kv.val;
+    else if (k == "component")
+      component = &kv.val;
+    else if (k == "compression")
+      comp = &kv.val;
+    else if (k == "raw_size")
+      raw_size = &kv.val;
+    else if (k == "tensors")
+      tensors = &kv.val;
+    else if (k == "data")
+      blob = &kv.val;
+    else if (k == "checksum")
+      checksum = &kv.val;
   }
   ChunkLayout out;
   try {
@@ -210,9 +216,9 @@ ChunkLayout read_chunk_layout(const std::byte* data, size_t size, std::string_vi
     if (!version) corrupt(expected, "no format_version");
     const int v = version->as<int>();
     if (v > kChunkFormatVersion) {
-      fail(ErrorCode::unsupported, "chunk '" + std::string(expected) + "' has format version " +
-                                       std::to_string(v) + ", newer than this runtime's " +
-                                       std::to_string(kChunkFormatVersion) + ": upgrade the runtime");
+      fail(ErrorCode::unsupported, "chunk '" + std::string(expected) + "' has format version " + std::to_string(v) +
+                                       ", newer than this runtime's " + std::to_string(kChunkFormatVersion) +
+                                       ": upgrade the runtime");
     }
     if (!component || !tensors || !blob || !checksum || !raw_size) corrupt(expected, "missing fields");
     out.component = component->as<std::string>();
@@ -232,7 +238,8 @@ ChunkLayout read_chunk_layout(const std::byte* data, size_t size, std::string_vi
       if (frame == ZSTD_CONTENTSIZE_UNKNOWN || frame == ZSTD_CONTENTSIZE_ERROR || frame != out.raw_size) {
         corrupt(out.component, "compressed frame size does not match raw_size");
       }
-      if (out.raw_size > kMaxRawBytes) corrupt(out.component, "raw_size " + std::to_string(out.raw_size) + " is too large");
+      if (out.raw_size > kMaxRawBytes)
+        corrupt(out.component, "raw_size " + std::to_string(out.raw_size) + " is too large");
     } else if (out.raw_size != out.stored_size) {
       corrupt(out.component, "raw_size does not match the data size");
     }

@@ -143,25 +143,32 @@ AwsCredentials fetch_ecs(int timeout_ms) {
   }
   if (!auth.empty()) headers.emplace_back("authorization", auth);
   const http::Response r = request(u, "GET", u.path, headers, timeout_ms);
-  if (r.status != 200) fail(ErrorCode::unauthorized, "ECS credentials endpoint answered HTTP " + std::to_string(r.status));
+  if (r.status != 200)
+    fail(ErrorCode::unauthorized, "ECS credentials endpoint answered HTTP " + std::to_string(r.status));
   return credentials_from_json(r.body, "ecs");
 }
 
 // IMDSv2: a session token first (PUT), then the role name, then its credentials.
 AwsCredentials fetch_imds(int timeout_ms) {
-  const std::string endpoint = env("AWS_EC2_METADATA_SERVICE_ENDPOINT").empty() ? "http://169.254.169.254"
-                                                                                 : env("AWS_EC2_METADATA_SERVICE_ENDPOINT");
+  const std::string endpoint = env("AWS_EC2_METADATA_SERVICE_ENDPOINT").empty()
+                                   ? "http://169.254.169.254"
+                                   : env("AWS_EC2_METADATA_SERVICE_ENDPOINT");
   const Url u = parse_url(endpoint, "AWS_EC2_METADATA_SERVICE_ENDPOINT");
-  http::Response r = request(u, "PUT", "/latest/api/token", {{"x-aws-ec2-metadata-token-ttl-seconds", "21600"}}, timeout_ms);
-  if (r.status != 200 || r.body.empty()) fail(ErrorCode::unauthorized, "IMDSv2 token request answered HTTP " + std::to_string(r.status));
+  http::Response r =
+      request(u, "PUT", "/latest/api/token", {{"x-aws-ec2-metadata-token-ttl-seconds", "21600"}}, timeout_ms);
+  if (r.status != 200 || r.body.empty())
+    fail(ErrorCode::unauthorized, "IMDSv2 token request answered HTTP " + std::to_string(r.status));
   const std::vector<std::pair<std::string, std::string>> auth = {{"x-aws-ec2-metadata-token", trim(r.body)}};
   const std::string base = "/latest/meta-data/iam/security-credentials/";
   r = request(u, "GET", base, auth, timeout_ms);
-  if (r.status != 200) fail(ErrorCode::unauthorized, "instance metadata has no IAM role (HTTP " + std::to_string(r.status) + ")");
+  if (r.status != 200)
+    fail(ErrorCode::unauthorized, "instance metadata has no IAM role (HTTP " + std::to_string(r.status) + ")");
   const std::string role = trim(r.body.substr(0, r.body.find('\n')));
   if (role.empty()) fail(ErrorCode::unauthorized, "instance metadata has no IAM role");
   r = request(u, "GET", base + role, auth, timeout_ms);
-  if (r.status != 200) fail(ErrorCode::unauthorized, "instance metadata credentials for role '" + role + "' answered HTTP " + std::to_string(r.status));
+  if (r.status != 200)
+    fail(ErrorCode::unauthorized,
+         "instance metadata credentials for role '" + role + "' answered HTTP " + std::to_string(r.status));
   return credentials_from_json(r.body, "imds");
 }
 
@@ -192,7 +199,8 @@ class RefreshingSource final : public CredentialSource {
         log_info("S3 credentials from " + name_ + " refreshed");
       } catch (const Error& e) {
         if (now >= *current_.expiration) {
-          fail(ErrorCode::unauthorized, "S3 credentials from " + name_ + " expired and cannot be refreshed: " + e.what());
+          fail(ErrorCode::unauthorized,
+               "S3 credentials from " + name_ + " expired and cannot be refreshed: " + e.what());
         }
         log_warn("S3 credentials from " + name_ + " not refreshed yet: " + e.what());
       }
@@ -225,27 +233,30 @@ std::shared_ptr<CredentialSource> default_credential_chain(const CredentialChain
   std::vector<std::string> looked;
   // 1. The environment.
   if (!env("AWS_ACCESS_KEY_ID").empty() && !env("AWS_SECRET_ACCESS_KEY").empty()) {
-    return std::make_shared<FixedSource>(
-        AwsCredentials{env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"), env("AWS_SESSION_TOKEN"), std::nullopt, "environment"});
+    return std::make_shared<FixedSource>(AwsCredentials{env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"),
+                                                        env("AWS_SESSION_TOKEN"), std::nullopt, "environment"});
   }
   looked.push_back("AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY");
   // 2. The shared credentials file, then the config file, profile AWS_PROFILE or default.
   const std::string profile = profile_name();
   for (const bool config_file : {false, true}) {
-    const std::string file = config_file ? home_file("AWS_CONFIG_FILE", "config") : home_file("AWS_SHARED_CREDENTIALS_FILE", "credentials");
+    const std::string file =
+        config_file ? home_file("AWS_CONFIG_FILE", "config") : home_file("AWS_SHARED_CREDENTIALS_FILE", "credentials");
     if (file.empty()) continue;
     auto s = ini_section(file, profile, config_file);
     if (!s["aws_access_key_id"].empty() && !s["aws_secret_access_key"].empty()) {
       return std::make_shared<FixedSource>(AwsCredentials{s["aws_access_key_id"], s["aws_secret_access_key"],
-                                                          s["aws_session_token"], std::nullopt, "profile " + profile + " in " + file});
+                                                          s["aws_session_token"], std::nullopt,
+                                                          "profile " + profile + " in " + file});
     }
     looked.push_back("profile '" + profile + "' in " + file);
   }
   // 3. The ECS container endpoint, when the container says there is one.
   if (!env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").empty() || !env("AWS_CONTAINER_CREDENTIALS_FULL_URI").empty()) {
     try {
-      return std::make_shared<RefreshingSource>("the ECS container endpoint", [t = options.metadata_timeout_ms] { return fetch_ecs(t); },
-                                                options.refresh_margin);
+      return std::make_shared<RefreshingSource>(
+          "the ECS container endpoint", [t = options.metadata_timeout_ms] { return fetch_ecs(t); },
+          options.refresh_margin);
     } catch (const Error& e) {
       looked.push_back("the ECS container endpoint (" + std::string(e.what()) + ")");
     }
@@ -253,8 +264,8 @@ std::shared_ptr<CredentialSource> default_credential_chain(const CredentialChain
   // 4. EC2 instance metadata (IMDSv2), unless turned off.
   if (env("AWS_EC2_METADATA_DISABLED") != "true") {
     try {
-      return std::make_shared<RefreshingSource>("EC2 instance metadata", [t = options.metadata_timeout_ms] { return fetch_imds(t); },
-                                                options.refresh_margin);
+      return std::make_shared<RefreshingSource>(
+          "EC2 instance metadata", [t = options.metadata_timeout_ms] { return fetch_imds(t); }, options.refresh_margin);
     } catch (const Error& e) {
       looked.push_back("EC2 instance metadata (" + std::string(e.what()) + ")");
     }

@@ -40,8 +40,7 @@ namespace {
 
 [[noreturn]] void io_error(const std::string& what, const fs::path& p) {
   const int err = errno;
-  fail(err == ENOENT ? ErrorCode::not_found : ErrorCode::io,
-       what + " '" + p.string() + "': " + std::strerror(err));
+  fail(err == ENOENT ? ErrorCode::not_found : ErrorCode::io, what + " '" + p.string() + "': " + std::strerror(err));
 }
 
 class FilesystemBackend final : public StorageBackend {
@@ -86,9 +85,9 @@ class FilesystemBackend final : public StorageBackend {
     ::fstat(fd, &st);
     if (offset + length > static_cast<uint64_t>(st.st_size)) {
       ::close(fd);
-      fail(ErrorCode::invalid_argument, "range " + std::to_string(offset) + "+" +
-                                            std::to_string(length) + " beyond the end of '" +
-                                            p.string() + "' (" + std::to_string(st.st_size) + " bytes)");
+      fail(ErrorCode::invalid_argument, "range " + std::to_string(offset) + "+" + std::to_string(length) +
+                                            " beyond the end of '" + p.string() + "' (" + std::to_string(st.st_size) +
+                                            " bytes)");
     }
     try {
       pread_all(fd, dst, length, offset, p);

@@ -84,7 +84,9 @@ struct Client::Impl {
       plain = std::make_unique<beast::tcp_stream>(ioc);
     }
     expires_after_timeout();
-    ec = run([&](auto h) { lowest().async_connect(results, [h](beast::error_code e, const tcp::endpoint&) mutable { h(e); }); });
+    ec = run([&](auto h) {
+      lowest().async_connect(results, [h](beast::error_code e, const tcp::endpoint&) mutable { h(e); });
+    });
     if (ec) {
       disconnect();
       fail(ec == beast::error::timeout ? ErrorCode::timeout : ErrorCode::network,
@@ -164,9 +166,9 @@ Response Client::send(const Request& r) {
       ec = c.run([&](auto h) { c.io([&](auto& s) { bhttp::async_read_header(s, c.buffer, parser, h); }); });
     }
     if (ec) {
-      if (reused && attempt == 0 && (ec == bhttp::error::end_of_stream || ec == net::error::eof ||
-                                     ec == net::error::connection_reset || ec == net::error::broken_pipe ||
-                                     ec == net::ssl::error::stream_truncated)) {
+      if (reused && attempt == 0 &&
+          (ec == bhttp::error::end_of_stream || ec == net::error::eof || ec == net::error::connection_reset ||
+           ec == net::error::broken_pipe || ec == net::ssl::error::stream_truncated)) {
         c.disconnect();
         continue;
       }
@@ -205,8 +207,8 @@ Response Client::send(const Request& r) {
       } else if (out.status / 100 == 2 && r.into_raw) {
         if (*length != r.into_raw_size) {
           c.disconnect();
-          fail(ErrorCode::corrupt, "expected " + std::to_string(r.into_raw_size) + " bytes, the server sends " +
-                                       std::to_string(*length));
+          fail(ErrorCode::corrupt,
+               "expected " + std::to_string(r.into_raw_size) + " bytes, the server sends " + std::to_string(*length));
         }
         c.read_body(static_cast<std::byte*>(r.into_raw), *length, r.on_block);
       } else {

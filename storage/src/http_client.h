@@ -16,7 +16,7 @@ namespace surf::http {
 struct Response {
   unsigned status = 0;
   std::map<std::string, std::string> headers;  // lowercase names
-  std::string body;                             // when not received into a caller's buffer
+  std::string body;                            // when not received into a caller's buffer
   const std::string* header(const std::string& name) const {
     auto it = headers.find(name);
     return it == headers.end() ? nullptr : &it->second;

@@ -18,8 +18,8 @@ bool is_valid_component_id(std::string_view id) {
 
 void validate_component_id(const std::string& id) {
   if (!is_valid_component_id(id)) {
-    fail(ErrorCode::invalid_argument, "invalid component name '" + id +
-                                          "': only [A-Za-z0-9_.-] allowed, no '..' or '/'");
+    fail(ErrorCode::invalid_argument,
+         "invalid component name '" + id + "': only [A-Za-z0-9_.-] allowed, no '..' or '/'");
   }
 }
 
@@ -92,8 +92,8 @@ Manifest Manifest::from_json(const std::string& text) {
     m.format_version = j.at("format_version").get<int>();
     if (m.format_version > kManifestFormatVersion) {
       fail(ErrorCode::unsupported, "store format version " + std::to_string(m.format_version) +
-                                       " is newer than this runtime's " +
-                                       std::to_string(kManifestFormatVersion) + ": upgrade the runtime");
+                                       " is newer than this runtime's " + std::to_string(kManifestFormatVersion) +
+                                       ": upgrade the runtime");
     }
     m.architecture = j.at("architecture").get<std::string>();
     m.model_type = j.at("model_type").get<std::string>();
@@ -107,7 +107,8 @@ Manifest Manifest::from_json(const std::string& text) {
       validate_component_id(mc.id);
       mc.role = c.at("role").get<std::string>() == "resident" ? ComponentRole::resident : ComponentRole::streamed;
       mc.key = c.at("key").get<std::string>();
-      if (mc.key != chunk_key(mc.id)) fail(ErrorCode::corrupt, "manifest: component '" + mc.id + "' has key '" + mc.key + "'");
+      if (mc.key != chunk_key(mc.id))
+        fail(ErrorCode::corrupt, "manifest: component '" + mc.id + "' has key '" + mc.key + "'");
       mc.bytes = json_uint(c.at("bytes"), "manifest: component '" + mc.id + "' bytes");
       mc.raw_bytes = c.contains("raw_bytes") ? json_uint(c["raw_bytes"], "manifest: raw_bytes") : 0;
       mc.checksum = c.at("checksum").get<std::string>();
@@ -116,7 +117,8 @@ Manifest Manifest::from_json(const std::string& text) {
         mt.name = t.at("name").get<std::string>();
         mt.hf_name = t.value("hf_name", "");
         mt.dtype = dtype_from_name(t.at("dtype").get<std::string>());
-        for (const auto& d : t.at("shape")) mt.shape.push_back(static_cast<int64_t>(json_uint(d, "manifest: a dimension")));
+        for (const auto& d : t.at("shape"))
+          mt.shape.push_back(static_cast<int64_t>(json_uint(d, "manifest: a dimension")));
         try {
           shape_bytes(mt.shape, mt.dtype);
         } catch (const Error& e) {
@@ -131,7 +133,8 @@ Manifest Manifest::from_json(const std::string& text) {
       for (const auto& f : j.at("files")) {
         ManifestFile mf;
         mf.name = f.at("name").get<std::string>();
-        if (!is_valid_component_id(mf.name)) fail(ErrorCode::corrupt, "manifest: file name '" + mf.name + "' is not allowed");
+        if (!is_valid_component_id(mf.name))
+          fail(ErrorCode::corrupt, "manifest: file name '" + mf.name + "' is not allowed");
         mf.bytes = json_uint(f.at("bytes"), "manifest: file '" + mf.name + "' bytes");
         mf.checksum = f.at("checksum").get<std::string>();
         m.files.push_back(std::move(mf));

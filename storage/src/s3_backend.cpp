@@ -35,7 +35,8 @@ std::string xml_value(const std::string& xml, const std::string& tag, size_t fro
   std::string out;
   for (size_t i = 0; i < v.size(); ++i) {
     if (v[i] == '&') {
-      static const std::pair<const char*, char> entities[] = {{"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}};
+      static const std::pair<const char*, char> entities[] = {
+          {"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}};
       bool done = false;
       for (const auto& [e, c] : entities) {
         if (v.compare(i, std::strlen(e), e) == 0) {
@@ -56,7 +57,9 @@ std::string xml_value(const std::string& xml, const std::string& tag, size_t fro
 // lowercase letters, digits and '-', no dots.
 bool dns_label(const std::string& b) {
   if (b.size() < 3 || b.size() > 63 || b.front() == '-' || b.back() == '-') return false;
-  return std::all_of(b.begin(), b.end(), [](char c) { return std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '-'; });
+  return std::all_of(b.begin(), b.end(), [](char c) {
+    return std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '-';
+  });
 }
 
 }  // namespace
@@ -74,10 +77,12 @@ S3Address s3_address(const S3Config& cfg, const std::string& bucket, const std::
     a.scheme = "http";
     ep = ep.substr(7);
   } else {
-    fail(ErrorCode::invalid_argument, "bad S3 endpoint '" + cfg.endpoint + "': expected http://HOST[:PORT] or https://HOST[:PORT]");
+    fail(ErrorCode::invalid_argument,
+         "bad S3 endpoint '" + cfg.endpoint + "': expected http://HOST[:PORT] or https://HOST[:PORT]");
   }
   while (!ep.empty() && ep.back() == '/') ep.pop_back();
-  if (ep.find('/') != std::string::npos) fail(ErrorCode::invalid_argument, "bad S3 endpoint '" + cfg.endpoint + "': no path allowed");
+  if (ep.find('/') != std::string::npos)
+    fail(ErrorCode::invalid_argument, "bad S3 endpoint '" + cfg.endpoint + "': no path allowed");
   const size_t colon = ep.rfind(':');
   a.host = colon == std::string::npos ? ep : ep.substr(0, colon);
   a.port = colon == std::string::npos ? (a.scheme == "https" ? "443" : "80") : ep.substr(colon + 1);
@@ -87,8 +92,9 @@ S3Address s3_address(const S3Config& cfg, const std::string& bucket, const std::
   const bool aws = a.host.size() > 14 && a.host.compare(a.host.size() - 14, 14, ".amazonaws.com") == 0;
   if (cfg.addressing == "virtual") {
     if (!dns_label(bucket)) {
-      fail(ErrorCode::invalid_argument, "bucket '" + bucket + "' cannot be addressed virtual-hosted style "
-                                        "(lowercase letters, digits and '-' only): use path style");
+      fail(ErrorCode::invalid_argument, "bucket '" + bucket +
+                                            "' cannot be addressed virtual-hosted style "
+                                            "(lowercase letters, digits and '-' only): use path style");
     }
     a.virtual_hosted = true;
   } else if (cfg.addressing == "auto") {
@@ -109,8 +115,9 @@ class S3Backend final : public StorageBackend {
   S3Backend(std::string bucket, std::string prefix, S3Config cfg)
       : bucket_(std::move(bucket)), prefix_(std::move(prefix)), cfg_(std::move(cfg)) {
     if (!cfg_.credentials && (cfg_.access_key_id.empty() || cfg_.secret_access_key.empty())) {
-      fail(ErrorCode::unauthorized, "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile "
-                                    "in ~/.aws/credentials (AWS_PROFILE)");
+      fail(ErrorCode::unauthorized,
+           "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile "
+           "in ~/.aws/credentials (AWS_PROFILE)");
     }
     endpoint_ = s3_address(cfg_, bucket_, "");
     target_.host = endpoint_.host;
@@ -270,8 +277,8 @@ class S3Backend final : public StorageBackend {
   }
 
   // Signs and sends, retrying dropped connections, 5xx, 429 and SlowDown with backoff.
-  http::Response send(http::Request r, const std::string& path, const std::vector<std::pair<std::string, std::string>>& query,
-                      const std::string& what) {
+  http::Response send(http::Request r, const std::string& path,
+                      const std::vector<std::pair<std::string, std::string>>& query, const std::string& what) {
     // Parameters go out in canonical (sorted, encoded) order: some S3-compatible servers (moto)
     // recompute the canonical query in the order received.
     std::vector<std::pair<std::string, std::string>> sorted;
@@ -286,7 +293,8 @@ class S3Backend final : public StorageBackend {
     std::string last;
     for (int attempt = 0; attempt < std::max(1, cfg_.max_attempts); ++attempt) {
       if (attempt > 0) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(std::min(5000, cfg_.backoff_ms << std::min(attempt - 1, 10))));
+        std::this_thread::sleep_for(
+            std::chrono::milliseconds(std::min(5000, cfg_.backoff_ms << std::min(attempt - 1, 10))));
       }
       sigv4::Request sr;
       sr.method = r.method;
@@ -297,9 +305,11 @@ class S3Backend final : public StorageBackend {
       sr.headers = {{"host", endpoint_.host_header}, {"x-amz-content-sha256", payload_hash}, {"x-amz-date", date}};
       // Taken per attempt: temporary credentials may have been refreshed meanwhile.
       const AwsCredentials creds = cfg_.credentials ? cfg_.credentials->get()
-                                                    : AwsCredentials{cfg_.access_key_id, cfg_.secret_access_key, cfg_.session_token, std::nullopt, ""};
+                                                    : AwsCredentials{cfg_.access_key_id, cfg_.secret_access_key,
+                                                                     cfg_.session_token, std::nullopt, ""};
       if (!creds.session_token.empty()) sr.headers.emplace_back("x-amz-security-token", creds.session_token);
-      const sigv4::Signature sig = sigv4::sign(sr, creds.access_key_id, creds.secret_access_key, cfg_.region, "s3", date);
+      const sigv4::Signature sig =
+          sigv4::sign(sr, creds.access_key_id, creds.secret_access_key, cfg_.region, "s3", date);
       r.target = target;
       r.headers = base_headers;
       for (const auto& h : sr.headers) {
@@ -310,7 +320,8 @@ class S3Backend final : public StorageBackend {
         std::lock_guard lock(client_mutex_);
         if (!client_) client_ = std::make_unique<http::Client>(target_, cfg_.timeout_ms);
         http::Response res = client_->send(r);
-        const bool slow_down = res.status == 503 || res.status == 429 || res.body.find("<Code>SlowDown</Code>") != std::string::npos;
+        const bool slow_down =
+            res.status == 503 || res.status == 429 || res.body.find("<Code>SlowDown</Code>") != std::string::npos;
         if (res.status < 500 && !slow_down) return res;
         last = "HTTP " + std::to_string(res.status) + " " + xml_value(res.body, "Code");
       } catch (const Error& e) {
@@ -321,8 +332,8 @@ class S3Backend final : public StorageBackend {
       }
       log_info("S3 " + what + ": attempt " + std::to_string(attempt + 1) + " failed: " + last);
     }
-    fail(ErrorCode::network, "S3 " + what + " on " + describe() + " failed after " + std::to_string(std::max(1, cfg_.max_attempts)) +
-                                 " attempts: " + last);
+    fail(ErrorCode::network, "S3 " + what + " on " + describe() + " failed after " +
+                                 std::to_string(std::max(1, cfg_.max_attempts)) + " attempts: " + last);
   }
 
   void expect(const http::Response& res, unsigned want, const std::string& op, const std::string& key) {
@@ -337,10 +348,12 @@ class S3Backend final : public StorageBackend {
     if (code == "NoSuchBucket") fail(ErrorCode::not_found, "S3 bucket '" + bucket_ + "' does not exist (NoSuchBucket)");
     if (code == "NoSuchKey") fail(ErrorCode::not_found, "no object " + where + " (NoSuchKey)");
     if (res.status == 403 || code == "SignatureDoesNotMatch" || code == "InvalidAccessKeyId") {
-      fail(ErrorCode::unauthorized, "S3 " + op + " " + where + " denied for access key id " +
-                                        (cfg_.credentials ? cfg_.credentials->get().access_key_id + " (from " + cfg_.credentials->describe() + ")"
-                                                          : cfg_.access_key_id) + ": " +
-                                        (code.empty() ? "HTTP 403" : code) + (message.empty() ? "" : ": " + message));
+      fail(
+          ErrorCode::unauthorized,
+          "S3 " + op + " " + where + " denied for access key id " +
+              (cfg_.credentials ? cfg_.credentials->get().access_key_id + " (from " + cfg_.credentials->describe() + ")"
+                                : cfg_.access_key_id) +
+              ": " + (code.empty() ? "HTTP 403" : code) + (message.empty() ? "" : ": " + message));
     }
     fail(ErrorCode::io, "S3 " + op + " " + where + " failed: HTTP " + std::to_string(res.status) +
                             (code.empty() ? "" : " " + code) + (message.empty() ? "" : ": " + message));

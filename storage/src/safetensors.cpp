@@ -31,9 +31,9 @@ constexpr uint64_t kMaxHeaderBytes = 100u << 20;
 
 // Element sizes of the safetensors dtypes tensors here cannot hold; 0 for names that are no dtype.
 size_t other_dtype_size(const std::string& dtype) {
-  static const std::map<std::string, size_t> sizes{{"BOOL", 1}, {"U8", 1},  {"I8", 1},  {"F8_E4M3", 1}, {"F8_E5M2", 1},
-                                                   {"I16", 2},  {"U16", 2}, {"I32", 4}, {"U32", 4},     {"F64", 8},
-                                                   {"U64", 8}};
+  static const std::map<std::string, size_t> sizes{{"BOOL", 1},    {"U8", 1},  {"I8", 1},  {"F8_E4M3", 1},
+                                                   {"F8_E5M2", 1}, {"I16", 2}, {"U16", 2}, {"I32", 4},
+                                                   {"U32", 4},     {"F64", 8}, {"U64", 8}};
   auto it = sizes.find(dtype);
   return it == sizes.end() ? 0 : it->second;
 }
@@ -49,8 +49,8 @@ std::string read_text_file(const fs::path& path) {
 }
 
 std::vector<TensorInfo> parse_safetensors_header(std::string_view header, uint64_t data_size, const std::string& what,
-                                                std::map<std::string, std::string>* metadata,
-                                                std::map<std::string, std::string>* skipped) {
+                                                 std::map<std::string, std::string>* metadata,
+                                                 std::map<std::string, std::string>* skipped) {
   const json j = parse_json(header, "safetensors file '" + what + "': header");
   if (!j.is_object()) corrupt(what, "header is not a JSON object");
   std::vector<TensorInfo> tensors, others;  // others: the skipped ones, still checked for overlaps
@@ -102,9 +102,8 @@ std::vector<TensorInfo> parse_safetensors_header(std::string_view header, uint64
     }
     const uint64_t begin = offs[0].get<uint64_t>(), end = offs[1].get<uint64_t>();
     if (begin > end || end > data_size) {
-      corrupt(what, "tensor '" + name + "' data_offsets [" + std::to_string(begin) + ", " +
-                        std::to_string(end) + "] out of range (data is " + std::to_string(data_size) +
-                        " bytes)");
+      corrupt(what, "tensor '" + name + "' data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
+                        "] out of range (data is " + std::to_string(data_size) + " bytes)");
     }
     uint64_t want = 0;
     try {
@@ -160,12 +159,13 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& path) {
   pread_all(f->fd_, len_bytes, 8, 0, path);
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
   if (header_len > kMaxHeaderBytes || header_len > file_size - 8) {
-    corrupt(path, "header length " + std::to_string(header_len) + " exceeds the file size " +
-                      std::to_string(file_size));
+    corrupt(path,
+            "header length " + std::to_string(header_len) + " exceeds the file size " + std::to_string(file_size));
   }
   std::string header(header_len, '\0');
   pread_all(f->fd_, header.data(), header_len, 8, path);
-  f->tensors_ = parse_safetensors_header(header, file_size - 8 - header_len, path.string(), &f->metadata_, &f->skipped_);
+  f->tensors_ =
+      parse_safetensors_header(header, file_size - 8 - header_len, path.string(), &f->metadata_, &f->skipped_);
   for (size_t k = 0; k < f->tensors_.size(); ++k) {
     f->tensors_[k].offset += 8 + header_len;
     f->index_[f->tensors_[k].name] = k;
@@ -216,7 +216,8 @@ std::string make_header(const std::vector<SafetensorsWriter::Entry>& entries,
   for (const auto& e : entries) {
     if (is_quantized(e.dtype)) {
       fail(ErrorCode::invalid_argument, "safetensors cannot hold tensor '" + e.name + "' of dtype " +
-                                            dtype_name(e.dtype) + " (a GGML block format): dequantize it first "
+                                            dtype_name(e.dtype) +
+                                            " (a GGML block format): dequantize it first "
                                             "(Tensor::to_f32)");
     }
     const uint64_t len = shape_bytes(e.shape, e.dtype);
@@ -332,8 +333,10 @@ std::shared_ptr<HfCheckpoint> HfCheckpoint::open(const fs::path& dir) {
     }
   }
   if (chosen == nullptr) {
-    fail(ErrorCode::not_found, "'" + dir.string() + "' has config.json but no weights: neither model.safetensors[.index.json] "
-                                   "nor pytorch_model.bin[.index.json] (it holds: " + list_files(dir) + ")");
+    fail(ErrorCode::not_found, "'" + dir.string() +
+                                   "' has config.json but no weights: neither model.safetensors[.index.json] "
+                                   "nor pytorch_model.bin[.index.json] (it holds: " +
+                                   list_files(dir) + ")");
   }
   ck->format_ = chosen->format;
   std::map<std::string, std::string> weight_map;  // tensor -> file

@@ -120,7 +120,9 @@ std::shared_ptr<ssl::context> server_context(const std::string& cert_file, const
   ctx->use_certificate_chain_file(cert_file, ec);
   if (ec) fail(ErrorCode::invalid_argument, "TLS certificate '" + cert_file + "' is not usable: " + openssl_reason());
   ctx->use_private_key_file(key_file, ssl::context::pem, ec);
-  if (ec) fail(ErrorCode::invalid_argument, "TLS key '" + key_file + "' is not usable (not an unencrypted PEM private key?): " + openssl_reason());
+  if (ec)
+    fail(ErrorCode::invalid_argument,
+         "TLS key '" + key_file + "' is not usable (not an unencrypted PEM private key?): " + openssl_reason());
   if (SSL_CTX_check_private_key(ctx->native_handle()) != 1) {
     fail(ErrorCode::invalid_argument, "TLS key '" + key_file + "' does not match certificate '" + cert_file + "'");
   }

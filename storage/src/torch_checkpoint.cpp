@@ -26,7 +26,7 @@ struct StorageType {
 };
 
 constexpr StorageType kStorageTypes[] = {
-    {"FloatStorage", "F32", 4}, {"HalfStorage", "F16", 2}, {"BFloat16Storage", "BF16", 2},
+    {"FloatStorage", "F32", 4}, {"HalfStorage", "F16", 2},  {"BFloat16Storage", "BF16", 2},
     {"LongStorage", "I64", 8},  {"BoolStorage", "BOOL", 1}, {"ByteStorage", "U8", 1},
 };
 
@@ -36,31 +36,42 @@ using Ptr = std::shared_ptr<Value>;
 struct Value {
   enum class Kind { none, boolean, integer, floating, string, tuple, list, dict, global, storage, tensor };
   Kind kind = Kind::none;
-  int64_t i = 0;    // integer, boolean
-  double f = 0.0;   // floating
-  std::string s;    // string; global: "module.name"; storage: its key
-  std::vector<Ptr> items;                       // tuple, list; tensor: [storage]
-  std::vector<std::pair<Ptr, Ptr>> entries;     // dict (in insertion order)
-  Global global = Global::ordered_dict;         // global
-  const StorageType* storage_type = nullptr;    // global storage_type, storage
-  uint64_t numel = 0;                           // storage
-  uint64_t offset = 0;                          // tensor: storage offset in elements
-  Shape shape, stride;                          // tensor
+  int64_t i = 0;                              // integer, boolean
+  double f = 0.0;                             // floating
+  std::string s;                              // string; global: "module.name"; storage: its key
+  std::vector<Ptr> items;                     // tuple, list; tensor: [storage]
+  std::vector<std::pair<Ptr, Ptr>> entries;   // dict (in insertion order)
+  Global global = Global::ordered_dict;       // global
+  const StorageType* storage_type = nullptr;  // global storage_type, storage
+  uint64_t numel = 0;                         // storage
+  uint64_t offset = 0;                        // tensor: storage offset in elements
+  Shape shape, stride;                        // tensor
 };
 
 const char* kind_name(Value::Kind k) {
   switch (k) {
-    case Value::Kind::none: return "None";
-    case Value::Kind::boolean: return "bool";
-    case Value::Kind::integer: return "int";
-    case Value::Kind::floating: return "float";
-    case Value::Kind::string: return "str";
-    case Value::Kind::tuple: return "tuple";
-    case Value::Kind::list: return "list";
-    case Value::Kind::dict: return "dict";
-    case Value::Kind::global: return "global";
-    case Value::Kind::storage: return "storage";
-    case Value::Kind::tensor: return "tensor";
+    case Value::Kind::none:
+      return "None";
+    case Value::Kind::boolean:
+      return "bool";
+    case Value::Kind::integer:
+      return "int";
+    case Value::Kind::floating:
+      return "float";
+    case Value::Kind::string:
+      return "str";
+    case Value::Kind::tuple:
+      return "tuple";
+    case Value::Kind::list:
+      return "list";
+    case Value::Kind::dict:
+      return "dict";
+    case Value::Kind::global:
+      return "global";
+    case Value::Kind::storage:
+      return "storage";
+    case Value::Kind::tensor:
+      return "tensor";
   }
   return "?";
 }
@@ -74,30 +85,144 @@ Ptr make(Value::Kind k) {
 // Names of the standard pickle opcodes, for refusals.
 const char* opcode_name(uint8_t op) {
   switch (op) {
-    case '(': return "MARK";            case '.': return "STOP";          case '0': return "POP";
-    case '1': return "POP_MARK";        case '2': return "DUP";           case 'F': return "FLOAT";
-    case 'I': return "INT";             case 'J': return "BININT";        case 'K': return "BININT1";
-    case 'L': return "LONG";            case 'M': return "BININT2";       case 'N': return "NONE";
-    case 'P': return "PERSID";          case 'Q': return "BINPERSID";     case 'R': return "REDUCE";
-    case 'S': return "STRING";          case 'T': return "BINSTRING";     case 'U': return "SHORT_BINSTRING";
-    case 'V': return "UNICODE";         case 'X': return "BINUNICODE";    case 'a': return "APPEND";
-    case 'b': return "BUILD";           case 'c': return "GLOBAL";        case 'd': return "DICT";
-    case '}': return "EMPTY_DICT";      case 'e': return "APPENDS";       case 'g': return "GET";
-    case 'h': return "BINGET";          case 'i': return "INST";          case 'j': return "LONG_BINGET";
-    case 'l': return "LIST";            case ']': return "EMPTY_LIST";    case 'o': return "OBJ";
-    case 'p': return "PUT";             case 'q': return "BINPUT";        case 'r': return "LONG_BINPUT";
-    case 's': return "SETITEM";         case 't': return "TUPLE";         case ')': return "EMPTY_TUPLE";
-    case 'u': return "SETITEMS";        case 'G': return "BINFLOAT";      case 0x80: return "PROTO";
-    case 0x81: return "NEWOBJ";         case 0x82: return "EXT1";         case 0x83: return "EXT2";
-    case 0x84: return "EXT4";           case 0x85: return "TUPLE1";       case 0x86: return "TUPLE2";
-    case 0x87: return "TUPLE3";         case 0x88: return "NEWTRUE";      case 0x89: return "NEWFALSE";
-    case 0x8a: return "LONG1";          case 0x8b: return "LONG4";        case 'B': return "BINBYTES";
-    case 'C': return "SHORT_BINBYTES";  case 0x8c: return "SHORT_BINUNICODE"; case 0x8d: return "BINUNICODE8";
-    case 0x8e: return "BINBYTES8";      case 0x8f: return "EMPTY_SET";    case 0x90: return "ADDITEMS";
-    case 0x91: return "FROZENSET";      case 0x92: return "NEWOBJ_EX";    case 0x93: return "STACK_GLOBAL";
-    case 0x94: return "MEMOIZE";        case 0x95: return "FRAME";        case 0x96: return "BYTEARRAY8";
-    case 0x97: return "NEXT_BUFFER";    case 0x98: return "READONLY_BUFFER";
-    default: return "unknown";
+    case '(':
+      return "MARK";
+    case '.':
+      return "STOP";
+    case '0':
+      return "POP";
+    case '1':
+      return "POP_MARK";
+    case '2':
+      return "DUP";
+    case 'F':
+      return "FLOAT";
+    case 'I':
+      return "INT";
+    case 'J':
+      return "BININT";
+    case 'K':
+      return "BININT1";
+    case 'L':
+      return "LONG";
+    case 'M':
+      return "BININT2";
+    case 'N':
+      return "NONE";
+    case 'P':
+      return "PERSID";
+    case 'Q':
+      return "BINPERSID";
+    case 'R':
+      return "REDUCE";
+    case 'S':
+      return "STRING";
+    case 'T':
+      return "BINSTRING";
+    case 'U':
+      return "SHORT_BINSTRING";
+    case 'V':
+      return "UNICODE";
+    case 'X':
+      return "BINUNICODE";
+    case 'a':
+      return "APPEND";
+    case 'b':
+      return "BUILD";
+    case 'c':
+      return "GLOBAL";
+    case 'd':
+      return "DICT";
+    case '}':
+      return "EMPTY_DICT";
+    case 'e':
+      return "APPENDS";
+    case 'g':
+      return "GET";
+    case 'h':
+      return "BINGET";
+    case 'i':
+      return "INST";
+    case 'j':
+      return "LONG_BINGET";
+    case 'l':
+      return "LIST";
+    case ']':
+      return "EMPTY_LIST";
+    case 'o':
+      return "OBJ";
+    case 'p':
+      return "PUT";
+    case 'q':
+      return "BINPUT";
+    case 'r':
+      return "LONG_BINPUT";
+    case 's':
+      return "SETITEM";
+    case 't':
+      return "TUPLE";
+    case ')':
+      return "EMPTY_TUPLE";
+    case 'u':
+      return "SETITEMS";
+    case 'G':
+      return "BINFLOAT";
+    case 0x80:
+      return "PROTO";
+    case 0x81:
+      return "NEWOBJ";
+    case 0x82:
+      return "EXT1";
+    case 0x83:
+      return "EXT2";
+    case 0x84:
+      return "EXT4";
+    case 0x85:
+      return "TUPLE1";
+    case 0x86:
+      return "TUPLE2";
+    case 0x87:
+      return "TUPLE3";
+    case 0x88:
+      return "NEWTRUE";
+    case 0x89:
+      return "NEWFALSE";
+    case 0x8a:
+      return "LONG1";
+    case 0x8b:
+      return "LONG4";
+    case 'B':
+      return "BINBYTES";
+    case 'C':
+      return "SHORT_BINBYTES";
+    case 0x8c:
+      return "SHORT_BINUNICODE";
+    case 0x8d:
+      return "BINUNICODE8";
+    case 0x8e:
+      return "BINBYTES8";
+    case 0x8f:
+      return "EMPTY_SET";
+    case 0x90:
+      return "ADDITEMS";
+    case 0x91:
+      return "FROZENSET";
+    case 0x92:
+      return "NEWOBJ_EX";
+    case 0x93:
+      return "STACK_GLOBAL";
+    case 0x94:
+      return "MEMOIZE";
+    case 0x95:
+      return "FRAME";
+    case 0x96:
+      return "BYTEARRAY8";
+    case 0x97:
+      return "NEXT_BUFFER";
+    case 0x98:
+      return "READONLY_BUFFER";
+    default:
+      return "unknown";
   }
 }
 
@@ -128,22 +253,35 @@ class Unpickler {
           if (proto > 5) corrupt("pickle protocol " + std::to_string(proto) + " is not supported");
           break;
         }
-        case 0x95: take(8); break;  // FRAME: a length hint
-        case '.': {                 // STOP
-          if (stack_.size() != 1 || !marks_.empty()) corrupt("the pickle ends with " + std::to_string(stack_.size()) + " values on its stack");
+        case 0x95:
+          take(8);
+          break;     // FRAME: a length hint
+        case '.': {  // STOP
+          if (stack_.size() != 1 || !marks_.empty())
+            corrupt("the pickle ends with " + std::to_string(stack_.size()) + " values on its stack");
           return stack_.back();
         }
-        case '(': marks_.push_back(stack_.size()); break;
-        case '}': push(make(Value::Kind::dict)); break;
-        case ']': push(make(Value::Kind::list)); break;
-        case ')': push(make(Value::Kind::tuple)); break;
+        case '(':
+          marks_.push_back(stack_.size());
+          break;
+        case '}':
+          push(make(Value::Kind::dict));
+          break;
+        case ']':
+          push(make(Value::Kind::list));
+          break;
+        case ')':
+          push(make(Value::Kind::tuple));
+          break;
         case 't': {
           auto t = make(Value::Kind::tuple);
           t->items = pop_to_mark();
           push(t);
           break;
         }
-        case 0x85: case 0x86: case 0x87: {  // TUPLE1..3
+        case 0x85:
+        case 0x86:
+        case 0x87: {  // TUPLE1..3
           const size_t n = op - 0x84u;
           auto t = make(Value::Kind::tuple);
           t->items.resize(n);
@@ -151,9 +289,15 @@ class Unpickler {
           push(t);
           break;
         }
-        case 'J': push(integer(static_cast<int32_t>(le(4)))); break;
-        case 'K': push(integer(byte())); break;
-        case 'M': push(integer(static_cast<int64_t>(le(2)))); break;
+        case 'J':
+          push(integer(static_cast<int32_t>(le(4))));
+          break;
+        case 'K':
+          push(integer(byte()));
+          break;
+        case 'M':
+          push(integer(static_cast<int64_t>(le(2))));
+          break;
         case 0x8a: {  // LONG1: two's complement, little-endian
           const size_t n = byte();
           if (n > 8) corrupt("integer of " + std::to_string(n) + " bytes is out of range");
@@ -170,26 +314,53 @@ class Unpickler {
           push(v);
           break;
         }
-        case 'N': push(make(Value::Kind::none)); break;
-        case 0x88: case 0x89: {
+        case 'N':
+          push(make(Value::Kind::none));
+          break;
+        case 0x88:
+        case 0x89: {
           auto v = make(Value::Kind::boolean);
           v->i = op == 0x88;
           push(v);
           break;
         }
-        case 'X': push(string(le(4))); break;             // BINUNICODE
-        case 0x8c: push(string(byte())); break;           // SHORT_BINUNICODE
-        case 0x8d: push(string(le(8))); break;            // BINUNICODE8
-        case 'T': push(string(le(4))); break;             // BINSTRING
-        case 'U': push(string(byte())); break;            // SHORT_BINSTRING
-        case 'B': push(string(le(4))); break;             // BINBYTES
-        case 'C': push(string(byte())); break;            // SHORT_BINBYTES
-        case 'q': memo_put(byte()); break;                // BINPUT
-        case 'r': memo_put(le(4)); break;                 // LONG_BINPUT
-        case 0x94: memo_put(memo_.size()); break;         // MEMOIZE
-        case 'h': push(memo_get(byte())); break;          // BINGET
-        case 'j': push(memo_get(le(4))); break;           // LONG_BINGET
-        case 'c': {                                       // GLOBAL "module\nname\n"
+        case 'X':
+          push(string(le(4)));
+          break;  // BINUNICODE
+        case 0x8c:
+          push(string(byte()));
+          break;  // SHORT_BINUNICODE
+        case 0x8d:
+          push(string(le(8)));
+          break;  // BINUNICODE8
+        case 'T':
+          push(string(le(4)));
+          break;  // BINSTRING
+        case 'U':
+          push(string(byte()));
+          break;  // SHORT_BINSTRING
+        case 'B':
+          push(string(le(4)));
+          break;  // BINBYTES
+        case 'C':
+          push(string(byte()));
+          break;  // SHORT_BINBYTES
+        case 'q':
+          memo_put(byte());
+          break;  // BINPUT
+        case 'r':
+          memo_put(le(4));
+          break;  // LONG_BINPUT
+        case 0x94:
+          memo_put(memo_.size());
+          break;  // MEMOIZE
+        case 'h':
+          push(memo_get(byte()));
+          break;  // BINGET
+        case 'j':
+          push(memo_get(le(4)));
+          break;     // LONG_BINGET
+        case 'c': {  // GLOBAL "module\nname\n"
           std::string module = line(), name = line();
           push(resolve(module, name));
           break;
@@ -202,8 +373,10 @@ class Unpickler {
           push(resolve(module->s, name->s));
           break;
         }
-        case 'Q': push(persistent_load(pop())); break;  // BINPERSID
-        case 'R': {                                      // REDUCE
+        case 'Q':
+          push(persistent_load(pop()));
+          break;     // BINPERSID
+        case 'R': {  // REDUCE
           Ptr args = pop(), callable = pop();
           push(reduce(callable, args));
           break;
@@ -239,7 +412,8 @@ class Unpickler {
         }
         default:
           pos_ = at;
-          refuse(std::string("pickle opcode ") + opcode_name(op) + " (" + hex_byte(op) + ") at byte " + std::to_string(at));
+          refuse(std::string("pickle opcode ") + opcode_name(op) + " (" + hex_byte(op) + ") at byte " +
+                 std::to_string(at));
       }
     }
   }
@@ -249,8 +423,8 @@ class Unpickler {
     fail(ErrorCode::corrupt, what_ + ": malformed pickle: " + why);
   }
   [[noreturn]] void refuse(const std::string& what) const {
-    fail(ErrorCode::unsupported, what_ + ": refused " + what +
-                                     " (a checkpoint may only hold tensors; nothing from the file was run)");
+    fail(ErrorCode::unsupported,
+         what_ + ": refused " + what + " (a checkpoint may only hold tensors; nothing from the file was run)");
   }
 
   uint8_t byte() {
@@ -360,8 +534,8 @@ class Unpickler {
     if (pid->kind != Value::Kind::tuple || t.size() != 5 || t[0]->kind != Value::Kind::string || t[0]->s != "storage") {
       refuse("persistent id other than a tensor storage");
     }
-    if (t[1]->kind != Value::Kind::global || t[1]->global != Global::storage_type || t[2]->kind != Value::Kind::string ||
-        t[4]->kind != Value::Kind::integer || t[4]->i < 0) {
+    if (t[1]->kind != Value::Kind::global || t[1]->global != Global::storage_type ||
+        t[2]->kind != Value::Kind::string || t[4]->kind != Value::Kind::integer || t[4]->i < 0) {
       corrupt("storage reference is not (storage, type, key, location, size)");
     }
     if (t[2]->s.empty() || t[2]->s.find('/') != std::string::npos || t[2]->s.find("..") != std::string::npos) {
@@ -375,10 +549,12 @@ class Unpickler {
   }
 
   Shape int_tuple(const Ptr& v, const char* what) {
-    if (v->kind != Value::Kind::tuple || v->items.size() > kMaxRank) corrupt(std::string(what) + " is not a tuple of ints");
+    if (v->kind != Value::Kind::tuple || v->items.size() > kMaxRank)
+      corrupt(std::string(what) + " is not a tuple of ints");
     Shape out;
     for (const auto& x : v->items) {
-      if (x->kind != Value::Kind::integer || x->i < 0) corrupt(std::string(what) + " holds a non-integer or negative value");
+      if (x->kind != Value::Kind::integer || x->i < 0)
+        corrupt(std::string(what) + " holds a non-integer or negative value");
       out.push_back(x->i);
     }
     return out;
@@ -445,17 +621,20 @@ std::vector<TorchTensorRecord> parse_torch_state_dict(std::string_view pickle, c
     r.storage_offset = value->offset;
     r.storage_numel = storage.numel;
     if (r.storage_numel > (uint64_t{1} << 56)) {
-      fail(ErrorCode::corrupt, what + ": storage '" + r.storage_key + "' of " + std::to_string(r.storage_numel) + " elements");
+      fail(ErrorCode::corrupt,
+           what + ": storage '" + r.storage_key + "' of " + std::to_string(r.storage_numel) + " elements");
     }
     // Row-major contiguity (dims of size 1 may carry any stride, as torch allows).
     int64_t expected = 1;
     uint64_t numel = 1;
     for (size_t d = r.shape.size(); d-- > 0;) {
       if (r.shape[d] != 1 && value->stride[d] != expected) {
-        fail(ErrorCode::unsupported, what + ": tensor '" + r.name + "' of size " + shape_string(r.shape) + " has strides " +
-                                         shape_string(value->stride) + ": not contiguous (save tensor.contiguous())");
+        fail(ErrorCode::unsupported, what + ": tensor '" + r.name + "' of size " + shape_string(r.shape) +
+                                         " has strides " + shape_string(value->stride) +
+                                         ": not contiguous (save tensor.contiguous())");
       }
-      if (r.shape[d] != 0 && static_cast<uint64_t>(expected) > (uint64_t{1} << 62) / static_cast<uint64_t>(r.shape[d])) {
+      if (r.shape[d] != 0 &&
+          static_cast<uint64_t>(expected) > (uint64_t{1} << 62) / static_cast<uint64_t>(r.shape[d])) {
         fail(ErrorCode::corrupt, what + ": tensor '" + r.name + "' is impossibly large " + shape_string(r.shape));
       }
       expected *= r.shape[d];
@@ -560,9 +739,11 @@ std::shared_ptr<TorchCheckpointFile> TorchCheckpointFile::open(const fs::path& p
     return st;
   };
   if (const zip_int64_t bo = zip_name_locate(z, (prefix + "byteorder").c_str(), 0); bo >= 0) {
-    const std::string order = read_entry(z, static_cast<zip_uint64_t>(bo), std::min<uint64_t>(stat_of(bo, "byteorder").size, 16),
-                                         path, prefix + "byteorder");
-    if (order != "little") fail(ErrorCode::unsupported, "PyTorch checkpoint '" + path.string() + "' is " + order + "-endian");
+    const std::string order =
+        read_entry(z, static_cast<zip_uint64_t>(bo), std::min<uint64_t>(stat_of(bo, "byteorder").size, 16), path,
+                   prefix + "byteorder");
+    if (order != "little")
+      fail(ErrorCode::unsupported, "PyTorch checkpoint '" + path.string() + "' is " + order + "-endian");
   }
   const zip_stat_t pkl = stat_of(pkl_index, prefix + "data.pkl");
   if (pkl.size > (uint64_t{1} << 30)) zip_corrupt(path, "data.pkl of " + std::to_string(pkl.size) + " bytes");
@@ -576,8 +757,10 @@ std::shared_ptr<TorchCheckpointFile> TorchCheckpointFile::open(const fs::path& p
       const std::string entry = prefix + "data/" + r.storage_key;
       const zip_int64_t index = zip_name_locate(z, entry.c_str(), 0);
       if (index < 0) zip_corrupt(path, "tensor '" + r.name + "' refers to storage '" + entry + "', which is missing");
-      it = storages.emplace(r.storage_key, std::make_pair(static_cast<zip_uint64_t>(index),
-                                                          stat_of(static_cast<zip_uint64_t>(index), entry).size)).first;
+      it = storages
+               .emplace(r.storage_key, std::make_pair(static_cast<zip_uint64_t>(index),
+                                                      stat_of(static_cast<zip_uint64_t>(index), entry).size))
+               .first;
     }
     const size_t es = element_size_of(r.dtype);
     const uint64_t storage_bytes = it->second.second;
@@ -586,7 +769,8 @@ std::shared_ptr<TorchCheckpointFile> TorchCheckpointFile::open(const fs::path& p
                             std::to_string(r.storage_numel) + " " + r.dtype + " elements need " +
                             std::to_string(r.storage_numel * es));
     }
-    if (f->find(r.name) != nullptr || f->skipped_.count(r.name)) zip_corrupt(path, "tensor '" + r.name + "' appears twice");
+    if (f->find(r.name) != nullptr || f->skipped_.count(r.name))
+      zip_corrupt(path, "tensor '" + r.name + "' appears twice");
     TensorInfo info;
     info.name = r.name;
     info.shape = r.shape;

@@ -39,7 +39,8 @@ uint64_t sum_plain(const uint64_t* p, size_t words) {
 double read_bandwidth(size_t bytes, int threads, int runs) {
   const size_t per = bytes / 8 / static_cast<size_t>(threads) / 16 * 16;
   static std::vector<uint64_t> storage;  // kept: fresh pages are slow to touch on VMs, warm ones are not
-  if (storage.size() < per * static_cast<size_t>(threads) + 8) storage.assign(per * static_cast<size_t>(threads) + 8, 1);
+  if (storage.size() < per * static_cast<size_t>(threads) + 8)
+    storage.assign(per * static_cast<size_t>(threads) + 8, 1);
   uint64_t* buf = reinterpret_cast<uint64_t*>((reinterpret_cast<uintptr_t>(storage.data()) + 63) & ~uintptr_t{63});
   const bool avx2 = __builtin_cpu_supports("avx2");
   std::vector<double> rates;

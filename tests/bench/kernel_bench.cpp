@@ -73,9 +73,9 @@ int main(int argc, char** argv) {
                   bench::read_bandwidth(size_t{1} << 30, ops::kernel_threads(), 3) / 1e9, ops::kernel_threads());
     }
     const double flop = 2.0 * static_cast<double>(n * k * mm);
-    std::printf("%s n=%lld k=%lld m=%lld: best %.3f ms %.1f GFLOP/s %.1f GB/s, median %.3f ms %.1f GFLOP/s\n", dtype_name(d),
-                static_cast<long long>(n), static_cast<long long>(k), static_cast<long long>(mm), sp.min * 1e3,
-                flop / sp.min / 1e9, w.nbytes() / sp.min / 1e9, sp.median * 1e3, flop / sp.median / 1e9);
+    std::printf("%s n=%lld k=%lld m=%lld: best %.3f ms %.1f GFLOP/s %.1f GB/s, median %.3f ms %.1f GFLOP/s\n",
+                dtype_name(d), static_cast<long long>(n), static_cast<long long>(k), static_cast<long long>(mm),
+                sp.min * 1e3, flop / sp.min / 1e9, w.nbytes() / sp.min / 1e9, sp.median * 1e3, flop / sp.median / 1e9);
     return 0;
   }
   const int64_t m = std::stoll(arg(argc, argv, "m", "128"));
@@ -84,8 +84,11 @@ int main(int argc, char** argv) {
     int64_t n, k;
     const char* what;
   };
-  const Shape2 shapes[] = {{2048, 2048, "q/o_proj"}, {256, 2048, "k/v_proj"}, {5632, 2048, "gate/up"},
-                           {2048, 5632, "down_proj"}, {32000, 2048, "lm_head"}};
+  const Shape2 shapes[] = {{2048, 2048, "q/o_proj"},
+                           {256, 2048, "k/v_proj"},
+                           {5632, 2048, "gate/up"},
+                           {2048, 5632, "down_proj"},
+                           {32000, 2048, "lm_head"}};
   const DType dtypes[] = {DType::F32, DType::BF16, DType::F16, DType::Q8_0, DType::Q4_0};
   std::printf("kernels: %s, %d threads; rounding %s; medians (min-max) of %d interleaved rounds\n", ops::kernel_isa(),
               ops::kernel_threads(), arg(argc, argv, "rounding", "quantized").c_str(), rounds);
@@ -137,10 +140,12 @@ int main(int argc, char** argv) {
       const bool blas = i == ws.size();
       const size_t bytes = blas ? ws[0].nbytes() : ws[i].nbytes();
       const auto d = bench::spread(dec[i]), p = bench::spread(pre[i]);
-      std::printf("  %-14s decode %7.3f ms %5.1f GB/s (%4.1f-%4.1f) = %.2f of bw | prefill m=%lld %7.2f ms %6.1f GFLOP/s (%5.1f-%5.1f)\n",
-                  blas ? "openblas f32" : dtype_name(ws[i].dtype()), d.median * 1e3, bytes / d.median / 1e9,
-                  bytes / d.max / 1e9, bytes / d.min / 1e9, bytes / d.median / bw, static_cast<long long>(m),
-                  p.median * 1e3, flop / p.median / 1e9, flop / p.max / 1e9, flop / p.min / 1e9);
+      std::printf(
+          "  %-14s decode %7.3f ms %5.1f GB/s (%4.1f-%4.1f) = %.2f of bw | prefill m=%lld %7.2f ms %6.1f GFLOP/s "
+          "(%5.1f-%5.1f)\n",
+          blas ? "openblas f32" : dtype_name(ws[i].dtype()), d.median * 1e3, bytes / d.median / 1e9,
+          bytes / d.max / 1e9, bytes / d.min / 1e9, bytes / d.median / bw, static_cast<long long>(m), p.median * 1e3,
+          flop / p.median / 1e9, flop / p.max / 1e9, flop / p.min / 1e9);
     }
   }
   return 0;

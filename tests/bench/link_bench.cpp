@@ -162,10 +162,11 @@ int main(int argc, char** argv) {
     if (l != "0") args.insert(args.end(), {"--max-mbps", l});
     servers[l] = std::make_unique<test::ServerProcess>(args);
   }
-  std::printf("TinyLlama-1.1B shape, cache 2 / prefetch 1, %lld-token prompts, greedy; decode steps: %lld on loopback, "
-              "%lld on paced links; rounds: %d / %d\n\n",
-              static_cast<long long>(prompt), static_cast<long long>(decode), static_cast<long long>(decode_limited),
-              rounds, rounds_limited);
+  std::printf(
+      "TinyLlama-1.1B shape, cache 2 / prefetch 1, %lld-token prompts, greedy; decode steps: %lld on loopback, "
+      "%lld on paced links; rounds: %d / %d\n\n",
+      static_cast<long long>(prompt), static_cast<long long>(decode), static_cast<long long>(decode_limited), rounds,
+      rounds_limited);
   struct Key {
     std::string link, format;
     int64_t batch;
@@ -204,8 +205,8 @@ int main(int argc, char** argv) {
   }
   for (auto& [l, s] : servers) s->stop();
 
-  std::printf("\n%-10s %-5s %5s | %-22s | %-28s | %-26s | %s\n", "link", "fmt", "batch", "MB/token", "decode tok/s (aggregate)",
-              "limit = link/(bytes/token)", "ratio");
+  std::printf("\n%-10s %-5s %5s | %-22s | %-28s | %-26s | %s\n", "link", "fmt", "batch", "MB/token",
+              "decode tok/s (aggregate)", "limit = link/(bytes/token)", "ratio");
   for (const auto& [k, v] : tps) {
     const auto b = bench::spread(bpt[k]), t = bench::spread(v), r = bench::spread(limit_ratio[k]);
     char link[32], mb[48], tok[48], lim[48], rat[48];
@@ -219,8 +220,8 @@ int main(int argc, char** argv) {
     std::snprintf(tok, sizeof tok, "%7.3f (%.3f-%.3f)", t.median, t.min, t.max);
     std::snprintf(lim, sizeof lim, "%7.3f", t.median / r.median);
     std::snprintf(rat, sizeof rat, "%.2f (%.2f-%.2f)", r.median, r.min, r.max);
-    std::printf("%-10s %-5s %5lld | %-22s | %-28s | %-26s | %s\n", link, k.format.c_str(), static_cast<long long>(k.batch),
-                mb, tok, lim, rat);
+    std::printf("%-10s %-5s %5lld | %-22s | %-28s | %-26s | %s\n", link, k.format.c_str(),
+                static_cast<long long>(k.batch), mb, tok, lim, rat);
   }
   // Batch 8 against batch 1, same link and format: aggregate tokens/s.
   std::printf("\naggregate tokens/s, batch 8 / batch 1 (medians):\n");
@@ -231,7 +232,8 @@ int main(int argc, char** argv) {
     std::printf("  link %-5s %-5s %.2fx\n", k.link == "0" ? "loop" : k.link.c_str(), k.format.c_str(),
                 bench::spread(v).median / bench::spread(one->second).median);
   }
-  std::printf("\nloopback link = one layer chunk from the unlimited server's memory cache to the client (bytes/s);\n"
-              "paced links at their nominal rate. MB/token = network bytes during the decode steps / steps.\n");
+  std::printf(
+      "\nloopback link = one layer chunk from the unlimited server's memory cache to the client (bytes/s);\n"
+      "paced links at their nominal rate. MB/token = network bytes during the decode steps / steps.\n");
   return 0;
 }

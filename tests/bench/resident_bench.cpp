@@ -119,11 +119,13 @@ int main(int argc, char** argv) {
   const ModelConfig cfg = ModelConfig::parse(read_text_file(hf / "config.json"));
   const int64_t vocab = cfg.get_int("vocab_size");
   const Tensor prompt_ids = random_ids(prompt, vocab, 7), one = random_ids(1, vocab, 9);
-  std::printf("kernels %s, %d threads, activation rounding %s (unless a format names its own); RSS %.2f GB with every "
-              "format resident\n",
-              ops::kernel_isa(), ops::kernel_threads(), rounding.c_str(), bench::rss_bytes() / 1e9);
-  std::printf("prefill: %lld-token prompt -> first token; decode: 1-token prompt + %lld greedy tokens, rate of the %lld\n",
-              static_cast<long long>(prompt), static_cast<long long>(decode), static_cast<long long>(decode));
+  std::printf(
+      "kernels %s, %d threads, activation rounding %s (unless a format names its own); RSS %.2f GB with every "
+      "format resident\n",
+      ops::kernel_isa(), ops::kernel_threads(), rounding.c_str(), bench::rss_bytes() / 1e9);
+  std::printf(
+      "prefill: %lld-token prompt -> first token; decode: 1-token prompt + %lld greedy tokens, rate of the %lld\n",
+      static_cast<long long>(prompt), static_cast<long long>(decode), static_cast<long long>(decode));
   std::vector<double> bandwidth;
   for (int round = 0; round <= rounds; ++round) {
     const double bw = bench::read_bandwidth(size_t{1} << 30, 2, 3);
@@ -169,13 +171,14 @@ int main(int argc, char** argv) {
       std::snprintf(vs_pre, sizeof vs_pre, "%.2f", p.median / peer->second.prefill);
     }
     std::printf("%-8s %9.0f | %-24s %9.1f %6.2f %-22s %6s | %-24s %8.1f %9s %6s\n", r.label.c_str(),
-                r.bytes_per_token / 1e6, dec, roof, d.median / roof, peer_dec, vs_dec, pre, prefill_flop * p.median / prompt / 1e9,
-                peer_pre, vs_pre);
+                r.bytes_per_token / 1e6, dec, roof, d.median / roof, peer_dec, vs_dec, pre,
+                prefill_flop * p.median / prompt / 1e9, peer_pre, vs_pre);
   }
-  std::printf("\nroofline = read bandwidth / model bytes per token (every weight but the embedding table, read once\n"
-              "per token); llama.cpp figures are quoted medians (min-max) from 6 interleaved rounds on this machine\n"
-              "kind (2 threads, same shape), not measured in this run. Rounding: f32/bf16 rows exact (fp32 tier);\n"
-              "q8_0/q4_0 decode rounds activations to int8 blocks (GGML's numerics), their prefill is exact;\n"
-              "bf16:all rounds prefill activations to bf16 (llama.cpp's BF16 numerics).\n");
+  std::printf(
+      "\nroofline = read bandwidth / model bytes per token (every weight but the embedding table, read once\n"
+      "per token); llama.cpp figures are quoted medians (min-max) from 6 interleaved rounds on this machine\n"
+      "kind (2 threads, same shape), not measured in this run. Rounding: f32/bf16 rows exact (fp32 tier);\n"
+      "q8_0/q4_0 decode rounds activations to int8 blocks (GGML's numerics), their prefill is exact;\n"
+      "bf16:all rounds prefill activations to bf16 (llama.cpp's BF16 numerics).\n");
   return 0;
 }

@@ -43,14 +43,14 @@ int main(int argc, char** argv) {
   std::printf("PUT 100 MB (multipart, 16 MiB parts): %.0f MB/s\n", size / (bench::now_s() - t0) / 1e6);
   ByteBuffer buf;
   const double ours = bench::median_seconds(runs, 1, [&] { s3->get("object.bin", buf); });
-  const std::string curl = "curl -s -f -o /dev/null --aws-sigv4 aws:amz:us-east-1:s3 --user " + moto.access_key() + ":" +
-                           moto.secret_key() + " -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' " + moto.endpoint() +
+  const std::string curl = "curl -s -f -o /dev/null --aws-sigv4 aws:amz:us-east-1:s3 --user " + moto.access_key() +
+                           ":" + moto.secret_key() + " -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' " + moto.endpoint() +
                            "/bench/object.bin";
   const double theirs = bench::median_seconds(runs, 1, [&] {
     if (std::system(curl.c_str()) != 0) std::fprintf(stderr, "curl failed\n");
   });
-  std::printf("GET 100 MB: surf %.0f MB/s, curl %.0f MB/s, ratio %.2f (goal >= 0.90; median of %d)\n", size / ours / 1e6,
-              size / theirs / 1e6, theirs / ours, runs);
+  std::printf("GET 100 MB: surf %.0f MB/s, curl %.0f MB/s, ratio %.2f (goal >= 0.90; median of %d)\n",
+              size / ours / 1e6, size / theirs / 1e6, theirs / ours, runs);
 
   // Chunking a bf16 synthetic checkpoint to a local store, plain and zstd.
   test::TempDir d;
@@ -59,7 +59,8 @@ int main(int argc, char** argv) {
   synth_checkpoint(d.str("hf"), so);
   uint64_t raw = 0;
   for (const auto& e : fs::directory_iterator(d.path() / "hf")) {
-    if (e.path().extension() == ".safetensors" && e.path().filename() != "inputs.safetensors") raw += fs::file_size(e.path());
+    if (e.path().extension() == ".safetensors" && e.path().filename() != "inputs.safetensors")
+      raw += fs::file_size(e.path());
   }
   for (const std::string compression : {"none", "zstd"}) {
     ChunkOptions co;
@@ -72,8 +73,8 @@ int main(int argc, char** argv) {
     for (const auto& e : fs::recursive_directory_iterator(out)) {
       if (e.is_regular_file()) stored += e.file_size();
     }
-    std::printf("chunk %s (%s, %.0f MB bf16): %.0f MB/s, stored/raw %.3f\n", preset.c_str(), compression.c_str(), raw / 1e6,
-                raw / t / 1e6, static_cast<double>(stored) / static_cast<double>(raw));
+    std::printf("chunk %s (%s, %.0f MB bf16): %.0f MB/s, stored/raw %.3f\n", preset.c_str(), compression.c_str(),
+                raw / 1e6, raw / t / 1e6, static_cast<double>(stored) / static_cast<double>(raw));
   }
   return 0;
 }

@@ -50,8 +50,8 @@ std::atomic<uint64_t> served{0}, wrong{0}, bytes_ok{0};
 std::mutex errors_mutex;
 std::map<std::string, uint64_t> errors;  // by kind
 std::map<std::string, uint64_t> faults;  // injected, by kind
-std::atomic<int> pumps{0};                // proxied connections open
-int pause_ms = 5;                         // between a client's requests
+std::atomic<int> pumps{0};               // proxied connections open
+int pause_ms = 5;                        // between a client's requests
 
 void count(std::map<std::string, uint64_t>& m, const std::string& kind) {
   std::lock_guard lock(errors_mutex);
@@ -131,7 +131,8 @@ void pump(int client, int upstream, uint64_t seed, int fault_every) {
         }
         if (fault == truncate) {
           const size_t keep = static_cast<size_t>(at - from_server);
-          if (keep > 0 && ::write(to, buf.data(), keep) < 0) {}
+          if (keep > 0 && ::write(to, buf.data(), keep) < 0) {
+          }
           closed = true;
           break;
         }
@@ -297,14 +298,22 @@ int main(int argc, char** argv) {
   int clients = 32, idle_clients = 16, slow_clients = 4, fault_every = 4;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
-    if (a == "--minutes") minutes = std::stod(argv[i + 1]);
-    else if (a == "--clients") clients = std::stoi(argv[i + 1]);
-    else if (a == "--idle") idle_clients = std::stoi(argv[i + 1]);
-    else if (a == "--slow") slow_clients = std::stoi(argv[i + 1]);
-    else if (a == "--fault-every") fault_every = std::stoi(argv[i + 1]);
-    else if (a == "--pause-ms") pause_ms = std::stoi(argv[i + 1]);
+    if (a == "--minutes")
+      minutes = std::stod(argv[i + 1]);
+    else if (a == "--clients")
+      clients = std::stoi(argv[i + 1]);
+    else if (a == "--idle")
+      idle_clients = std::stoi(argv[i + 1]);
+    else if (a == "--slow")
+      slow_clients = std::stoi(argv[i + 1]);
+    else if (a == "--fault-every")
+      fault_every = std::stoi(argv[i + 1]);
+    else if (a == "--pause-ms")
+      pause_ms = std::stoi(argv[i + 1]);
     else {
-      std::fprintf(stderr, "usage: soak [--minutes 10] [--clients 32] [--idle 16] [--slow 4] [--fault-every 4] [--pause-ms 5]\n");
+      std::fprintf(
+          stderr,
+          "usage: soak [--minutes 10] [--clients 32] [--idle 16] [--slow 4] [--fault-every 4] [--pause-ms 5]\n");
       return 2;
     }
   }
@@ -324,7 +333,8 @@ int main(int argc, char** argv) {
   for (int i = 0; i < slow_clients; ++i) threads.emplace_back(client, server.port(), std::cref(m), 2000 + i, true);
   for (int i = 0; i < idle_clients; ++i) threads.emplace_back(idle, server.port());
   const auto start = Clock::now();
-  const Clock::time_point end = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(minutes * 60));
+  const Clock::time_point end =
+      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(minutes * 60));
   std::vector<uint64_t> rss;
   while (Clock::now() < end) {
     const auto step = std::chrono::milliseconds(static_cast<int64_t>(std::min(30.0, minutes * 60 / 4) * 1000));

@@ -151,20 +151,27 @@ int main(int argc, char** argv) {
   const uint64_t budget = resident_bytes + static_cast<uint64_t>(cache + prefetch) * layer_bytes + activations;
   if (peak_ok) {
     const uint64_t grew = peak - rss_before;
-    std::printf("\npeak RSS growth %.0f MB; budget: resident %.0f + (cache %d + prefetch %d) x largest component %.0f MB"
-                " + activations %.0f MB = %.0f MB; ratio %.3f (goal <= 1.10); counting the pool's %d spare"
-                " buffer(s) (x %.0f MB): %.3f\n",
-                grew / 1e6, resident_bytes / 1e6, cache, prefetch, layer_bytes / 1e6,
-                activations / 1e6, budget / 1e6, static_cast<double>(grew) / static_cast<double>(budget), spares,
-                layer_bytes / 1e6, static_cast<double>(grew) / static_cast<double>(budget + spares * layer_bytes));
+    std::printf(
+        "\npeak RSS growth %.0f MB; budget: resident %.0f + (cache %d + prefetch %d) x largest component %.0f MB"
+        " + activations %.0f MB = %.0f MB; ratio %.3f (goal <= 1.10); counting the pool's %d spare"
+        " buffer(s) (x %.0f MB): %.3f\n",
+        grew / 1e6, resident_bytes / 1e6, cache, prefetch, layer_bytes / 1e6, activations / 1e6, budget / 1e6,
+        static_cast<double>(grew) / static_cast<double>(budget), spares, layer_bytes / 1e6,
+        static_cast<double>(grew) / static_cast<double>(budget + spares * layer_bytes));
   }
 
   // 4. Prefill matmuls: SDK linear (f32 weights, and bf16 weights as the cache holds them) vs raw
   // sgemm on the same shapes, measured interleaved so machine noise hits all three alike.
-  std::printf("\nprefill matmuls, M=%lld (2 OpenBLAS threads), medians of 7 interleaved runs:\n", static_cast<long long>(seq));
-  struct Shape2 { int64_t n, k; const char* what; };
-  const Shape2 shapes[] = {{hidden, hidden, "q/o_proj"}, {kv_width, hidden, "k/v_proj"},
-                           {inter, hidden, "gate/up_proj"}, {hidden, inter, "down_proj"}};
+  std::printf("\nprefill matmuls, M=%lld (2 OpenBLAS threads), medians of 7 interleaved runs:\n",
+              static_cast<long long>(seq));
+  struct Shape2 {
+    int64_t n, k;
+    const char* what;
+  };
+  const Shape2 shapes[] = {{hidden, hidden, "q/o_proj"},
+                           {kv_width, hidden, "k/v_proj"},
+                           {inter, hidden, "gate/up_proj"},
+                           {hidden, inter, "down_proj"}};
   double total_sdk = 0, total_bf16 = 0, total_raw = 0, total_flop = 0;
   for (const auto& sh : shapes) {
     const Tensor x = random_f32({seq, sh.k}, 3), w = random_f32({sh.n, sh.k}, 4);
@@ -197,9 +204,9 @@ int main(int argc, char** argv) {
       return v[v.size() / 2];
     };
     const double ts = median(t_sdk), tb = median(t_bf16), tr = median(t_raw);
-    std::printf("  %-13s N=%-5lld K=%-5lld sgemm %5.1f | sdk f32 %5.1f (%.2f) | sdk bf16 %5.1f (%.2f) GFLOP/s\n", sh.what,
-                static_cast<long long>(sh.n), static_cast<long long>(sh.k), flop / tr / 1e9, flop / ts / 1e9, tr / ts,
-                flop / tb / 1e9, tr / tb);
+    std::printf("  %-13s N=%-5lld K=%-5lld sgemm %5.1f | sdk f32 %5.1f (%.2f) | sdk bf16 %5.1f (%.2f) GFLOP/s\n",
+                sh.what, static_cast<long long>(sh.n), static_cast<long long>(sh.k), flop / tr / 1e9, flop / ts / 1e9,
+                tr / ts, flop / tb / 1e9, tr / tb);
     total_sdk += ts;
     total_bf16 += tb;
     total_raw += tr;
@@ -210,6 +217,7 @@ int main(int argc, char** argv) {
   // The whole forward: matmul FLOPs of all layers + head against the compute-alone time.
   const double fwd_flop = 2.0 * static_cast<double>(seq) * static_cast<double>(bytes / 2);
   std::printf("  whole forward (compute alone, seq %lld): %.1f GFLOP/s of weight matmuls = %.2f of sgemm\n",
-              static_cast<long long>(seq), fwd_flop / compute_n / 1e9, (fwd_flop / compute_n) / (total_flop / total_raw));
+              static_cast<long long>(seq), fwd_flop / compute_n / 1e9,
+              (fwd_flop / compute_n) / (total_flop / total_raw));
   return 0;
 }

@@ -32,7 +32,8 @@ void write_store(const std::string& dir, const std::string& id, size_t bytes) {
   ByteBuffer chunk;
   std::vector<float> values(bytes / 4);
   for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i % 1000) * 0.001f;
-  encode_chunk(id, {{"weight", DType::F32, {static_cast<int64_t>(values.size())}, values.data(), bytes}}, Compression::none, 0, chunk);
+  encode_chunk(id, {{"weight", DType::F32, {static_cast<int64_t>(values.size())}, values.data(), bytes}},
+               Compression::none, 0, chunk);
   backend->put(chunk_key(id), chunk.data(), chunk.size());
   ManifestComponent c;
   c.id = id;
@@ -121,8 +122,8 @@ int main(int argc, char** argv) {
   std::vector<char> data(size);
   for (size_t i = 0; i < size; ++i) data[i] = static_cast<char>(i * 2654435761u >> 13);
   s3->put("object.bin", data.data(), size);
-  const std::string curl = "curl -s -f -o /dev/null --cacert " + pki.path("ca.pem") + " --aws-sigv4 aws:amz:us-east-1:s3 --user " +
-                           moto.access_key() + ":" + moto.secret_key() +
+  const std::string curl = "curl -s -f -o /dev/null --cacert " + pki.path("ca.pem") +
+                           " --aws-sigv4 aws:amz:us-east-1:s3 --user " + moto.access_key() + ":" + moto.secret_key() +
                            " -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' " + c.endpoint + "/bench/object.bin";
   ByteBuffer buf;
   Stats t_surf, t_curl;

@@ -66,9 +66,11 @@ int main(int argc, char** argv) {
   const auto paras = paragraphs(text);
   const char* node_path = std::getenv("NODE_PATH");
   const std::string nm = node_path ? node_path : "/tmp/tokref/node_modules";
-  const bool have_reference = fs::exists(fs::path(nm) / "@lenml/tokenizers/dist/main.mjs") && std::system("node --version >/dev/null 2>&1") == 0;
+  const bool have_reference = fs::exists(fs::path(nm) / "@lenml/tokenizers/dist/main.mjs") &&
+                              std::system("node --version >/dev/null 2>&1") == 0;
 
-  std::printf("text: %.2f MB in %zu paragraphs (%s)\n", static_cast<double>(text.size()) / 1e6, paras.size(), text_path.c_str());
+  std::printf("text: %.2f MB in %zu paragraphs (%s)\n", static_cast<double>(text.size()) / 1e6, paras.size(),
+              text_path.c_str());
   std::printf("%-20s %12s %12s %10s %12s  %s\n", "tokenizer", "ours MB/s", "ref MB/s", "ours/ref", "ids", "ids agree");
   for (const char* name : {"llama3", "qwen3", "llama2", "bert-base-uncased", "t5-unigram"}) {
     const fs::path tok_path = data / (std::string(name) + ".tokenizer.json.gz");
@@ -88,8 +90,9 @@ int main(int argc, char** argv) {
     double ref = 0;
     std::string agree = "-";
     if (have_reference) {
-      const std::string cmd = "NODE_PATH='" + nm + "' node '" + std::string(SURF_BENCH_SOURCE) + "/tokenizer_bench_reference.mjs' '" +
-                              tok_path.string() + "' '" + text_path.string() + "' 3";
+      const std::string cmd = "NODE_PATH='" + nm + "' node '" + std::string(SURF_BENCH_SOURCE) +
+                              "/tokenizer_bench_reference.mjs' '" + tok_path.string() + "' '" + text_path.string() +
+                              "' 3";
       FILE* p = popen(cmd.c_str(), "r");
       std::string out;
       char buf[4096];
@@ -103,9 +106,12 @@ int main(int argc, char** argv) {
         agree = "reference failed";
       }
     }
-    std::printf("%-20s %12.2f %12.2f %10.2f %12zu  %s\n", name, ours, ref, ref > 0 ? ours / ref : 0.0, ids, agree.c_str());
+    std::printf("%-20s %12.2f %12.2f %10.2f %12zu  %s\n", name, ours, ref, ref > 0 ? ours / ref : 0.0, ids,
+                agree.c_str());
     std::fflush(stdout);
   }
-  if (!have_reference) std::printf("reference not run: npm install @lenml/tokenizers into a directory and set NODE_PATH to its node_modules\n");
+  if (!have_reference)
+    std::printf(
+        "reference not run: npm install @lenml/tokenizers into a directory and set NODE_PATH to its node_modules\n");
   return 0;
 }

@@ -139,8 +139,9 @@ int main(int argc, char** argv) {
       }
     }
     const double t = median(t_surf), tr = median(t_raw);
-    std::printf("%-8s %14.0f %14.0f %8.2f   (goal >= 0.80)\n", (id + " " + std::to_string(bytes / 1000000) + "MB").c_str(),
-                chunk_bytes / t / 1e6, chunk_bytes / tr / 1e6, tr / t);
+    std::printf("%-8s %14.0f %14.0f %8.2f   (goal >= 0.80)\n",
+                (id + " " + std::to_string(bytes / 1000000) + "MB").c_str(), chunk_bytes / t / 1e6,
+                chunk_bytes / tr / 1e6, tr / t);
   }
   // 8 clients, each its own connection, each fetching the 20 MB chunk `runs` times.
   std::atomic<uint64_t> total{0};
@@ -155,6 +156,7 @@ int main(int argc, char** argv) {
   }
   for (auto& t : clients) t.join();
   const double el = bench::now_s() - t0;
-  std::printf("\n8 clients x %d x 20 MB: aggregate %.0f MB/s (%.0f MB in %.2f s)\n", runs, total / el / 1e6, total / 1e6, el);
+  std::printf("\n8 clients x %d x 20 MB: aggregate %.0f MB/s (%.0f MB in %.2f s)\n", runs, total / el / 1e6,
+              total / 1e6, el);
   return 0;
 }

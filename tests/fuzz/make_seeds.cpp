@@ -16,7 +16,8 @@ namespace {
 
 void write(const fs::path& dir, const std::string& target, const std::string& name, const void* data, size_t size) {
   fs::create_directories(dir / target);
-  std::ofstream(dir / target / name, std::ios::binary).write(static_cast<const char*>(data), static_cast<std::streamsize>(size));
+  std::ofstream(dir / target / name, std::ios::binary)
+      .write(static_cast<const char*>(data), static_cast<std::streamsize>(size));
 }
 
 void write(const fs::path& dir, const std::string& target, const std::string& name, const ByteBuffer& b) {

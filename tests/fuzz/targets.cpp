@@ -77,7 +77,8 @@ std::optional<std::string> wire_answer(const uint8_t* data, size_t size) {
   const auto* bytes = reinterpret_cast<const std::byte*>(data);
   for (size_t n = 0; n <= size; n += 1 + n / 8) {
     const wire::DataProbe p = wire::probe_chunk_data(bytes, n);
-    if (p.status == wire::DataProbe::found && p.offset > n) fail(ErrorCode::internal, "probe found data past the bytes seen");
+    if (p.status == wire::DataProbe::found && p.offset > n)
+      fail(ErrorCode::internal, "probe found data past the bytes seen");
   }
   return refusal([&] {
     const wire::Answer a = wire::decode_answer(bytes, size);

@@ -36,7 +36,8 @@ std::string write_inputs(const test::TempDir& d, const std::string& name, Tensor
 }
 
 // A copy of a fixture with config.json edited.
-fs::path copy_with_config(const test::TempDir& d, const fs::path& src, const std::string& key, const nlohmann::json& v) {
+fs::path copy_with_config(const test::TempDir& d, const fs::path& src, const std::string& key,
+                          const nlohmann::json& v) {
   const fs::path dst = d.path() / "model";
   fs::create_directories(dst);
   for (const auto& f : {"model.safetensors", "golden.safetensors", "golden.json"}) fs::copy_file(src / f, dst / f);
@@ -51,7 +52,8 @@ fs::path copy_with_config(const test::TempDir& d, const fs::path& src, const std
 TEST(Cli, RunWritesOutputsAndStatistics) {
   test::TempDir d;
   const TensorMap g = read_safetensors(llama() / "golden.safetensors");
-  const auto in = write_inputs(d, "in.safetensors", {{"input_ids", g.at("input_ids")}, {"attention_mask", g.at("attention_mask")}});
+  const auto in =
+      write_inputs(d, "in.safetensors", {{"input_ids", g.at("input_ids")}, {"attention_mask", g.at("attention_mask")}});
   auto chunk = surf_cmd({"chunk", llama().string(), "--out", d.str("store"), "--dtype", "bf16"});
   ASSERT_EQ(chunk.exit_code, 0) << chunk.err;
   auto r = surf_cmd({"run", d.str("store"), "--inputs", in, "--output", d.str("out.safetensors"), "--cache-size", "1",
@@ -173,18 +175,19 @@ TEST(CliErrors, BadTokensLengthsAndEmptyInput) {
   expect_one_line_error(run({{"input_ids", Tensor::zeros(DType::I64, {1, 0})}}), "input_ids is empty");
   expect_one_line_error(run({{"input_ids", Tensor::from_f32({1, 2}, {1, 2})}}), "input_ids: expected dtype I64");
   expect_one_line_error(run({{"attention_mask", Tensor::from_i64({1, 1}, {1})}}), "no 'input_ids'");
-  expect_one_line_error(run({{"input_ids", Tensor::from_i64({1, 2}, {1, 2})},
-                             {"attention_mask", Tensor::from_i64({1, 3}, {1, 1, 1})}}),
-                        "attention_mask: expected shape [1, 2]");
+  expect_one_line_error(
+      run({{"input_ids", Tensor::from_i64({1, 2}, {1, 2})}, {"attention_mask", Tensor::from_i64({1, 3}, {1, 1, 1})}}),
+      "attention_mask: expected shape [1, 2]");
   auto r = surf_cmd({"run", src, "--inputs", d.str("nope.safetensors"), "--output", d.str("o")});
   expect_one_line_error(r, "nope.safetensors");
-  r = surf_cmd({"run", d.str("not-a-model"), "--inputs", (llama() / "golden.safetensors").string(), "--output", d.str("o")});
+  r = surf_cmd(
+      {"run", d.str("not-a-model"), "--inputs", (llama() / "golden.safetensors").string(), "--output", d.str("o")});
   expect_one_line_error(r, "does not exist");
-  r = surf_cmd({"run", src, "--inputs", (llama() / "golden.safetensors").string(), "--output", d.str("o"),
-                "--cache-size", "0"});
+  r = surf_cmd(
+      {"run", src, "--inputs", (llama() / "golden.safetensors").string(), "--output", d.str("o"), "--cache-size", "0"});
   expect_one_line_error(r, "cache_size (--cache-size) must be at least 1, got 0");
-  r = surf_cmd({"run", src, "--inputs", (llama() / "golden.safetensors").string(), "--output", d.str("o"),
-                "--prefetch", "-1"});
+  r = surf_cmd(
+      {"run", src, "--inputs", (llama() / "golden.safetensors").string(), "--output", d.str("o"), "--prefetch", "-1"});
   expect_one_line_error(r, "prefetch (--prefetch) must be 0 (none) or more, got -1");
   // check follows the same rule, once, before running any fixture.
   r = surf_cmd({"check", src, "--cache-size", "-3"});
@@ -204,7 +207,8 @@ TEST(CliPolish, VersionAndVersionCommand) {
   ASSERT_EQ(full.exit_code, 0) << full.err;
   EXPECT_EQ(full.out.rfind("surf " SURF_SDK_VERSION "\n", 0), 0u) << full.out;
   EXPECT_NE(full.out.find("plugin ABI " + std::to_string(SURF_ABI_MAJOR) + "." + std::to_string(SURF_ABI_MINOR)),
-            std::string::npos) << full.out;
+            std::string::npos)
+      << full.out;
   EXPECT_NE(full.out.find(std::string("build tag ") + SURF_BUILD_TAG), std::string::npos) << full.out;
   EXPECT_NE(full.out.find("plugin search path:"), std::string::npos) << full.out;
 }
@@ -231,12 +235,14 @@ TEST(CliPolish, NumericFlagsOutOfRangeAreRefusedBeforeAnyWork) {
 TEST(CliPolish, MisspelledInputNameIsAnError) {
   test::TempDir d;
   const TensorMap g = read_safetensors(llama() / "golden.safetensors");
-  const auto in = write_inputs(d, "in.safetensors", {{"input_ids", g.at("input_ids")}, {"attention_masks", g.at("attention_mask")}});
+  const auto in = write_inputs(d, "in.safetensors",
+                               {{"input_ids", g.at("input_ids")}, {"attention_masks", g.at("attention_mask")}});
   auto r = surf_cmd({"run", llama().string(), "--inputs", in, "--output", d.str("o")});
   expect_one_line_error(r, "unknown input 'attention_masks' (did you mean 'attention_mask'?)");
   EXPECT_FALSE(fs::exists(d.path() / "o"));
   // Spelled right, the same file runs.
-  const auto good = write_inputs(d, "good.safetensors", {{"input_ids", g.at("input_ids")}, {"attention_mask", g.at("attention_mask")}});
+  const auto good = write_inputs(d, "good.safetensors",
+                                 {{"input_ids", g.at("input_ids")}, {"attention_mask", g.at("attention_mask")}});
   EXPECT_EQ(surf_cmd({"run", llama().string(), "--inputs", good, "--output", d.str("o")}).exit_code, 0);
 }
 
@@ -261,7 +267,8 @@ TEST(CliPolish, ChunkRefusesANonEmptyOutputUnlessForced) {
   EXPECT_FALSE(fs::exists(out / "chunks" / "stale.msgpack"));
   EXPECT_TRUE(fs::exists(out / "manifest.json"));
   const TensorMap g = read_safetensors(llama() / "golden.safetensors");
-  const auto in = write_inputs(d, "in.safetensors", {{"input_ids", g.at("input_ids")}, {"attention_mask", g.at("attention_mask")}});
+  const auto in =
+      write_inputs(d, "in.safetensors", {{"input_ids", g.at("input_ids")}, {"attention_mask", g.at("attention_mask")}});
   EXPECT_EQ(surf_cmd({"run", out.string(), "--inputs", in, "--output", d.str("o")}).exit_code, 0);
 }
 
@@ -315,8 +322,8 @@ TEST(CliPolish, VerifyRechecksEveryChunk) {
 TEST(CliPolish, OutputAndStatsPathsAreCheckedBeforeTheRun) {
   test::TempDir d;
   const auto in = (llama() / "golden.safetensors").string();
-  auto s = surf_cmd({"run", llama().string(), "--inputs", in, "--output", d.str("o"), "--stats-json",
-                     d.str("missing/stats.json")});
+  auto s = surf_cmd(
+      {"run", llama().string(), "--inputs", in, "--output", d.str("o"), "--stats-json", d.str("missing/stats.json")});
   expect_one_line_error(s, "--stats-json '" + d.str("missing/stats.json") + "': no directory");
   EXPECT_EQ(s.err.find("time:"), std::string::npos) << "the run must not have happened";
   EXPECT_FALSE(fs::exists(d.path() / "o"));
@@ -330,7 +337,8 @@ TEST(CliPolish, InspectShowsDtypeAndCompression) {
   ASSERT_EQ(hf.exit_code, 0) << hf.err;
   EXPECT_NE(hf.out.find("compression: none\ndtype: keep\n"), std::string::npos) << hf.out;
   EXPECT_NE(hf.out.find("layers.0  streamed  9 tensors (F32 x9)  "), std::string::npos) << hf.out;
-  ASSERT_EQ(surf_cmd({"chunk", llama().string(), "--out", d.str("s"), "--dtype", "bf16", "--compress", "zstd"}).exit_code, 0);
+  ASSERT_EQ(
+      surf_cmd({"chunk", llama().string(), "--out", d.str("s"), "--dtype", "bf16", "--compress", "zstd"}).exit_code, 0);
   auto st = surf_cmd({"inspect", d.str("s")});
   ASSERT_EQ(st.exit_code, 0) << st.err;
   EXPECT_NE(st.out.find("compression: zstd\ndtype: bf16\n"), std::string::npos) << st.out;

@@ -28,7 +28,8 @@ struct Case {
 };
 
 void PrintTo(const Case& c, std::ostream* os) {
-  *os << c.fixture << " source=" << c.source << " cache=" << c.cache << " prefetch=" << c.prefetch << " dtype=" << c.dtype;
+  *os << c.fixture << " source=" << c.source << " cache=" << c.cache << " prefetch=" << c.prefetch
+      << " dtype=" << c.dtype;
 }
 
 std::vector<Case> all_cases() {
@@ -112,7 +113,8 @@ TEST(ConformanceFixtures, EveryFixtureHasAPluginInTheBuildTree) {
 TEST(Streaming, IdenticalResultsEveryWay) {
   const fs::path fixture = test::fixtures_dir() / "llama-tiny-random";
   const TensorMap golden = read_safetensors(fixture / "golden.safetensors");
-  TensorMap in{{"input_ids", golden.at("input_ids")}, {"attention_mask", golden.at("attention_mask")},
+  TensorMap in{{"input_ids", golden.at("input_ids")},
+               {"attention_mask", golden.at("attention_mask")},
                {"position_ids", golden.at("position_ids")}};
   test::TempDir store;
   ChunkOptions co;
@@ -137,7 +139,8 @@ TEST(Streaming, IdenticalResultsEveryWay) {
         reference_gen = gen;
         continue;
       }
-      EXPECT_TRUE(test::bitwise_equal(out.at("logits"), reference.at("logits"))) << source << " " << cache << "/" << prefetch;
+      EXPECT_TRUE(test::bitwise_equal(out.at("logits"), reference.at("logits")))
+          << source << " " << cache << "/" << prefetch;
       EXPECT_TRUE(test::bitwise_equal(gen.at("generated_ids"), reference_gen.at("generated_ids")));
       EXPECT_TRUE(test::bitwise_equal(gen.at("generation_logits"), reference_gen.at("generation_logits")));
     }
@@ -204,7 +207,8 @@ TEST(Streaming, SixteenBitWeightsInTheCacheMatchTheirF32Store) {
   const Tensor& la = fa.at("logits");
   const Tensor& lb = fb.at("logits");
   ASSERT_EQ(la.shape(), lb.shape());
-  for (int64_t i = 0; i < la.numel(); ++i) ASSERT_NEAR(la.f32()[i], lb.f32()[i], 5e-5 + 5e-5 * std::fabs(lb.f32()[i])) << i;
+  for (int64_t i = 0; i < la.numel(); ++i)
+    ASSERT_NEAR(la.f32()[i], lb.f32()[i], 5e-5 + 5e-5 * std::fabs(lb.f32()[i])) << i;
   const TensorMap ga = a->generate({{"input_ids", ids}}, 4), gb = b->generate({{"input_ids", ids}}, 4);
   EXPECT_TRUE(test::bitwise_equal(ga.at("generated_ids"), gb.at("generated_ids")));
   EXPECT_LT(a->cache_stats().peak_cached_bytes, b->cache_stats().peak_cached_bytes * 6 / 10);  // half the memory
@@ -276,7 +280,8 @@ TEST(LlamaVariants, MlpBiasesAreAddedWhereHfAddsThem) {
       for (int64_t l = 0; l < layers; ++l) {
         const std::string p = "model.layers." + std::to_string(l) + ".mlp.";
         std::vector<float> down(hidden), g(inter, gate), u(inter, 0.0f);
-        for (int64_t i = 0; i < hidden; ++i) down[i] = l == layers - 1 ? down_last * static_cast<float>(i % 7 - 3) : 0.0f;
+        for (int64_t i = 0; i < hidden; ++i)
+          down[i] = l == layers - 1 ? down_last * static_cast<float>(i % 7 - 3) : 0.0f;
         w[p + "down_proj.bias"] = Tensor::from_f32({hidden}, down);
         w[p + "gate_proj.bias"] = Tensor::from_f32({inter}, g);
         w[p + "up_proj.bias"] = Tensor::from_f32({inter}, u);
@@ -306,9 +311,11 @@ TEST(LlamaVariants, MlpBiasesAreAddedWhereHfAddsThem) {
 TEST(LlamaVariants, MistralNullWindowIsNoWindowAndAWideOneChangesNothing) {
   test::TempDir d;
   const std::string fixture = "mistral-tiny-random";  // window 5 over 12 + 8 positions
-  const Outputs none = run_fixture_inputs(variant(d, fixture, [](nlohmann::json& c) { c["sliding_window"] = nullptr; }), fixture);
+  const Outputs none =
+      run_fixture_inputs(variant(d, fixture, [](nlohmann::json& c) { c["sliding_window"] = nullptr; }), fixture);
   test::TempDir d2;
-  const Outputs wide = run_fixture_inputs(variant(d2, fixture, [](nlohmann::json& c) { c["sliding_window"] = 64; }), fixture);
+  const Outputs wide =
+      run_fixture_inputs(variant(d2, fixture, [](nlohmann::json& c) { c["sliding_window"] = 64; }), fixture);
   const Outputs five = run_fixture_inputs((test::fixtures_dir() / fixture).string(), fixture);
   EXPECT_TRUE(test::bitwise_equal(none.forward.at("logits"), wide.forward.at("logits")));
   EXPECT_TRUE(test::bitwise_equal(none.generate.at("generation_logits"), wide.generate.at("generation_logits")));
@@ -386,9 +393,9 @@ TEST(QuantizedStores, DeviationFromTheUnquantizedModel) {
         const Deviation vs_plain = deviation(out.at(k), plain.at(golden_name), mask);
         const Deviation vs_quant = deviation(out.at(k), quant.at(golden_name), mask);
         char buf[256];
-        std::snprintf(buf, sizeof buf, " %s max_abs_err %.3g (vs own reference %.2g), top-1 %lld/%lld;", golden_name.c_str(),
-                      vs_plain.max_abs, vs_quant.max_abs, static_cast<long long>(vs_plain.top1_same),
-                      static_cast<long long>(vs_plain.rows));
+        std::snprintf(buf, sizeof buf, " %s max_abs_err %.3g (vs own reference %.2g), top-1 %lld/%lld;",
+                      golden_name.c_str(), vs_plain.max_abs, vs_quant.max_abs,
+                      static_cast<long long>(vs_plain.top1_same), static_cast<long long>(vs_plain.rows));
         line += buf;
         EXPECT_LT(vs_quant.max_abs, 5e-5 * 10) << line;  // prefill stays exact by default
       }
@@ -428,13 +435,14 @@ TEST(QuantizedStores, DeviationFromTheUnquantizedModel) {
         const Tensor& ql = quant.at("generation_logits");
         for (int64_t i = 0; i < ql.numel(); ++i) range = std::max(range, static_cast<double>(std::fabs(ql.f32()[i])));
         char buf[400];
-        std::snprintf(buf, sizeof buf,
-                      " decode steps (int8 activations): generation_logits max_abs_err %.3g over %lld steps (vs own "
-                      "reference %.2g), top-1 %lld/%lld; generated ids %lld/%lld as unquantized, %lld/%lld as own reference",
-                      vs_plain.max_abs, static_cast<long long>(vs_plain.rows), vs_quant.max_abs,
-                      static_cast<long long>(vs_plain.top1_same), static_cast<long long>(vs_plain.rows),
-                      static_cast<long long>(same), static_cast<long long>(ids.numel()), static_cast<long long>(same_q),
-                      static_cast<long long>(ids.numel()));
+        std::snprintf(
+            buf, sizeof buf,
+            " decode steps (int8 activations): generation_logits max_abs_err %.3g over %lld steps (vs own "
+            "reference %.2g), top-1 %lld/%lld; generated ids %lld/%lld as unquantized, %lld/%lld as own reference",
+            vs_plain.max_abs, static_cast<long long>(vs_plain.rows), vs_quant.max_abs,
+            static_cast<long long>(vs_plain.top1_same), static_cast<long long>(vs_plain.rows),
+            static_cast<long long>(same), static_cast<long long>(ids.numel()), static_cast<long long>(same_q),
+            static_cast<long long>(ids.numel()));
         line += buf;
         // Sanity bound: rounding activations to 8 bits moves decode logits by a few percent of their range at most.
         EXPECT_LT(vs_quant.max_abs, 0.05 * range) << line;

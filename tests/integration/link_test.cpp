@@ -104,7 +104,9 @@ OpenOptions options(int cache = 1, int prefetch = 1) {
 
 TensorMap llama_inputs() {
   const TensorMap g = read_safetensors(test::fixtures_dir() / "llama-tiny-random" / "golden.safetensors");
-  return {{"input_ids", g.at("input_ids")}, {"attention_mask", g.at("attention_mask")}, {"position_ids", g.at("position_ids")}};
+  return {{"input_ids", g.at("input_ids")},
+          {"attention_mask", g.at("attention_mask")},
+          {"position_ids", g.at("position_ids")}};
 }
 
 }  // namespace
@@ -151,7 +153,8 @@ TEST(RateLimit, AForwardPassThroughALimitedServerEqualsAnUnlimitedOne) {
 }
 
 TEST(RateLimit, NegativeRateIsAClearError) {
-  const auto r = test::run_command({test::surf_exe(), "serve", "--store", store().llama, "--port", "0", "--max-mbps", "-5"});
+  const auto r =
+      test::run_command({test::surf_exe(), "serve", "--store", store().llama, "--port", "0", "--max-mbps", "-5"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("--max-mbps must not be negative"), std::string::npos) << r.err;
 }
@@ -219,7 +222,8 @@ TEST(DiskTier, ASecondProcessFetchesNothingFromTheNetwork) {
   const std::string m = http_get(server.port(), "/metrics");
   EXPECT_EQ(metric(m, "surf_bytes_served_total"), served1);  // the server saw no chunk request
   EXPECT_NE(m.find("surf_requests_total{op=\"get_chunk\"} " + std::to_string(s1["fetches"].get<uint64_t>()) + "\n"),
-            std::string::npos) << m;
+            std::string::npos)
+      << m;
   const TensorMap a = read_safetensors(d.str("out1.safetensors")), b = read_safetensors(d.str("out2.safetensors"));
   for (const auto& [name, t] : a) EXPECT_TRUE(test::bitwise_equal(t, b.at(name))) << name;
 }
@@ -297,7 +301,8 @@ TEST(DiskTier, ProcessesSharingTheDirectoryAgree) {
   std::vector<std::future<test::CommandResult>> runs;
   for (int i = 0; i < 3; ++i) {
     runs.push_back(std::async(std::launch::async, [&, i] {
-      return run_process(server.url("llama"), in, cache, d.str("out" + std::to_string(i)), d.str("s" + std::to_string(i)));
+      return run_process(server.url("llama"), in, cache, d.str("out" + std::to_string(i)),
+                         d.str("s" + std::to_string(i)));
     }));
   }
   for (auto& r : runs) {

@@ -30,7 +30,7 @@ test::MotoProcess& moto() {
   return m;
 }
 
-#define REQUIRE_MOTO()                                                                   \
+#define REQUIRE_MOTO() \
   if (!moto().available()) GTEST_SKIP() << "local S3 server unavailable: " << moto().why_unavailable()
 
 S3Config config(int port = 0) {
@@ -95,7 +95,8 @@ TEST(S3Backend, PutGetRangeHeadListDeleteAndMultipart) {
   EXPECT_EQ(b->list("dir/"), (std::vector<std::string>{"dir/b.txt"}));
   b->remove("a.txt");
   EXPECT_FALSE(b->exists("a.txt"));
-  test::expect_error([&] { b->get("a.txt", got); }, ErrorCode::not_found, "no object s3://surf-test/unit/a.txt (NoSuchKey)");
+  test::expect_error([&] { b->get("a.txt", got); }, ErrorCode::not_found,
+                     "no object s3://surf-test/unit/a.txt (NoSuchKey)");
 }
 
 TEST(S3Backend, WrongSecretIsASignatureErrorNamingTheKeyIdOnly) {
@@ -104,7 +105,8 @@ TEST(S3Backend, WrongSecretIsASignatureErrorNamingTheKeyIdOnly) {
   c.secret_access_key = "not-the-secret";
   auto b = open_s3_backend("s3://surf-test/unit", c);
   ByteBuffer got;
-  const std::string m = test::expect_error([&] { b->get("anything", got); }, ErrorCode::unauthorized, "SignatureDoesNotMatch");
+  const std::string m =
+      test::expect_error([&] { b->get("anything", got); }, ErrorCode::unauthorized, "SignatureDoesNotMatch");
   EXPECT_NE(m.find(moto().access_key()), std::string::npos) << m;
   EXPECT_EQ(m.find("not-the-secret"), std::string::npos) << m;
 }
@@ -176,8 +178,11 @@ TEST(S3Stores, CorruptObjectIsAChecksumError) {
   o.plugin_dirs = {test::plugin_dir()};
   o.prefetch = 0;
   auto s = Session::open(url, o);
-  test::expect_error([&] { s->forward({{"input_ids", Tensor::from_i64({1, 3}, {1, 2, 3})}}); }, ErrorCode::corrupt,
-                     "component 'layers.0': checksum mismatch");
+  test::expect_error(
+      [&] {
+        s->forward({{"input_ids", Tensor::from_i64({1, 3}, {1, 2, 3})}});
+      },
+      ErrorCode::corrupt, "component 'layers.0': checksum mismatch");
 }
 
 TEST(S3Stores, TheDiskTierServesASecondSessionWithoutTheBucket) {
@@ -214,12 +219,14 @@ TEST(S3Stores, TheDiskTierServesASecondSessionWithoutTheBucket) {
 TEST(S3Stores, CliErrorsForWrongSecretAndMissingStore) {
   REQUIRE_MOTO();
   export_credentials("wrong-secret");
-  auto r = test::run_command({test::surf_exe(), "inspect", "s3://surf-test/llama-tiny-random-none", "--plugin-dir", test::plugin_dir()});
+  auto r = test::run_command(
+      {test::surf_exe(), "inspect", "s3://surf-test/llama-tiny-random-none", "--plugin-dir", test::plugin_dir()});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("SignatureDoesNotMatch"), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("wrong-secret"), std::string::npos) << r.err;
   export_credentials();
-  r = test::run_command({test::surf_exe(), "inspect", "s3://surf-test/never-chunked", "--plugin-dir", test::plugin_dir()});
+  r = test::run_command(
+      {test::surf_exe(), "inspect", "s3://surf-test/never-chunked", "--plugin-dir", test::plugin_dir()});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("is not a chunk store"), std::string::npos) << r.err;
 }
@@ -251,12 +258,18 @@ class ScopedEnv {
     for (const auto& [k, v] : vars) {
       const char* old = std::getenv(k.c_str());
       saved_.emplace_back(k, old ? std::optional<std::string>(old) : std::nullopt);
-      if (v) ::setenv(k.c_str(), v->c_str(), 1); else ::unsetenv(k.c_str());
+      if (v)
+        ::setenv(k.c_str(), v->c_str(), 1);
+      else
+        ::unsetenv(k.c_str());
     }
   }
   ~ScopedEnv() {
     for (const auto& [k, v] : saved_) {
-      if (v) ::setenv(k.c_str(), v->c_str(), 1); else ::unsetenv(k.c_str());
+      if (v)
+        ::setenv(k.c_str(), v->c_str(), 1);
+      else
+        ::unsetenv(k.c_str());
     }
   }
 
@@ -297,8 +310,9 @@ TEST(S3Https, BackendAndGoldensThroughATlsTerminator) {
   expect_golden("llama-tiny-random", "s3://surf-test/https-llama");
   // The CLI too, its CA from --ca-file.
   ::unsetenv("AWS_CA_BUNDLE");
-  auto r = test::run_command({"/usr/bin/env", "-u", "SURF_CA_BUNDLE", test::surf_exe(), "inspect", "s3://surf-test/https-llama",
-                              "--ca-file", s3_pki().path("ca.pem"), "--plugin-dir", test::plugin_dir()});
+  auto r = test::run_command({"/usr/bin/env", "-u", "SURF_CA_BUNDLE", test::surf_exe(), "inspect",
+                              "s3://surf-test/https-llama", "--ca-file", s3_pki().path("ca.pem"), "--plugin-dir",
+                              test::plugin_dir()});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("llama"), std::string::npos) << r.out;
 }
@@ -365,11 +379,16 @@ nlohmann::json stats(const test::PythonServer& fake) {
 
 // Nothing in the environment or the profile files: the chain must reach the endpoints.
 ScopedEnv only_metadata(const test::PythonServer& fake, const test::TempDir& d) {
-  return ScopedEnv({{"AWS_ACCESS_KEY_ID", std::nullopt}, {"AWS_SECRET_ACCESS_KEY", std::nullopt},
-                    {"AWS_SESSION_TOKEN", std::nullopt}, {"AWS_PROFILE", std::nullopt},
-                    {"AWS_SHARED_CREDENTIALS_FILE", d.str("no-credentials")}, {"AWS_CONFIG_FILE", d.str("no-config")},
-                    {"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", std::nullopt}, {"AWS_CONTAINER_CREDENTIALS_FULL_URI", std::nullopt},
-                    {"AWS_CONTAINER_AUTHORIZATION_TOKEN", std::nullopt}, {"AWS_EC2_METADATA_DISABLED", std::nullopt},
+  return ScopedEnv({{"AWS_ACCESS_KEY_ID", std::nullopt},
+                    {"AWS_SECRET_ACCESS_KEY", std::nullopt},
+                    {"AWS_SESSION_TOKEN", std::nullopt},
+                    {"AWS_PROFILE", std::nullopt},
+                    {"AWS_SHARED_CREDENTIALS_FILE", d.str("no-credentials")},
+                    {"AWS_CONFIG_FILE", d.str("no-config")},
+                    {"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", std::nullopt},
+                    {"AWS_CONTAINER_CREDENTIALS_FULL_URI", std::nullopt},
+                    {"AWS_CONTAINER_AUTHORIZATION_TOKEN", std::nullopt},
+                    {"AWS_EC2_METADATA_DISABLED", std::nullopt},
                     {"AWS_EC2_METADATA_SERVICE_ENDPOINT", fake.url()}});
 }
 
@@ -401,7 +420,7 @@ TEST(S3Credentials, ImdsV2CredentialsAreRefreshedBeforeTheyLapse) {
   }
   const auto s = stats(fake);
   EXPECT_GE(s["imds"].get<int>(), 3) << s.dump() << " after " << reads << " reads";
-  EXPECT_LT(s["imds"].get<int>(), reads) << s.dump();  // cached between refreshes, not per request
+  EXPECT_LT(s["imds"].get<int>(), reads) << s.dump();                       // cached between refreshes, not per request
   EXPECT_EQ(s["imds_token"].get<int>(), s["imds"].get<int>()) << s.dump();  // IMDSv2: a token first, every time
   EXPECT_EQ(s["imds_refused"].get<int>(), 0) << s.dump();
   EXPECT_EQ(chain->get().access_key_id, moto().access_key());
@@ -410,12 +429,14 @@ TEST(S3Credentials, ImdsV2CredentialsAreRefreshedBeforeTheyLapse) {
 TEST(S3Credentials, ChainOrderEnvironmentProfileEcsImds) {
   REQUIRE_MOTO();
   test::TempDir d;
-  test::PythonServer fake(fake_metadata_script(), {moto().access_key(), moto().secret_key(), "900", "Bearer container-auth"});
+  test::PythonServer fake(fake_metadata_script(),
+                          {moto().access_key(), moto().secret_key(), "900", "Bearer container-auth"});
   ScopedEnv env = only_metadata(fake, d);
   ByteBuffer got;
   {
     // ECS before IMDS (both available), with its authorization header.
-    ScopedEnv ecs({{"AWS_CONTAINER_CREDENTIALS_FULL_URI", fake.url("/ecs")}, {"AWS_CONTAINER_AUTHORIZATION_TOKEN", "Bearer container-auth"}});
+    ScopedEnv ecs({{"AWS_CONTAINER_CREDENTIALS_FULL_URI", fake.url("/ecs")},
+                   {"AWS_CONTAINER_AUTHORIZATION_TOKEN", "Bearer container-auth"}});
     auto chain = default_credential_chain();
     EXPECT_EQ(chain->describe(), "the ECS container endpoint");
     S3Config c = config();
@@ -427,9 +448,11 @@ TEST(S3Credentials, ChainOrderEnvironmentProfileEcsImds) {
   }
   {
     // A refused ECS endpoint and IMDS turned off: one line naming every place looked in.
-    ScopedEnv ecs({{"AWS_CONTAINER_CREDENTIALS_FULL_URI", fake.url("/ecs")}, {"AWS_CONTAINER_AUTHORIZATION_TOKEN", "Bearer wrong"},
+    ScopedEnv ecs({{"AWS_CONTAINER_CREDENTIALS_FULL_URI", fake.url("/ecs")},
+                   {"AWS_CONTAINER_AUTHORIZATION_TOKEN", "Bearer wrong"},
                    {"AWS_EC2_METADATA_DISABLED", "true"}});
-    const std::string m = test::expect_error([] { default_credential_chain(); }, ErrorCode::unauthorized, "no S3 credentials found");
+    const std::string m =
+        test::expect_error([] { default_credential_chain(); }, ErrorCode::unauthorized, "no S3 credentials found");
     EXPECT_NE(m.find("ECS container endpoint (ECS credentials endpoint answered HTTP 403)"), std::string::npos) << m;
     EXPECT_NE(m.find("AWS_EC2_METADATA_DISABLED=true"), std::string::npos) << m;
     EXPECT_EQ(m.find('\n'), std::string::npos) << m;
@@ -439,7 +462,8 @@ TEST(S3Credentials, ChainOrderEnvironmentProfileEcsImds) {
     std::ofstream(d.path() / "credentials") << "[default]\naws_access_key_id = nope\naws_secret_access_key = nope\n"
                                             << "[surf]\naws_access_key_id = " << moto().access_key()
                                             << "\naws_secret_access_key = " << moto().secret_key() << "\n";
-    ScopedEnv profile({{"AWS_SHARED_CREDENTIALS_FILE", d.str("credentials")}, {"AWS_PROFILE", "surf"},
+    ScopedEnv profile({{"AWS_SHARED_CREDENTIALS_FILE", d.str("credentials")},
+                       {"AWS_PROFILE", "surf"},
                        {"AWS_CONTAINER_CREDENTIALS_FULL_URI", fake.url("/ecs")}});
     auto chain = default_credential_chain();
     EXPECT_EQ(chain->describe(), "profile surf in " + d.str("credentials"));
@@ -450,8 +474,10 @@ TEST(S3Credentials, ChainOrderEnvironmentProfileEcsImds) {
   }
   {
     // The environment wins over all of them.
-    ScopedEnv vars({{"AWS_ACCESS_KEY_ID", "AKIDENV"}, {"AWS_SECRET_ACCESS_KEY", "env-secret"},
-                    {"AWS_SHARED_CREDENTIALS_FILE", d.str("credentials")}, {"AWS_CONTAINER_CREDENTIALS_FULL_URI", fake.url("/ecs")}});
+    ScopedEnv vars({{"AWS_ACCESS_KEY_ID", "AKIDENV"},
+                    {"AWS_SECRET_ACCESS_KEY", "env-secret"},
+                    {"AWS_SHARED_CREDENTIALS_FILE", d.str("credentials")},
+                    {"AWS_CONTAINER_CREDENTIALS_FULL_URI", fake.url("/ecs")}});
     auto chain = default_credential_chain();
     EXPECT_EQ(chain->describe(), "environment");
     EXPECT_EQ(chain->get().access_key_id, "AKIDENV");

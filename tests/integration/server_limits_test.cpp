@@ -180,7 +180,8 @@ bool strict_utf8(const std::string& s) {
 // Every str in a msgpack value is strict UTF-8 (what a Python client's unpackb(raw=False) needs).
 bool all_strings_utf8(const msgpack::object& o) {
   switch (o.type) {
-    case msgpack::type::STR: return strict_utf8(std::string(o.via.str.ptr, o.via.str.size));
+    case msgpack::type::STR:
+      return strict_utf8(std::string(o.via.str.ptr, o.via.str.size));
     case msgpack::type::ARRAY:
       for (uint32_t i = 0; i < o.via.array.size; ++i) {
         if (!all_strings_utf8(o.via.array.ptr[i])) return false;
@@ -191,7 +192,8 @@ bool all_strings_utf8(const msgpack::object& o) {
         if (!all_strings_utf8(o.via.map.ptr[i].key) || !all_strings_utf8(o.via.map.ptr[i].val)) return false;
       }
       return true;
-    default: return true;
+    default:
+      return true;
   }
 }
 
@@ -322,7 +324,8 @@ TEST(ServerLimits, NestedArrayFloodStaysWithinTheMemoryBudget) {
   }
   for (auto& t : senders) t.join();
   for (const auto& a : answers) {
-    EXPECT_EQ(a, (std::pair<std::string, std::string>{"bad_request", "not a msgpack request: it nests deeper than 4 levels"}));
+    EXPECT_EQ(a, (std::pair<std::string, std::string>{"bad_request",
+                                                      "not a msgpack request: it nests deeper than 4 levels"}));
   }
   const uint64_t peak = proc_kib(server.pid(), "VmHWM");
   EXPECT_LT(peak - std::min(peak, before), 40u * 1024) << "peak RSS " << peak << " KiB, before " << before << " KiB";
@@ -425,7 +428,8 @@ TEST(ServerLimits, ViolationsGetTheDocumentedAnswers) {
             (std::pair<std::string, std::string>{"too_large", "request of 10000 bytes exceeds the limit of 4096"}));
   EXPECT_EQ(c.send({1, wire::ListModels{}}).first, "ok");
   // A text message is bad_request; one that is not UTF-8 fails the connection (RFC 6455: 1007).
-  EXPECT_EQ(c.send("{}", false), (std::pair<std::string, std::string>{"bad_request", "messages must be binary msgpack"}));
+  EXPECT_EQ(c.send("{}", false),
+            (std::pair<std::string, std::string>{"bad_request", "messages must be binary msgpack"}));
   // hello without a version, binary op: bad_request, not unsupported_version or a served request.
   const std::string no_version = packed([](auto& pk) {
     pk.pack_map(2);
@@ -443,7 +447,8 @@ TEST(ServerLimits, ViolationsGetTheDocumentedAnswers) {
     pk.pack_bin(11);
     pk.pack_bin_body("list_models", 11);
   });
-  EXPECT_EQ(c.send(binary_op), (std::pair<std::string, std::string>{"bad_request", "field 'op' must be a string (msgpack str)"}));
+  EXPECT_EQ(c.send(binary_op),
+            (std::pair<std::string, std::string>{"bad_request", "field 'op' must be a string (msgpack str)"}));
   RawClient text(server.port());
   text.ws().text(true);
   text.ws().write(net::buffer(std::string("\xff\xfe")));

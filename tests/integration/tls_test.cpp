@@ -80,7 +80,9 @@ OpenOptions options(const std::string& ca_file) {
 
 TensorMap llama_inputs() {
   const TensorMap g = read_safetensors(test::fixtures_dir() / "llama-tiny-random" / "golden.safetensors");
-  return {{"input_ids", g.at("input_ids")}, {"attention_mask", g.at("attention_mask")}, {"position_ids", g.at("position_ids")}};
+  return {{"input_ids", g.at("input_ids")},
+          {"attention_mask", g.at("attention_mask")},
+          {"position_ids", g.at("position_ids")}};
 }
 
 // Opening `url` fails with `code`, one line naming `reason`, within 5 s (no hang, no long retry).
@@ -130,18 +132,22 @@ TEST(Tls, GoldensMatchThroughATlsWeightServer) {
 TEST(Tls, CaBundleFromTheEnvironmentAndTheCommandLine) {
   test::ServerProcess server(tls_args("server"));
   const std::string url = server.wss_url("llama");
-  auto r = test::run_command({"/usr/bin/env", "SURF_CA_BUNDLE=" + pki().path("ca.pem"), test::surf_exe(), "inspect", url,
-                              "--plugin-dir", test::plugin_dir()});
+  auto r = test::run_command({"/usr/bin/env", "SURF_CA_BUNDLE=" + pki().path("ca.pem"), test::surf_exe(), "inspect",
+                              url, "--plugin-dir", test::plugin_dir()});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("llama"), std::string::npos) << r.out;
-  r = test::run_command({test::surf_exe(), "inspect", url, "--ca-file", pki().path("ca.pem"), "--plugin-dir", test::plugin_dir()});
+  r = test::run_command(
+      {test::surf_exe(), "inspect", url, "--ca-file", pki().path("ca.pem"), "--plugin-dir", test::plugin_dir()});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   // Neither: the system store does not know the test CA, and there is no insecure fallback.
-  r = test::run_command({"/usr/bin/env", "-u", "SURF_CA_BUNDLE", test::surf_exe(), "inspect", url, "--plugin-dir", test::plugin_dir()});
+  r = test::run_command(
+      {"/usr/bin/env", "-u", "SURF_CA_BUNDLE", test::surf_exe(), "inspect", url, "--plugin-dir", test::plugin_dir()});
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.err.find("certificate verify failed: unable to get local issuer certificate"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("certificate verify failed: unable to get local issuer certificate"), std::string::npos)
+      << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-  r = test::run_command({test::surf_exe(), "inspect", url, "--ca-file", pki().path("missing.pem"), "--plugin-dir", test::plugin_dir()});
+  r = test::run_command(
+      {test::surf_exe(), "inspect", url, "--ca-file", pki().path("missing.pem"), "--plugin-dir", test::plugin_dir()});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("cannot read CA bundle"), std::string::npos) << r.err;
 }
@@ -181,10 +187,12 @@ TEST(Tls, PlaintextAndTlsPeersFailFastAndClearly) {
 TEST(Tls, HttpsHealthzAndMetricsOnTheSamePort) {
   test::ServerProcess server(tls_args("server"));
   const std::string base = "https://localhost:" + std::to_string(server.port());
-  auto r = test::run_command({"/usr/bin/curl", "-sS", "--max-time", "10", "--cacert", pki().path("ca.pem"), base + "/healthz"});
+  auto r = test::run_command(
+      {"/usr/bin/curl", "-sS", "--max-time", "10", "--cacert", pki().path("ca.pem"), base + "/healthz"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("ok"), std::string::npos) << r.out;
-  r = test::run_command({"/usr/bin/curl", "-sS", "--max-time", "10", "--cacert", pki().path("ca.pem"), base + "/metrics"});
+  r = test::run_command(
+      {"/usr/bin/curl", "-sS", "--max-time", "10", "--cacert", pki().path("ca.pem"), base + "/metrics"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("surf_"), std::string::npos) << r.out;
   // Plain http to the TLS port: a 400 that says why.
@@ -198,7 +206,8 @@ TEST(Tls, SighupReloadsTheCertificateAndKeepsOpenConnections) {
   test::TempDir d;
   fs::copy_file(pki().path("server.pem"), d.str("cert.pem"));
   fs::copy_file(pki().path("server.key"), d.str("key.pem"));
-  test::ServerProcess server({"--store", stores().llama, "--tls-cert", d.str("cert.pem"), "--tls-key", d.str("key.pem")});
+  test::ServerProcess server(
+      {"--store", stores().llama, "--tls-cert", d.str("cert.pem"), "--tls-key", d.str("key.pem")});
   EXPECT_EQ(served_common_name(server.port()), "server");
 
   // A connection opened before the reload.
@@ -219,7 +228,8 @@ TEST(Tls, SighupReloadsTheCertificateAndKeepsOpenConnections) {
 
   // The old connection still answers, on the same socket (WsConnection never reconnects).
   EXPECT_TRUE(conn.alive());
-  ASSERT_TRUE(std::holds_alternative<wire::ManifestAnswer>(conn.request(wire::GetManifest{"llama"}, 0).get()->answer.body));
+  ASSERT_TRUE(
+      std::holds_alternative<wire::ManifestAnswer>(conn.request(wire::GetManifest{"llama"}, 0).get()->answer.body));
   // The session streams every layer again (cache of one) and gets the same numbers.
   const TensorMap after = session->forward(llama_inputs());
   EXPECT_TRUE(test::bitwise_equal(before.at("logits"), after.at("logits")));
@@ -238,7 +248,8 @@ TEST(Tokens, EnvironmentAndTokenFileForEveryCommand) {
   std::ofstream(d.path() / "token") << "s3cret\n";
   std::ofstream(d.path() / "wrong") << "guess\n";
   test::ServerProcess server({"--store", stores().llama, "--token-file", d.str("token")});
-  const std::string url = server.url("llama"), golden = (test::fixtures_dir() / "llama-tiny-random" / "golden.safetensors").string();
+  const std::string url = server.url("llama"),
+                    golden = (test::fixtures_dir() / "llama-tiny-random" / "golden.safetensors").string();
   const std::string fixture = (test::fixtures_dir() / "llama-tiny-random").string();
   const std::vector<std::vector<std::string>> commands = {
       {"inspect", url},
@@ -270,7 +281,8 @@ TEST(Tokens, EnvironmentAndTokenFileForEveryCommand) {
       EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << cmd[0] << ": " << r.err;
     }
   }
-  auto r = test::run_command({test::surf_exe(), "inspect", url, "--token-file", d.str("missing"), "--plugin-dir", test::plugin_dir()});
+  auto r = test::run_command(
+      {test::surf_exe(), "inspect", url, "--token-file", d.str("missing"), "--plugin-dir", test::plugin_dir()});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("cannot read token file"), std::string::npos) << r.err;
 }
@@ -280,7 +292,8 @@ TEST(Tokens, EnvironmentAndTokenFileForEveryCommand) {
 namespace {
 
 uint64_t get_chunk_requests(const std::string& base_url) {
-  const auto r = test::run_command({"/usr/bin/curl", "-sS", "--max-time", "5", "--cacert", pki().path("ca.pem"), base_url + "/metrics"});
+  const auto r = test::run_command(
+      {"/usr/bin/curl", "-sS", "--max-time", "5", "--cacert", pki().path("ca.pem"), base_url + "/metrics"});
   const std::string key = "surf_requests_total{op=\"get_chunk\"} ";
   const size_t at = r.out.find(key);
   return at == std::string::npos ? 0 : std::stoull(r.out.substr(at + key.size()));

@@ -88,8 +88,8 @@ TEST(TorchBin, CliRunsBinCheckpointsAndRefusesAMaliciousOne) {
   fs::copy_file(test::data_dir() / "torch" / "malicious.bin", d.path() / "evil" / "pytorch_model.bin");
   fs::remove(kMarker);
   for (const std::vector<std::string>& args :
-       {std::vector<std::string>{"run", d.str("evil"), "--inputs", (fixture / "golden.safetensors").string(), "--output",
-                                 d.str("out.safetensors")},
+       {std::vector<std::string>{"run", d.str("evil"), "--inputs", (fixture / "golden.safetensors").string(),
+                                 "--output", d.str("out.safetensors")},
         std::vector<std::string>{"chunk", d.str("evil"), "--out", d.str("evil-store")},
         std::vector<std::string>{"inspect", d.str("evil")}}) {
     std::vector<std::string> argv{test::surf_exe()};

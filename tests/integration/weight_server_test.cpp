@@ -51,7 +51,9 @@ Stores& stores() {
 
 TensorMap llama_inputs() {
   const TensorMap g = read_safetensors(test::fixtures_dir() / "llama-tiny-random" / "golden.safetensors");
-  return {{"input_ids", g.at("input_ids")}, {"attention_mask", g.at("attention_mask")}, {"position_ids", g.at("position_ids")}};
+  return {{"input_ids", g.at("input_ids")},
+          {"attention_mask", g.at("attention_mask")},
+          {"position_ids", g.at("position_ids")}};
 }
 
 OpenOptions options(int cache = 1, int prefetch = 2) {
@@ -131,7 +133,8 @@ TEST(WeightServer, GoldensMatchThroughTheServer) {
 
 TEST(WeightServer, TwoModelsOnOneServer) {
   test::ServerProcess server({"--store", stores().llama, "--store", "seq2seq=" + stores().t5});
-  for (const auto& [model, fixture] : {std::pair<std::string, std::string>{"llama", "llama-tiny-random"}, {"seq2seq", "t5-tiny-random"}}) {
+  for (const auto& [model, fixture] :
+       {std::pair<std::string, std::string>{"llama", "llama-tiny-random"}, {"seq2seq", "t5-tiny-random"}}) {
     CheckOptions o;
     o.source = server.url(model);
     o.plugin_dirs = {test::plugin_dir()};
@@ -198,7 +201,8 @@ TEST(WeightServer, NoServerWithinTheRetryBudgetIsAClearError) {
   auto s = Session::open(server.url("llama"), o);
   server.kill_hard();
   // The first component the model asks for is the (resident) embedding.
-  const std::string m = test::expect_error([&] { s->forward(llama_inputs()); }, ErrorCode::network, "failed 3 attempts");
+  const std::string m =
+      test::expect_error([&] { s->forward(llama_inputs()); }, ErrorCode::network, "failed 3 attempts");
   EXPECT_NE(m.find("component 'embed'"), std::string::npos) << m;
 }
 
@@ -212,14 +216,16 @@ TEST(WeightServer, CorruptChunkOnDiskIsAChecksumErrorNotWrongNumbers) {
     f.put('\x42');
   }
   auto s = Session::open(server.url("llama"), options(1, 0));
-  const std::string m = test::expect_error([&] { s->forward(llama_inputs()); }, ErrorCode::corrupt, "checksum mismatch");
+  const std::string m =
+      test::expect_error([&] { s->forward(llama_inputs()); }, ErrorCode::corrupt, "checksum mismatch");
   EXPECT_NE(m.find("component 'layers.1'"), std::string::npos) << m;
 }
 
 TEST(WeightServer, BadRequestsGetErrorAnswersAndTheServerKeepsServing) {
   test::TempDir d;
   std::ofstream(d.path() / "token") << "s3cret\n";
-  test::ServerProcess server({"--store", stores().llama, "--token-file", d.str("token"), "--max-request-bytes", "4096"});
+  test::ServerProcess server(
+      {"--store", stores().llama, "--token-file", d.str("token"), "--max-request-bytes", "4096"});
   RawClient c(server.port());
   EXPECT_EQ(c.send({1, wire::GetManifest{"llama"}}).first, "unauthorized");
   EXPECT_EQ(c.send({2, wire::Hello{wire::kProtocolVersion, "wrong"}}).first, "unauthorized");
@@ -230,8 +236,8 @@ TEST(WeightServer, BadRequestsGetErrorAnswersAndTheServerKeepsServing) {
   EXPECT_EQ(c.send({6, wire::GetChunk{"llama", "../manifest"}}).first, "bad_request");
   EXPECT_EQ(c.send({7, wire::GetChunk{"llama", "/etc/passwd"}}).first, "bad_request");
   EXPECT_EQ(c.send({8, wire::GetChunk{"llama", std::string(6000, 'a')}}).first, "too_large");
-  EXPECT_EQ(c.send("hello", 5).first, "bad_request");         // not msgpack
-  EXPECT_EQ(c.send("{}", 2, false).first, "bad_request");     // a text message
+  EXPECT_EQ(c.send("hello", 5).first, "bad_request");      // not msgpack
+  EXPECT_EQ(c.send("{}", 2, false).first, "bad_request");  // a text message
   // A map with an op the protocol does not have: made by hand, as no client of wire.h can.
   ByteBuffer unknown;
   {
@@ -243,7 +249,8 @@ TEST(WeightServer, BadRequestsGetErrorAnswersAndTheServerKeepsServing) {
     pk.pack(std::string("op"));
     pk.pack(std::string("delete_everything"));
   }
-  EXPECT_EQ(c.send(unknown.data(), unknown.size()), (std::pair<std::string, std::string>{"bad_request", "unknown op 'delete_everything'"}));
+  EXPECT_EQ(c.send(unknown.data(), unknown.size()),
+            (std::pair<std::string, std::string>{"bad_request", "unknown op 'delete_everything'"}));
   EXPECT_EQ(c.send({11, wire::GetChunk{"llama", "layers.0"}}).first, "ok");  // the connection still serves
   // The bearer header on the upgrade request authenticates too; the Session API uses it.
   RawClient bearer(server.port(), "s3cret");
@@ -304,7 +311,8 @@ TEST(WeightServer, OpenAndInspectFetchNoChunks) {
     EXPECT_EQ(s->cache_stats().fetches, 0u);
     EXPECT_EQ(s->cache_stats().bytes_fetched, 0u);
   }
-  const auto r = test::run_command({test::surf_exe(), "inspect", server.url("llama"), "--plugin-dir", test::plugin_dir()});
+  const auto r =
+      test::run_command({test::surf_exe(), "inspect", server.url("llama"), "--plugin-dir", test::plugin_dir()});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("model_type: llama"), std::string::npos) << r.out;
   const std::string m = http_get(server.port(), "/metrics");
@@ -330,5 +338,5 @@ TEST(WeightServer, ConnectionLimitAndCleanShutdown) {
   b.reset();
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   EXPECT_NO_THROW(Session::open(server.url("llama"), o));  // a slot freed up
-  EXPECT_EQ(server.stop(), 0);  // SIGTERM: orderly exit
+  EXPECT_EQ(server.stop(), 0);                             // SIGTERM: orderly exit
 }

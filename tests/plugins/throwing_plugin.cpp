@@ -12,9 +12,7 @@ struct ThrowingArch {
     p.execution_order = {"bias"};
     return p;
   }
-  static std::unique_ptr<surf::Model> create(const surf::ModelConfig&) {
-    throw std::runtime_error("boom from create");
-  }
+  static std::unique_ptr<surf::Model> create(const surf::ModelConfig&) { throw std::runtime_error("boom from create"); }
 };
 }  // namespace
 

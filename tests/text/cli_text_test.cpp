@@ -28,7 +28,8 @@ test::CommandResult surf_text_cmd(std::vector<std::string> args) {
   return test::run_command(args);
 }
 
-fs::path model_dir(const test::TempDir& d, const std::string& fixture, const std::string& tokenizer, const std::string& name = "model") {
+fs::path model_dir(const test::TempDir& d, const std::string& fixture, const std::string& tokenizer,
+                   const std::string& name = "model") {
   const fs::path dir = d.path() / name;
   fs::create_directories(dir);
   for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(test::fixtures_dir() / fixture / f, dir / f);
@@ -52,7 +53,8 @@ bool one_line_error(const test::CommandResult& r, const std::string& text) {
 // A safetensors file with one I32 tensor, written by hand (the SDK has no I32 dtype).
 void write_i32(const fs::path& path, const std::string& name, const std::vector<int32_t>& v, int64_t rows) {
   const int64_t cols = static_cast<int64_t>(v.size()) / rows;
-  const std::string header = nlohmann::json({{name, {{"dtype", "I32"}, {"shape", {rows, cols}}, {"data_offsets", {0, v.size() * 4}}}}}).dump();
+  const std::string header =
+      nlohmann::json({{name, {{"dtype", "I32"}, {"shape", {rows, cols}}, {"data_offsets", {0, v.size() * 4}}}}}).dump();
   std::ofstream out(path, std::ios::binary);
   const uint64_t n = header.size();
   for (int k = 0; k < 8; ++k) out.put(static_cast<char>((n >> (8 * k)) & 0xFF));
@@ -63,7 +65,8 @@ void write_i32(const fs::path& path, const std::string& name, const std::vector<
 TEST(CliText, TokenizeAndDetokenizeGiveTheReferenceIds) {
   test::TempDir d;
   const fs::path m = model_dir(d, "llama-tiny-random", "tiny-bpe-512");
-  const auto expected = nlohmann::json::parse(test::read_file(test::tokenizer_data_dir() / "expected" / "tiny-bpe-512.json"));
+  const auto expected =
+      nlohmann::json::parse(test::read_file(test::tokenizer_data_dir() / "expected" / "tiny-bpe-512.json"));
   int checked = 0;
   for (const auto& c : expected["cases"]) {
     const std::string text = c["text"].get<std::string>();
@@ -93,12 +96,14 @@ TEST(CliText, SourcesWithoutTokenizerFilesOrWithUnsupportedPartsSaySoInOneLine) 
   test::TempDir d;
   const fs::path bare = model_dir(d, "llama-tiny-random", "", "bare");
   EXPECT_TRUE(one_line_error(surf_text_cmd({"tokenize", bare.string(), "--text", "hi"}), "has no tokenizer files"));
-  EXPECT_TRUE(one_line_error(surf_cmd({"generate", bare.string(), "--prompt", "hi", "--max-new-tokens", "2"}), "has no tokenizer files"));
+  EXPECT_TRUE(one_line_error(surf_cmd({"generate", bare.string(), "--prompt", "hi", "--max-new-tokens", "2"}),
+                             "has no tokenizer files"));
   const fs::path bad = model_dir(d, "llama-tiny-random", "", "bad");
   auto j = nlohmann::json::parse(test::tokenizer_json("tiny-bpe-512"));
   j["normalizer"] = {{"type", "Foo"}};
   std::ofstream(bad / "tokenizer.json") << j.dump();
-  EXPECT_TRUE(one_line_error(surf_text_cmd({"tokenize", bad.string(), "--text", "hi"}), "normalizer.type: unsupported 'Foo'"));
+  EXPECT_TRUE(
+      one_line_error(surf_text_cmd({"tokenize", bad.string(), "--text", "hi"}), "normalizer.type: unsupported 'Foo'"));
 }
 
 TEST(CliText, GeneratePromptPrintsTheNewTextAndStopsOnEos) {
@@ -133,16 +138,17 @@ TEST(CliText, GeneratePromptPrintsTheNewTextAndStopsOnEos) {
                 std::to_string(eos), "--output", d.str("eos.safetensors")});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("finished: eos"), std::string::npos) << r.err;
-  EXPECT_EQ(read_safetensors(d.str("eos.safetensors")).at("generated_lengths").i64()[0], static_cast<int64_t>(first + 1));
+  EXPECT_EQ(read_safetensors(d.str("eos.safetensors")).at("generated_lengths").i64()[0],
+            static_cast<int64_t>(first + 1));
 }
 
 TEST(CliText, SamplingWithASeedIsReproducibleRunToRun) {
   test::TempDir d;
   const fs::path m = model_dir(d, "llama-tiny-random", "tiny-bpe-512");
   auto run = [&](const std::string& seed) {
-    auto r = surf_cmd({"generate", m.string(), "--prompt", "The sea", "--max-new-tokens", "24", "--ignore-eos", "--temperature",
-                       "0.9", "--top-k", "50", "--top-p", "0.95", "--repetition-penalty", "1.1", "--seed", seed,
-                       "--output", d.str("s" + seed + ".safetensors")});
+    auto r = surf_cmd({"generate", m.string(), "--prompt", "The sea", "--max-new-tokens", "24", "--ignore-eos",
+                       "--temperature", "0.9", "--top-k", "50", "--top-p", "0.95", "--repetition-penalty", "1.1",
+                       "--seed", seed, "--output", d.str("s" + seed + ".safetensors")});
     EXPECT_EQ(r.exit_code, 0) << r.err;
     return read_safetensors(d.str("s" + seed + ".safetensors")).at("generated_ids");
   };
@@ -160,17 +166,18 @@ TEST(CliText, GenerateAcceptsI32InputIds) {
   std::vector<int32_t> v(static_cast<size_t>(p.numel()));
   for (int64_t i = 0; i < p.numel(); ++i) v[static_cast<size_t>(i)] = static_cast<int32_t>(p.i64()[i]);
   write_i32(d.path() / "in.safetensors", "input_ids", v, 1);
-  auto r = surf_cmd({"generate", llama.string(), "--inputs", d.str("in.safetensors"), "--max-new-tokens", "8", "--output",
-                     d.str("out.safetensors")});
+  auto r = surf_cmd({"generate", llama.string(), "--inputs", d.str("in.safetensors"), "--max-new-tokens", "8",
+                     "--output", d.str("out.safetensors")});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_TRUE(test::bitwise_equal(read_safetensors(d.str("out.safetensors")).at("generated_ids"), g.at("generated_ids")));
+  EXPECT_TRUE(
+      test::bitwise_equal(read_safetensors(d.str("out.safetensors")).at("generated_ids"), g.at("generated_ids")));
 }
 
 TEST(CliText, RunTextWritesEncoderOutputs) {
   test::TempDir d;
   const fs::path m = model_dir(d, "bert-tiny-random", "bert-tiny-512");
-  auto r = surf_cmd({"run", m.string(), "--text", "Hello, world!", "--text", "A longer second sentence here.", "--output",
-                     d.str("out.safetensors")});
+  auto r = surf_cmd({"run", m.string(), "--text", "Hello, world!", "--text", "A longer second sentence here.",
+                     "--output", d.str("out.safetensors")});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const TensorMap out = read_safetensors(d.str("out.safetensors"));
   ASSERT_TRUE(out.count("last_hidden_state"));

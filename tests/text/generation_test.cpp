@@ -23,7 +23,9 @@ std::unique_ptr<Session> open(const std::string& source) {
   return Session::open(source, o);
 }
 
-TensorMap golden(const std::string& fixture) { return read_safetensors(test::fixtures_dir() / fixture / "golden.safetensors"); }
+TensorMap golden(const std::string& fixture) {
+  return read_safetensors(test::fixtures_dir() / fixture / "golden.safetensors");
+}
 
 std::vector<int64_t> row(const Tensor& t, int64_t r) {
   const int64_t w = t.dim(1);
@@ -34,7 +36,8 @@ std::vector<int64_t> row(const Tensor& t, int64_t r) {
 fs::path text_model(const test::TempDir& dir, const std::string& generation_config = "") {
   const fs::path d = dir.path() / "model";
   fs::create_directories(d);
-  for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(test::fixtures_dir() / "llama-tiny-random" / f, d / f);
+  for (const char* f : {"config.json", "model.safetensors"})
+    fs::copy_file(test::fixtures_dir() / "llama-tiny-random" / f, d / f);
   std::ofstream(d / "tokenizer.json") << test::tokenizer_json("tiny-bpe-512");
   if (!generation_config.empty()) std::ofstream(d / "generation_config.json") << generation_config;
   return d;

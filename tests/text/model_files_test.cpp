@@ -24,9 +24,11 @@ const char* kGenerationConfig = R"({"bos_token_id": 510, "eos_token_id": [511, 7
 fs::path text_checkpoint(const test::TempDir& d) {
   const fs::path dir = d.path() / "hf";
   fs::create_directories(dir);
-  for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(test::fixtures_dir() / "llama-tiny-random" / f, dir / f);
+  for (const char* f : {"config.json", "model.safetensors"})
+    fs::copy_file(test::fixtures_dir() / "llama-tiny-random" / f, dir / f);
   std::ofstream(dir / "tokenizer.json") << test::tokenizer_json("tiny-bpe-512");
-  std::ofstream(dir / "tokenizer_config.json") << R"({"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"})";
+  std::ofstream(dir / "tokenizer_config.json")
+      << R"({"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"})";
   std::ofstream(dir / "generation_config.json") << kGenerationConfig;
   return dir;
 }
@@ -50,7 +52,8 @@ TEST(ModelFiles, ChunkerCopiesThemAndTheStoreServesThem) {
   ChunkOptions co;
   co.plugin_dirs = {test::plugin_dir()};
   const std::string summary = chunk_checkpoint(hf.string(), d.str("store"), co);
-  EXPECT_NE(summary.find("files: tokenizer.json tokenizer_config.json generation_config.json"), std::string::npos) << summary;
+  EXPECT_NE(summary.find("files: tokenizer.json tokenizer_config.json generation_config.json"), std::string::npos)
+      << summary;
   const Manifest m = Manifest::from_json(test::read_file(d.path() / "store" / "manifest.json"));
   ASSERT_EQ(m.files.size(), 3u);
   const ManifestFile* tj = m.find_file("tokenizer.json");
@@ -64,7 +67,8 @@ TEST(ModelFiles, ChunkerCopiesThemAndTheStoreServesThem) {
   auto from_store = open(d.str("store"));
   auto from_hf = open(hf.string());
   EXPECT_EQ(from_store->eos_token_ids(), (std::vector<int64_t>{511, 7}));
-  EXPECT_EQ(from_store->generate_text({"Once upon"}, greedy(12)).texts, from_hf->generate_text({"Once upon"}, greedy(12)).texts);
+  EXPECT_EQ(from_store->generate_text({"Once upon"}, greedy(12)).texts,
+            from_hf->generate_text({"Once upon"}, greedy(12)).texts);
 
   // A store file that no longer matches its manifest entry is an error, not silently used.
   std::ofstream(d.path() / "store" / "files" / "tokenizer.json", std::ios::app) << " ";
@@ -114,7 +118,8 @@ TEST(ModelFiles, S3StoreTokenizesAndGeneratesWithNothingLocal) {
   EXPECT_EQ(r.out, local.out);
   auto s3 = open(url);
   EXPECT_EQ(s3->eos_token_ids(), (std::vector<int64_t>{511, 7}));
-  EXPECT_EQ(s3->generate_text({"Once upon"}, greedy(10)).texts, open(hf.string())->generate_text({"Once upon"}, greedy(10)).texts);
+  EXPECT_EQ(s3->generate_text({"Once upon"}, greedy(10)).texts,
+            open(hf.string())->generate_text({"Once upon"}, greedy(10)).texts);
 }
 
 }  // namespace

@@ -1,8 +1,9 @@
 // Every case of tests/data/tokenizers/expected/NAME.json (made by make_expected.mjs with
 // @lenml/tokenizers, a JavaScript port of transformers.js's tokenizers) through our tokenizer:
 // ids with and without special tokens identical, decode of the reference's ids identical to the
-// reference's decode, and decode gives the text back wherever the reference's decode does. The T5-layout Unigram file is also checked against SentencePiece's own
-// ids (spm_encode), and the SentencePiece path (libsentencepiece on the .model) against them too.
+// reference's decode, and decode gives the text back wherever the reference's decode does. The T5-layout Unigram file
+// is also checked against SentencePiece's own ids (spm_encode), and the SentencePiece path (libsentencepiece on the
+// .model) against them too.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -60,7 +61,8 @@ TEST_P(Conformance, IdsAndRoundTripsMatchTheReference) {
     t.ids += want.size() + want_plain.size();
     if (ids != want || plain != want_plain) {
       ++t.mismatches;
-      ADD_FAILURE() << name << " [" << c["kind"].get<std::string>() << "] '" << shorten(text) << "': ids differ from the reference";
+      ADD_FAILURE() << name << " [" << c["kind"].get<std::string>() << "] '" << shorten(text)
+                    << "': ids differ from the reference";
     }
     // Decode: the reference's ids give the reference's text, and the text back where it does.
     EXPECT_EQ(tok->decode(c["plain"].get<std::vector<int64_t>>()), c["decoded"].get<std::string>())
@@ -78,8 +80,8 @@ TEST_P(Conformance, IdsAndRoundTripsMatchTheReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Files, Conformance,
-                         ::testing::Values("llama3", "llama2", "llama2-nonlegacy", "qwen3", "gemma3", "bert-base-uncased",
-                                           "t5-unigram", "tiny-bpe-512", "bert-tiny-512"),
+                         ::testing::Values("llama3", "llama2", "llama2-nonlegacy", "qwen3", "gemma3",
+                                           "bert-base-uncased", "t5-unigram", "tiny-bpe-512", "bert-tiny-512"),
                          [](const auto& info) {
                            std::string n = info.param;
                            for (char& ch : n) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';

@@ -36,12 +36,14 @@ TEST(Tokenizer, UnsupportedPartsNameTheirJsonPath) {
   j["normalizer"] = {{"type", "Sequence"}, {"normalizers", {{{"type", "NFC"}}, {{"type", "Foo"}}}}};
   Error e = error_of([&] { Tokenizer::from_json(j.dump()); });
   EXPECT_EQ(e.code(), ErrorCode::unsupported);
-  EXPECT_NE(std::string(e.what()).find("normalizer.normalizers[1].type: unsupported 'Foo'"), std::string::npos) << e.what();
+  EXPECT_NE(std::string(e.what()).find("normalizer.normalizers[1].type: unsupported 'Foo'"), std::string::npos)
+      << e.what();
 
   j = tiny();
   j["pre_tokenizer"]["pretokenizers"][1]["type"] = "UnicodeScripts";
   e = error_of([&] { Tokenizer::from_json(j.dump()); });
-  EXPECT_NE(std::string(e.what()).find("pre_tokenizer.pretokenizers[1].type: unsupported 'UnicodeScripts'"), std::string::npos)
+  EXPECT_NE(std::string(e.what()).find("pre_tokenizer.pretokenizers[1].type: unsupported 'UnicodeScripts'"),
+            std::string::npos)
       << e.what();
 
   j = tiny();
@@ -63,7 +65,7 @@ TEST(Tokenizer, InvalidUtf8IsAnErrorNotACrash) {
   for (const char* name : {"llama3", "llama2", "bert-base-uncased", "t5-unigram"}) {
     const auto tok = Tokenizer::from_json(test::tokenizer_json(name));
     for (const std::string& bad : {std::string("abc\xff"), std::string("\xc3"), std::string("\xed\xa0\x80"),
-                                  std::string("ok \xe2\x82"), std::string("\xf8\x88\x80\x80\x80")}) {
+                                   std::string("ok \xe2\x82"), std::string("\xf8\x88\x80\x80\x80")}) {
       const Error e = error_of([&] { tok->encode(bad); });
       EXPECT_EQ(e.code(), ErrorCode::invalid_argument) << name;
       EXPECT_NE(std::string(e.what()).find("not valid UTF-8"), std::string::npos) << e.what();
@@ -113,8 +115,10 @@ TEST(Tokenizer, SpecialTokensAndVocabulary) {
 // Pieces streamed one token at a time concatenate to the full decode: byte-level tokens that
 // split a character, byte-fallback tokens, WordPiece "##", Metaspace's first-token strip.
 TEST(Tokenizer, StreamedPiecesConcatenateToTheDecode) {
-  const std::string text = "Grüße 😀 👩‍👩‍👧‍👦 你好世界, naïve café -- 𠜎 ok. Ünïcödé ﬁne";
-  for (const char* name : {"llama3", "llama2", "llama2-nonlegacy", "qwen3", "bert-base-uncased", "t5-unigram", "tiny-bpe-512"}) {
+  const std::string text =
+      "Grüße 😀 👩‍👩‍👧‍👦 你好世界, naïve café -- 𠜎 ok. Ünïcödé ﬁne";
+  for (const char* name :
+       {"llama3", "llama2", "llama2-nonlegacy", "qwen3", "bert-base-uncased", "t5-unigram", "tiny-bpe-512"}) {
     const auto tok = Tokenizer::from_json(test::tokenizer_json(name));
     const auto ids = tok->encode(text, true);
     StreamDecoder stream(*tok);
@@ -136,7 +140,8 @@ TEST(Tokenizer, StreamedPiecesConcatenateToTheDecode) {
 TEST(Tokenizer, SentencePiecePathFromADirectory) {
   test::TempDir dir;
   {
-    std::ofstream(dir.path() / "spiece.model", std::ios::binary) << test::read_file(test::tokenizer_data_dir() / "t5-unigram.model");
+    std::ofstream(dir.path() / "spiece.model", std::ios::binary)
+        << test::read_file(test::tokenizer_data_dir() / "t5-unigram.model");
   }
   const auto tok = Tokenizer::from_directory(dir.str());
   EXPECT_EQ(tok->kind(), "sentencepiece");
@@ -156,8 +161,10 @@ namespace {
 TEST(Tokenizer, RandomInputsNeverCrashAndByteLevelRoundTrips) {
   std::mt19937_64 rng(20261129);
   auto random_text = [&](size_t n) {
-    static const char32_t pool[] = {U' ', U'\t', U'\n', U'\r', U'a', U'Z', U'0', U'\'', U'<', U'|', U'>', U'#', U'\u00e9', U'\u0301',
-                                    U'\u200d', U'\u2581', U'\u3000', U'\u4e2d', U'\uac00', U'\U0001F600', U'\U00020000', U'\uFFFD'};
+    static const char32_t pool[] = {U' ',      U'\t',         U'\n',         U'\r',     U'a',      U'Z',
+                                    U'0',      U'\'',         U'<',          U'|',      U'>',      U'#',
+                                    U'\u00e9', U'\u0301',     U'\u200d',     U'\u2581', U'\u3000', U'\u4e2d',
+                                    U'\uac00', U'\U0001F600', U'\U00020000', U'\uFFFD'};
     std::string s;
     for (size_t i = 0; i < n; ++i) {
       char32_t c = rng() % 3 == 0 ? static_cast<char32_t>(rng() % 0x30000) : pool[rng() % std::size(pool)];
@@ -169,7 +176,8 @@ TEST(Tokenizer, RandomInputsNeverCrashAndByteLevelRoundTrips) {
       } else if (c < 0x800) {
         u = {static_cast<char>(0xC0 | (c >> 6)), static_cast<char>(0x80 | (c & 0x3F))};
       } else if (c < 0x10000) {
-        u = {static_cast<char>(0xE0 | (c >> 12)), static_cast<char>(0x80 | ((c >> 6) & 0x3F)), static_cast<char>(0x80 | (c & 0x3F))};
+        u = {static_cast<char>(0xE0 | (c >> 12)), static_cast<char>(0x80 | ((c >> 6) & 0x3F)),
+             static_cast<char>(0x80 | (c & 0x3F))};
       } else {
         u = {static_cast<char>(0xF0 | (c >> 18)), static_cast<char>(0x80 | ((c >> 12) & 0x3F)),
              static_cast<char>(0x80 | ((c >> 6) & 0x3F)), static_cast<char>(0x80 | (c & 0x3F))};

@@ -20,7 +20,8 @@ namespace {
 fs::path text_store(const test::TempDir& d) {
   const fs::path hf = d.path() / "hf";
   fs::create_directories(hf);
-  for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(test::fixtures_dir() / "llama-tiny-random" / f, hf / f);
+  for (const char* f : {"config.json", "model.safetensors"})
+    fs::copy_file(test::fixtures_dir() / "llama-tiny-random" / f, hf / f);
   std::ofstream(hf / "tokenizer.json") << test::tokenizer_json("tiny-bpe-512");
   std::ofstream(hf / "generation_config.json") << R"({"eos_token_id": [511, 7]})";
   ChunkOptions co;
@@ -38,8 +39,9 @@ TEST(WsFiles, WireRoundTrip) {
   EXPECT_STREQ(wire::op_name(r.body), "get_file");
   EXPECT_EQ(std::get<wire::GetFile>(r.body).name, "tokenizer.json");
   const std::string bytes = "{\"model\": {}}";
-  wire::encode_answer(b, 7, wire::FileAnswer{"m", "tokenizer.json", "xxh3:0123456789abcdef",
-                                             reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()});
+  wire::encode_answer(b, 7,
+                      wire::FileAnswer{"m", "tokenizer.json", "xxh3:0123456789abcdef",
+                                       reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()});
   const wire::Answer a = wire::decode_answer(b.data(), b.size());
   const auto& f = std::get<wire::FileAnswer>(a.body);
   EXPECT_EQ(f.name, "tokenizer.json");

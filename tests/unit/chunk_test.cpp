@@ -113,7 +113,11 @@ TEST(ChunkCodec, LayoutComesFromTheDecodedHeader) {
     ByteBuffer chunk;
     // A tensor name that spells the compression field must not fool anyone: the map is decoded.
     auto tensors = s.tensors();
-    tensors[2].name = std::string("\xab" "compression" "\xa4" "zstd");
+    tensors[2].name = std::string(
+        "\xab"
+        "compression"
+        "\xa4"
+        "zstd");
     encode_chunk("layers.3", tensors, c, 3, chunk);
     const ChunkLayout l = read_chunk_layout(chunk.data(), chunk.size(), "layers.3");
     EXPECT_EQ(l.compression, c);
@@ -167,11 +171,16 @@ TEST(ChunkCodec, QuantizedTensorsRoundTripAndMarkTheFormatVersion) {
   for (size_t i = 0; i < q4.size(); ++i) q4[i] = static_cast<uint8_t>(i * 3);
   std::vector<float> norm(64, 1.0f);
   ByteBuffer chunk, scratch;
-  encode_chunk("layers.0", {{"w", DType::Q8_0, {3, 64}, q8.data(), q8.size()}, {"v", DType::Q4_0, {2, 32}, q4.data(), q4.size()},
-                            {"norm", DType::F32, {64}, norm.data(), 256}},
+  encode_chunk("layers.0",
+               {{"w", DType::Q8_0, {3, 64}, q8.data(), q8.size()},
+                {"v", DType::Q4_0, {2, 32}, q4.data(), q4.size()},
+                {"norm", DType::F32, {64}, norm.data(), 256}},
                Compression::none, 3, chunk);
   const std::string_view text(reinterpret_cast<const char*>(chunk.data()), 200);
-  EXPECT_NE(text.find("\xae" "format_version" "\x02"), std::string::npos);  // version 2: block dtypes
+  EXPECT_NE(text.find("\xae"
+                      "format_version"
+                      "\x02"),
+            std::string::npos);  // version 2: block dtypes
   DecodedChunk d = decode_chunk(chunk.data(), chunk.size(), "layers.0", scratch);
   ASSERT_EQ(d.tensors.size(), 3u);
   EXPECT_EQ(d.tensors[0].dtype, DType::Q8_0);
@@ -187,7 +196,10 @@ TEST(ChunkCodec, QuantizedTensorsRoundTripAndMarkTheFormatVersion) {
   // Without block dtypes a chunk stays version 1, readable by runtimes that predate them.
   Sample s;
   encode_chunk("layers.3", s.tensors(), Compression::none, 3, chunk);
-  EXPECT_NE(std::string_view(reinterpret_cast<const char*>(chunk.data()), 200).find("\xae" "format_version" "\x01"),
+  EXPECT_NE(std::string_view(reinterpret_cast<const char*>(chunk.data()), 200)
+                .find("\xae"
+                      "format_version"
+                      "\x01"),
             std::string::npos);
 }
 

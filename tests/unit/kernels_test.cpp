@@ -86,7 +86,7 @@ TEST(BlockFormats, Q4_0MatchesGgmlReferenceOnAHandWorkedBlock) {
     const int lo = std::min(15, static_cast<int>(x[j] + 8.5f)), hi = std::min(15, static_cast<int>(x[j + 16] + 8.5f));
     EXPECT_EQ(blk[2 + j], lo | (hi << 4)) << j;
   }
-  EXPECT_EQ(blk[2] & 0x0f, 0);   // -8 -> code 0
+  EXPECT_EQ(blk[2] & 0x0f, 0);      // -8 -> code 0
   EXPECT_EQ(blk[2 + 15] >> 4, 15);  // x_31 = 7.5 -> trunc(16) clamped to 15
   std::vector<float> back(32);
   convert_to_f32(DType::Q4_0, blk.data(), back.data(), 32);
@@ -110,7 +110,7 @@ TEST(BlockFormats, AllZeroBlocks) {
   convert_to_f32(DType::Q8_0, q8.data(), back.data(), 64);
   for (float v : back) EXPECT_EQ(v, 0.0f);
   convert_from_f32(DType::Q4_0, z.data(), q4.data(), 64);
-  EXPECT_EQ(half_bits(q4.data()), 0x8000);  // 0 / -8 = -0, as GGML stores it
+  EXPECT_EQ(half_bits(q4.data()), 0x8000);                  // 0 / -8 = -0, as GGML stores it
   for (int j = 0; j < 16; ++j) EXPECT_EQ(q4[2 + j], 0x88);  // code 8 = zero
   convert_to_f32(DType::Q4_0, q4.data(), back.data(), 64);
   for (float v : back) EXPECT_EQ(v, 0.0f);
@@ -240,7 +240,7 @@ class KernelPaths : public testing::TestWithParam<const char*> {
 }  // namespace
 
 TEST_P(KernelPaths, LinearMatchesFloat64ReferenceForEveryDtype) {
-  const std::vector<Case> cases = {{1, 1, 32},  {1, 37, 96},  {2, 300, 160}, {3, 17, 1024}, {4, 64, 2048},
+  const std::vector<Case> cases = {{1, 1, 32},  {1, 37, 96},   {2, 300, 160}, {3, 17, 1024}, {4, 64, 2048},
                                    {5, 37, 96}, {33, 70, 160}, {70, 45, 256}, {128, 24, 64}, {6, 8, 2048}};
   const std::vector<Case> float_only = {{1, 5, 17}, {6, 9, 200}, {2, 3, 1}, {40, 13, 7}};
   for (DType dtype : {DType::F32, DType::BF16, DType::F16, DType::Q8_0, DType::Q4_0}) {
@@ -250,7 +250,8 @@ TEST_P(KernelPaths, LinearMatchesFloat64ReferenceForEveryDtype) {
       const std::vector<float> wv = random_values(c.n * c.k, 11, 0.05f);
       Tensor w = quantized(dtype, {c.n, c.k}, wv);
       Tensor x = Tensor::from_f32({c.m, c.k}, random_values(c.m * c.k, 7));
-      for (auto rounding : {ops::ActivationRounding::none, ops::ActivationRounding::quantized, ops::ActivationRounding::all}) {
+      for (auto rounding :
+           {ops::ActivationRounding::none, ops::ActivationRounding::quantized, ops::ActivationRounding::all}) {
         ops::set_activation_rounding(rounding);
         const bool integer = is_quantized(dtype) && c.m <= 4 && rounding != ops::ActivationRounding::none;
         const bool bf16_dot = dtype == DType::BF16 && c.m > 4 && rounding == ops::ActivationRounding::all &&
@@ -265,9 +266,9 @@ TEST_P(KernelPaths, LinearMatchesFloat64ReferenceForEveryDtype) {
         ASSERT_EQ(y.shape(), (Shape{c.m, c.n}));
         for (int64_t i = 0; i < y.numel(); ++i) {
           const double tol = 2e-6 * scale[i] + 1e-7 * std::sqrt(static_cast<double>(c.k));
-          ASSERT_NEAR(y.f32()[i], ref[i], tol) << isa_ << " " << dtype_name(dtype) << " m=" << c.m << " n=" << c.n
-                                               << " k=" << c.k << " integer=" << integer << " bf16_dot=" << bf16_dot
-                                               << " at " << i;
+          ASSERT_NEAR(y.f32()[i], ref[i], tol)
+              << isa_ << " " << dtype_name(dtype) << " m=" << c.m << " n=" << c.n << " k=" << c.k
+              << " integer=" << integer << " bf16_dot=" << bf16_dot << " at " << i;
         }
       }
     }

@@ -216,11 +216,17 @@ TEST(LayerCacheTest, ConcurrentCallersGetTheRightComponents) {
 
 TEST(LayerCacheTest, CacheSizeAndPrefetchFollowTheOneRule) {
   auto p = std::make_shared<MemoryProvider>(2);
-  test::expect_error([&] { LayerCache c(p, {0, 0, 0}); }, ErrorCode::invalid_argument,
-                     "cache_size (--cache-size) must be at least 1, got 0");
+  test::expect_error(
+      [&] {
+        LayerCache c(p, {0, 0, 0});
+      },
+      ErrorCode::invalid_argument, "cache_size (--cache-size) must be at least 1, got 0");
   test::expect_error([&] { LayerCache c(p, {-1, 0, 0}); }, ErrorCode::invalid_argument, "got -1");
-  test::expect_error([&] { LayerCache c(p, {1, 0, -1}); }, ErrorCode::invalid_argument,
-                     "prefetch (--prefetch) must be 0 (none) or more, got -1");
+  test::expect_error(
+      [&] {
+        LayerCache c(p, {1, 0, -1});
+      },
+      ErrorCode::invalid_argument, "prefetch (--prefetch) must be 0 (none) or more, got -1");
   // The API's entry points apply it before opening anything.
   OpenOptions o;
   o.cache_size = 0;

@@ -84,8 +84,11 @@ TEST(Softmax, RowsSumToOneAndMaskedRowsAreZero) {
 TEST(Embedding, GathersRowsAndRejectsOutOfRangeIds) {
   Tensor table = Tensor::from_f32({3, 2}, {0, 1, 10, 11, 20, 21});
   EXPECT_EQ(values(ops::embedding(table, Tensor::from_i64({2}, {2, 0}))), (std::vector<float>{20, 21, 0, 1}));
-  const std::string m = test::expect_error([&] { ops::embedding(table, Tensor::from_i64({2}, {1, 3})); },
-                                           ErrorCode::invalid_argument, "token id 3");
+  const std::string m = test::expect_error(
+      [&] {
+        ops::embedding(table, Tensor::from_i64({2}, {1, 3}));
+      },
+      ErrorCode::invalid_argument, "token id 3");
   EXPECT_NE(m.find("[0, 3)"), std::string::npos) << m;
 }
 
@@ -181,7 +184,8 @@ namespace {
 // A bf16 or f16 copy of w (values chosen exactly representable) and its exact f32 twin.
 std::pair<Tensor, Tensor> sixteen_bit(DType dtype, Shape shape, uint32_t seed) {
   Tensor f = Tensor::empty(DType::F32, shape);
-  for (int64_t i = 0; i < f.numel(); ++i) f.f32()[i] = static_cast<float>(static_cast<int>((i * 7 + seed) % 33) - 16) / 16.0f;
+  for (int64_t i = 0; i < f.numel(); ++i)
+    f.f32()[i] = static_cast<float>(static_cast<int>((i * 7 + seed) % 33) - 16) / 16.0f;
   Tensor h = Tensor::empty(dtype, shape);
   convert_from_f32(dtype, f.f32(), h.raw_mutable(), static_cast<size_t>(f.numel()));
   return {h, f};

@@ -63,7 +63,8 @@ TEST(PluginLoader, GoodPluginRunsThroughTheBoundary) {
   EXPECT_EQ(out["echo"].f32()[1], 2.5f);
   // An error thrown inside the plugin comes back as a typed error, not a crash.
   TensorMap none;
-  test::expect_error([&] { model->forward(none, {}, src, out); }, ErrorCode::invalid_argument, "missing input 'input_ids'");
+  test::expect_error([&] { model->forward(none, {}, src, out); }, ErrorCode::invalid_argument,
+                     "missing input 'input_ids'");
   test::expect_error([&] { model->generate(in, {}, src, out); }, ErrorCode::unsupported, "");
 }
 
@@ -77,8 +78,8 @@ TEST(PluginLoader, ThrowingCreateBecomesAnError) {
 
 TEST(PluginLoader, UnknownModelTypeNamesWhatWasSearched) {
   PluginRegistry reg({test::loader_plugin_dir()});
-  const std::string m = test::expect_error([&] { reg.find("mamba"); }, ErrorCode::not_found,
-                                           "no plugin serves model_type 'mamba'");
+  const std::string m =
+      test::expect_error([&] { reg.find("mamba"); }, ErrorCode::not_found, "no plugin serves model_type 'mamba'");
   EXPECT_NE(m.find("surf-test-echo"), std::string::npos) << m;
   EXPECT_NE(m.find(test::loader_plugin_dir()), std::string::npos) << m;
 }

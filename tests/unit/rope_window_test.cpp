@@ -68,11 +68,13 @@ TEST(RopeScaling, AbsentNullAndDefaultAreNoScaling) {
 
 TEST(RopeScaling, UnsupportedTypesAndMissingFieldsAreClearErrors) {
   for (const char* type : {"yarn", "dynamic", "longrope"}) {
-    const std::string msg = error_of(std::string(R"({"rope_scaling": {"rope_type": ")") + type + R"(", "factor": 4.0}})");
+    const std::string msg =
+        error_of(std::string(R"({"rope_scaling": {"rope_type": ")") + type + R"(", "factor": 4.0}})");
     EXPECT_NE(msg.find(std::string("type '") + type + "' is not supported"), std::string::npos) << msg;
   }
   EXPECT_NE(error_of(R"({"rope_scaling": {"type": "dynamic", "factor": 2.0}})").find("'dynamic'"), std::string::npos);
-  const std::string missing = error_of(R"({"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+  const std::string missing =
+      error_of(R"({"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                         "high_freq_factor": 4.0}})");
   EXPECT_NE(missing.find("rope_scaling.original_max_position_embeddings"), std::string::npos) << missing;
   EXPECT_NE(error_of(R"({"rope_scaling": {"rope_type": "linear"}})").find("rope_scaling.factor"), std::string::npos);
@@ -107,8 +109,8 @@ TEST(Attention, SlidingWindowCountsRowsIncludingPadsAndThePast) {
   const int64_t mask[] = {1, 0, 1, 1, 1, 1};
   a.key_mask = mask;
   ops::attention(q.data(), k.data(), v.data(), out.data(), a);
-  EXPECT_NEAR(out[2], 2.5f, 1e-5);   // rows 0 and 2 (row 1 is a pad)
-  EXPECT_NEAR(out[3], 6.0f, 1e-5);   // rows 2, 3 only: row 1 is inside the window, row 0 is not
+  EXPECT_NEAR(out[2], 2.5f, 1e-5);  // rows 0 and 2 (row 1 is a pad)
+  EXPECT_NEAR(out[3], 6.0f, 1e-5);  // rows 2, 3 only: row 1 is inside the window, row 0 is not
   a.key_mask = nullptr;
 
   // Incremental: the last two queries against the six cached keys give the same as the full pass.

@@ -75,10 +75,11 @@ TEST(Safetensors, UnknownDtypeNamesTensorAndDtype) {
 // still checked for size, so that plans can ignore them.
 TEST(Safetensors, OtherSafetensorsDtypesAreSkippedNotFatal) {
   test::TempDir d;
-  write_raw(d.path() / "f.safetensors",
-            R"({"mask":{"dtype":"BOOL","shape":[2,2],"data_offsets":[0,4]},"f8":{"dtype":"F8_E5M2","shape":[4],"data_offsets":[4,8]},)"
-            R"("w":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
-            16);
+  write_raw(
+      d.path() / "f.safetensors",
+      R"({"mask":{"dtype":"BOOL","shape":[2,2],"data_offsets":[0,4]},"f8":{"dtype":"F8_E5M2","shape":[4],"data_offsets":[4,8]},)"
+      R"("w":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+      16);
   auto f = SafetensorsFile::open(d.path() / "f.safetensors");
   EXPECT_EQ(f->skipped(), (std::map<std::string, std::string>{{"f8", "F8_E5M2"}, {"mask", "BOOL"}}));
   ASSERT_EQ(f->tensors().size(), 1u);

@@ -77,7 +77,10 @@ TEST(SigV4, VirtualHostedAddressSignsAsAwsPublishedExample) {
   r.canonical_uri = a.path;
   const std::string empty_hash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
   r.payload_hash = empty_hash;
-  r.headers = {{"host", a.host_header}, {"range", "bytes=0-9"}, {"x-amz-content-sha256", empty_hash}, {"x-amz-date", "20130524T000000Z"}};
+  r.headers = {{"host", a.host_header},
+               {"range", "bytes=0-9"},
+               {"x-amz-content-sha256", empty_hash},
+               {"x-amz-date", "20130524T000000Z"}};
   const auto s = sigv4::sign(r, "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "us-east-1", "s3",
                              "20130524T000000Z");
   EXPECT_EQ(s.canonical_request,

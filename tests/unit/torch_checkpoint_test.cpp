@@ -41,7 +41,9 @@ Failure parse_failure(const std::string& pickle) {
   return failure_of([&] { parse_torch_state_dict(pickle, "test.pkl"); });
 }
 
-std::string bytes_of(const std::vector<float>& v) { return std::string(reinterpret_cast<const char*>(v.data()), v.size() * 4); }
+std::string bytes_of(const std::vector<float>& v) {
+  return std::string(reinterpret_cast<const char*>(v.data()), v.size() * 4);
+}
 
 std::vector<float> floats(const TensorFile& f, const std::string& name) {
   Tensor t = f.load(name);
@@ -52,9 +54,9 @@ std::vector<float> floats(const TensorFile& f, const std::string& name) {
 
 // A pickle of {"a": _rebuild_tensor_v2(FloatStorage "0" of 4 elements, offset, (4,), (1,), False, {})}.
 std::string one_tensor_pickle(int offset) {
-  return "\x80\x02}X\x01\x00\x00\x00"s + "a" + "ctorch._utils\n_rebuild_tensor_v2\n" +
-         "((X\x07\x00\x00\x00"s + "storage" + "ctorch\nFloatStorage\n" + "X\x01\x00\x00\x00"s + "0" +
-         "X\x03\x00\x00\x00"s + "cpu" + "K\x04tQK" + static_cast<char>(offset) + "K\x04\x85K\x01\x85\x89}tRs.";
+  return "\x80\x02}X\x01\x00\x00\x00"s + "a" + "ctorch._utils\n_rebuild_tensor_v2\n" + "((X\x07\x00\x00\x00"s +
+         "storage" + "ctorch\nFloatStorage\n" + "X\x01\x00\x00\x00"s + "0" + "X\x03\x00\x00\x00"s + "cpu" + "K\x04tQK" +
+         static_cast<char>(offset) + "K\x04\x85K\x01\x85\x89}tRs.";
 }
 
 }  // namespace
@@ -70,25 +72,42 @@ TEST(TorchPickle, ReadsAStateDictOfTensors) {
   EXPECT_EQ(records[0].storage_numel, 4u);
   const Failure past = parse_failure(one_tensor_pickle(2));
   EXPECT_EQ(past.code, ErrorCode::corrupt);
-  EXPECT_NE(past.message.find("tensor 'a' (4 elements at offset 2) runs past its storage of 4 elements"), std::string::npos)
+  EXPECT_NE(past.message.find("tensor 'a' (4 elements at offset 2) runs past its storage of 4 elements"),
+            std::string::npos)
       << past.message;
 }
 
 TEST(TorchPickle, RefusesEveryOtherGlobalAndOpcodeByName) {
   const std::pair<std::string, std::string> cases[] = {
-      {"\x80\x02" "cbuiltins\neval\nq\x00.", "refused global 'builtins.eval'"},
-      {"\x80\x02" "cposix\nsystem\nX\x02\x00\x00\x00id\x85R."s, "refused global 'posix.system'"},
+      {"\x80\x02"
+       "cbuiltins\neval\nq\x00.",
+       "refused global 'builtins.eval'"},
+      {"\x80\x02"
+       "cposix\nsystem\nX\x02\x00\x00\x00id\x85R."s,
+       "refused global 'posix.system'"},
       {"\x80\x04\x8c\x05posix\x8c\x06system\x93.", "refused global 'posix.system'"},  // STACK_GLOBAL
-      {"\x80\x02" "ctorch\nload\n.", "refused global 'torch.load'"},
-      {"\x80\x02" "ctorch._utils\n_rebuild_device_tensor_from_numpy\n.", "refused global 'torch._utils._rebuild_device_tensor_from_numpy'"},
+      {"\x80\x02"
+       "ctorch\nload\n.",
+       "refused global 'torch.load'"},
+      {"\x80\x02"
+       "ctorch._utils\n_rebuild_device_tensor_from_numpy\n.",
+       "refused global 'torch._utils._rebuild_device_tensor_from_numpy'"},
       {"(iposix\nsystem\n.", "refused pickle opcode INST (0x69)"},
       {"\x80\x02(cposix\nsystem\no.", "refused global 'posix.system'"},
       {"\x80\x02})\x81.", "refused pickle opcode NEWOBJ (0x81)"},
       {"\x80\x02\x82\x01.", "refused pickle opcode EXT1 (0x82)"},
-      {"\x80\x02" "ctorch\nFloatStorage\n)R.", "refused calling 'torch.FloatStorage'"},
-      {"\x80\x02" "ccollections\nOrderedDict\nK\x01\x85R.", "refused collections.OrderedDict with arguments"},
-      {"\x80\x02X\x03\x00\x00\x00" "abc\x85Q."s, "refused persistent id other than a tensor storage"},
-      {"\x80\x02K\x01K\x02" "b.", "refused BUILD on a int"},
+      {"\x80\x02"
+       "ctorch\nFloatStorage\n)R.",
+       "refused calling 'torch.FloatStorage'"},
+      {"\x80\x02"
+       "ccollections\nOrderedDict\nK\x01\x85R.",
+       "refused collections.OrderedDict with arguments"},
+      {"\x80\x02X\x03\x00\x00\x00"
+       "abc\x85Q."s,
+       "refused persistent id other than a tensor storage"},
+      {"\x80\x02K\x01K\x02"
+       "b.",
+       "refused BUILD on a int"},
   };
   for (const auto& [pickle, want] : cases) {
     const Failure f = parse_failure(pickle);
@@ -102,7 +121,9 @@ TEST(TorchPickle, MalformedPicklesAreCorruptNotCrashes) {
   const std::pair<std::string, std::string> cases[] = {
       {"\x80\x02}q\x00"s, "ends without STOP"},
       {"\x80\x02h\x05.", "memo index 5 was never set"},
-      {"\x80\x02X\xff\xff\x00\x00" "ab."s, "runs past its end"},
+      {"\x80\x02X\xff\xff\x00\x00"
+       "ab."s,
+       "runs past its end"},
       {"\x80\x02t.", "no MARK"},
       {"\x80\x02(R.", "stack underflow"},
       {"\x80\x02}}.", "2 values on its stack"},
@@ -114,7 +135,9 @@ TEST(TorchPickle, MalformedPicklesAreCorruptNotCrashes) {
     EXPECT_NE(f.message.find(want), std::string::npos) << f.message;
   }
   EXPECT_NE(parse_failure("\x80\x02K\x01.").message.find("holds a int, not a state dict"), std::string::npos);
-  EXPECT_NE(parse_failure("\x80\x02}X\x01\x00\x00\x00" "aK\x01s."s).message.find("entry 'a' is a int, not a tensor"),
+  EXPECT_NE(parse_failure("\x80\x02}X\x01\x00\x00\x00"
+                          "aK\x01s."s)
+                .message.find("entry 'a' is a int, not a tensor"),
             std::string::npos);
 }
 
@@ -130,9 +153,15 @@ TEST(TorchPickle, MutatedPicklesAreReadOrRefusedCleanly) {
       const uint32_t r = next();
       const size_t at = (r >> 8) % p.size();
       switch (r % 3) {
-        case 0: p[at] = static_cast<char>(next() >> 24); break;
-        case 1: p.erase(at, 1 + (r >> 4) % 3); break;
-        default: p.insert(at, 1, static_cast<char>(next() >> 24)); break;
+        case 0:
+          p[at] = static_cast<char>(next() >> 24);
+          break;
+        case 1:
+          p.erase(at, 1 + (r >> 4) % 3);
+          break;
+        default:
+          p.insert(at, 1, static_cast<char>(next() >> 24));
+          break;
       }
       if (p.empty()) p.push_back('x');
     }
@@ -171,7 +200,8 @@ TEST(TorchCheckpoint, ReadsEveryDtypeViewsParametersAndSkipsMasks) {
 TEST(TorchCheckpoint, RefusesNonContiguousTensorsNamingTheStrides) {
   const Failure f = failure_of([] { TorchCheckpointFile::open(torch_data("noncontiguous.bin")); });
   EXPECT_EQ(f.code, ErrorCode::unsupported);
-  EXPECT_NE(f.message.find("tensor 't' of size [3, 2] has strides [1, 3]: not contiguous"), std::string::npos) << f.message;
+  EXPECT_NE(f.message.find("tensor 't' of size [3, 2] has strides [1, 3]: not contiguous"), std::string::npos)
+      << f.message;
 }
 
 TEST(TorchCheckpoint, RefusesAMaliciousGlobalAndRunsNothing) {
@@ -197,7 +227,8 @@ TEST(TorchCheckpoint, TruncatedCorruptAndLegacyFilesAreClearErrors) {
     std::ofstream(d.path() / name, std::ios::binary) << content;
     return d.path() / name;
   };
-  const Failure truncated = failure_of([&] { TorchCheckpointFile::open(write("truncated.bin", bytes.substr(0, bytes.size() / 2))); });
+  const Failure truncated =
+      failure_of([&] { TorchCheckpointFile::open(write("truncated.bin", bytes.substr(0, bytes.size() / 2))); });
   EXPECT_EQ(truncated.code, ErrorCode::corrupt);
   EXPECT_NE(truncated.message.find("not a readable zip archive"), std::string::npos) << truncated.message;
 
@@ -215,7 +246,8 @@ TEST(TorchCheckpoint, TruncatedCorruptAndLegacyFilesAreClearErrors) {
 
   const Failure text = failure_of([&] { TorchCheckpointFile::open(write("text.bin", "not a checkpoint at all")); });
   EXPECT_EQ(text.code, ErrorCode::corrupt);
-  const Failure legacy = failure_of([&] { TorchCheckpointFile::open(write("legacy.bin", "\x80\x02\x8a\x0alz\xec\x17"s)); });
+  const Failure legacy =
+      failure_of([&] { TorchCheckpointFile::open(write("legacy.bin", "\x80\x02\x8a\x0alz\xec\x17"s)); });
   EXPECT_EQ(legacy.code, ErrorCode::unsupported);
   EXPECT_NE(legacy.message.find("legacy (torch < 1.6) format"), std::string::npos) << legacy.message;
 }
@@ -263,7 +295,8 @@ TEST(HfCheckpointTest, NoWeightsNamesWhatTheDirectoryHolds) {
   EXPECT_FALSE(HfCheckpoint::looks_like(d.path()));
   const Failure f = failure_of([&] { HfCheckpoint::open(d.path()); });
   EXPECT_EQ(f.code, ErrorCode::not_found);
-  EXPECT_NE(f.message.find("neither model.safetensors[.index.json] nor pytorch_model.bin[.index.json]"), std::string::npos)
+  EXPECT_NE(f.message.find("neither model.safetensors[.index.json] nor pytorch_model.bin[.index.json]"),
+            std::string::npos)
       << f.message;
   EXPECT_NE(f.message.find("it holds: config.json, model.gguf, model.pt"), std::string::npos) << f.message;
 }

@@ -78,7 +78,9 @@ TEST(Wire, MalformedRequestsAreBadRequestsWithTheirId) {
   EXPECT_EQ(wrong_type.id, 3u);
   EXPECT_EQ(wrong_type.message, "field 'op' must be a string (msgpack str)");
   // {"id": 4, "op": "drop"}
-  const auto unknown = bad("\x82\xa2id\x04\xa2op\xa4" "drop");
+  const auto unknown =
+      bad("\x82\xa2id\x04\xa2op\xa4"
+          "drop");
   EXPECT_EQ(unknown.id, 4u);
   EXPECT_EQ(unknown.message, "unknown op 'drop'");
   // hello without a version is a bad request, not an unsupported version.
@@ -86,7 +88,10 @@ TEST(Wire, MalformedRequestsAreBadRequestsWithTheirId) {
   EXPECT_EQ(no_version.id, 1u);
   EXPECT_EQ(no_version.message, "hello needs 'version' (an integer: the client's protocol version)");
   // {"id": 2, "op": "hello", "version": "1"}
-  EXPECT_EQ(bad("\x83\xa2id\x02\xa2op\xa5hello\xa7version\xa1" "1").message, "field 'version' must be an integer");
+  EXPECT_EQ(bad("\x83\xa2id\x02\xa2op\xa5hello\xa7version\xa1"
+                "1")
+                .message,
+            "field 'version' must be an integer");
   // {"id": -1, "op": "list_models"}: ids are unsigned.
   EXPECT_EQ(bad("\x82\xa2id\xff\xa2op\xablist_models").message, "field 'id' must be an unsigned integer");
   // A map followed by more bytes is not one request.
@@ -207,7 +212,7 @@ TEST(Wire, ChunkDataIsReferencedAlignedAndLast) {
   EXPECT_EQ(c.component, "layers.0");
   EXPECT_EQ(c.checksum, "xxh3:0123456789abcdef");
   EXPECT_EQ(c.size, 1000u);
-  EXPECT_EQ(c.data + c.size, m.data() + m.size());           // the last field, in the message itself
+  EXPECT_EQ(c.data + c.size, m.data() + m.size());             // the last field, in the message itself
   EXPECT_EQ(static_cast<size_t>(c.data - m.data()) % 64, 0u);  // 64-byte aligned from the message start
   EXPECT_EQ(static_cast<unsigned>(c.data[3]), 21u);
 }
@@ -243,7 +248,9 @@ TEST(Wire, MalformedAnswersAreNetworkErrors) {
   test::expect_error([&] { wire::decode_answer(reinterpret_cast<const std::byte*>(empty.data()), empty.size()); },
                      ErrorCode::network, "no field of a known answer");
   // {"id": 1, "ok": true, "data": "text"}: data is not a bin.
-  const std::string text_data = "\x83\xa2id\x01\xa2ok\xc3\xa4" "data\xa4text";
+  const std::string text_data =
+      "\x83\xa2id\x01\xa2ok\xc3\xa4"
+      "data\xa4text";
   test::expect_error(
       [&] { wire::decode_answer(reinterpret_cast<const std::byte*>(text_data.data()), text_data.size()); },
       ErrorCode::network, "chunk data is not a bin field");

@@ -30,18 +30,18 @@ struct CacheStats {
   uint64_t hits = 0;
   uint64_t misses = 0;
   uint64_t evictions = 0;
-  uint64_t bytes_fetched = 0;     // bytes of chunks read from the source
-  uint64_t disk_hits = 0;         // chunks read from the disk tier instead (--disk-cache)
-  uint64_t disk_bytes = 0;        // their bytes
-  uint64_t disk_corrupt = 0;      // disk tier files that failed verification (removed, refetched)
+  uint64_t bytes_fetched = 0;  // bytes of chunks read from the source
+  uint64_t disk_hits = 0;      // chunks read from the disk tier instead (--disk-cache)
+  uint64_t disk_bytes = 0;     // their bytes
+  uint64_t disk_corrupt = 0;   // disk tier files that failed verification (removed, refetched)
   uint64_t fetches = 0;
   uint64_t prefetch_issued = 0;
-  uint64_t prefetch_used = 0;     // prefetched and then asked for
-  uint64_t prefetch_wasted = 0;   // prefetched and evicted (or dropped) unused
-  uint64_t fetch_ns = 0;          // time spent fetching (demand + prefetch)
-  uint64_t wait_ns = 0;           // time compute waited for weights
-  uint64_t resident_bytes = 0;    // memory of resident components
-  uint64_t cached_bytes = 0;      // memory of streamed components held now
+  uint64_t prefetch_used = 0;    // prefetched and then asked for
+  uint64_t prefetch_wasted = 0;  // prefetched and evicted (or dropped) unused
+  uint64_t fetch_ns = 0;         // time spent fetching (demand + prefetch)
+  uint64_t wait_ns = 0;          // time compute waited for weights
+  uint64_t resident_bytes = 0;   // memory of resident components
+  uint64_t cached_bytes = 0;     // memory of streamed components held now
   uint64_t peak_cached_bytes = 0;
   uint64_t cached_components = 0;
 
@@ -64,7 +64,7 @@ struct OpenOptions {
   int cache_size = kDefaultCacheSize;  // streamed components kept (besides those being prefetched)
   uint64_t cache_bytes = 0;            // also bound the cache in bytes; 0: no byte bound
   int prefetch = kDefaultPrefetch;     // components fetched ahead in execution order
-  std::vector<std::string> warmup;  // component ids loaded at open; "all" = every component
+  std::vector<std::string> warmup;     // component ids loaded at open; "all" = every component
   // A local disk tier for ws:// and s3:// sources (empty: none): fetched chunks are kept there,
   // named by checksum, verified when read back, evicted least-recently-used beyond
   // disk_cache_bytes. Processes may share the directory.
@@ -74,7 +74,7 @@ struct OpenOptions {
   // than into fresh ones on VMs like this one; each spare costs up to the largest component's
   // size in memory. 2 keeps streaming at full speed; 0-1 trades speed for memory.
   int spare_buffers = 2;
-  std::string token;           // bearer token for ws[s]:// sources
+  std::string token;  // bearer token for ws[s]:// sources
   // PEM CA bundle trusted for wss:// weight servers and https:// S3 endpoints instead of the
   // system store; empty: SURF_CA_BUNDLE (for S3 AWS_CA_BUNDLE first), else the system store.
   std::string ca_file;
@@ -87,7 +87,7 @@ struct ModelInfo {
   std::string source;
   std::string source_kind;  // "store", "hf", "ws", "s3"
   std::string model_type;
-  std::string plugin;       // plugin name and version
+  std::string plugin;  // plugin name and version
   std::string config_json;
   std::string compression = "none";  // how the chunks are stored: none | zstd (a checkpoint: none)
   // A store's --dtype (keep | f32 | bf16 | f16 | q8_0 | q4_0); "keep" for an HF checkpoint.
@@ -95,10 +95,10 @@ struct ModelInfo {
   struct Component {
     std::string id;
     bool resident;
-    uint64_t bytes;       // as stored
-    uint64_t raw_bytes;   // tensor bytes
+    uint64_t bytes;      // as stored
+    uint64_t raw_bytes;  // tensor bytes
     size_t tensors;
-    std::string dtypes;   // tensor count per dtype, e.g. "Q8_0 x7, F32 x2"
+    std::string dtypes;  // tensor count per dtype, e.g. "Q8_0 x7, F32 x2"
   };
   std::vector<Component> components;
   std::vector<std::string> execution_order;
@@ -123,13 +123,13 @@ struct GenerateOptions {
   // temperature, top-k, top-p, min-p.
   bool do_sample = false;
   float temperature = 1.0f;
-  int64_t top_k = 0;               // 0: off
-  float top_p = 1.0f;              // 1: off
-  float min_p = 0.0f;              // 0: off
-  float repetition_penalty = 1.0f; // 1: off
-  uint64_t seed = 0;               // sequence r samples from its own generator seeded seed + r
+  int64_t top_k = 0;                // 0: off
+  float top_p = 1.0f;               // 1: off
+  float min_p = 0.0f;               // 0: off
+  float repetition_penalty = 1.0f;  // 1: off
+  uint64_t seed = 0;                // sequence r samples from its own generator seeded seed + r
   TokenCallback on_token;
-  bool return_logits = true;       // generation_logits [rows, steps, vocab] (memory: 4 bytes each)
+  bool return_logits = true;  // generation_logits [rows, steps, vocab] (memory: 4 bytes each)
 };
 
 struct TextGeneration {
@@ -205,7 +205,7 @@ enum class PluginLoadStatus {
   wrong_abi,            // ABI major differs or minor is newer than the runtime's
   build_mismatch,       // compiler / C++ library differs (build tag)
   invalid_descriptor,
-  shadowed,             // serves model types already served by a plugin found earlier
+  shadowed,  // serves model types already served by a plugin found earlier
 };
 const char* plugin_load_status_name(PluginLoadStatus s);
 
@@ -247,14 +247,14 @@ struct ServeOptions {
   // (model name, store) pairs; a store is a chunk store directory (or s3://bucket/prefix).
   std::vector<std::pair<std::string, std::string>> stores;
   std::string host = "127.0.0.1";
-  uint16_t port = 8765;        // 0: any free port (reported through on_listening)
+  uint16_t port = 8765;  // 0: any free port (reported through on_listening)
   uint64_t cache_bytes = 256ull << 20;
-  double max_mbps = 0;         // > 0: all answers together paced to this many megabits/s
-  std::string token;           // non-empty: clients must present it
-  size_t max_connections = 256;  // open connections, counted from accept (before the upgrade)
+  double max_mbps = 0;                      // > 0: all answers together paced to this many megabits/s
+  std::string token;                        // non-empty: clients must present it
+  size_t max_connections = 256;             // open connections, counted from accept (before the upgrade)
   size_t max_connections_per_address = 64;  // from one peer address; 0: no such limit
   size_t max_buffer_bytes = 64ull << 20;    // request bytes buffered over all connections
-  int hello_timeout_ms = 10000;  // with a token: an unauthenticated connection's time to say hello
+  int hello_timeout_ms = 10000;             // with a token: an unauthenticated connection's time to say hello
   size_t max_request_bytes = 64 * 1024;
   int threads = 2;
   // PEM certificate chain and private key: the port then speaks only TLS (wss://, and https://

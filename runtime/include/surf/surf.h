@@ -49,7 +49,7 @@ typedef enum surf_status {
   SURF_UNAUTHORIZED = 8,
   SURF_ABI_MISMATCH = 9,
   SURF_TOO_LARGE = 10,
-  SURF_INTERNAL = 11         /* also: out of memory, any unexpected C++ exception */
+  SURF_INTERNAL = 11 /* also: out of memory, any unexpected C++ exception */
 } surf_status;
 
 /* "ok", "invalid_argument", ...; "unknown" for a value outside the enum. */
@@ -90,10 +90,10 @@ SURF_C_API surf_status surf_save_safetensors(const char* path, const surf_tensor
 typedef struct surf_session surf_session;
 
 typedef struct surf_open_options {
-  int32_t cache_size;      /* streamed components kept (default 2) */
-  int32_t prefetch;        /* components fetched ahead (default 1) */
-  uint64_t cache_bytes;    /* 0: no byte bound */
-  const char* plugin_dir;  /* NULL: the default search path */
+  int32_t cache_size;     /* streamed components kept (default 2) */
+  int32_t prefetch;       /* components fetched ahead (default 1) */
+  uint64_t cache_bytes;   /* 0: no byte bound */
+  const char* plugin_dir; /* NULL: the default search path */
 } surf_open_options;
 /* Fills in the defaults. */
 SURF_C_API void surf_open_options_init(surf_open_options* options);
@@ -119,8 +119,8 @@ typedef int (*surf_token_callback)(int64_t sequence, int64_t token_id, const cha
                                    void* user_data);
 
 typedef struct surf_generate_options {
-  int64_t max_new_tokens;    /* default 32 */
-  int32_t stop_at_eos;       /* default 1: a sequence stops after the model's EOS id */
+  int64_t max_new_tokens;       /* default 32 */
+  int32_t stop_at_eos;          /* default 1: a sequence stops after the model's EOS id */
   surf_token_callback on_token; /* may be NULL */
   void* user_data;
 } surf_generate_options;

@@ -53,7 +53,8 @@ class Tokenizer {
   static std::unique_ptr<Tokenizer> from_files(const TokenizerFiles& files);
   // tokenizer.json (+ tokenizer_config.json, special_tokens_map.json) or a SentencePiece model.
   static std::unique_ptr<Tokenizer> from_directory(const std::string& dir);
-  static std::unique_ptr<Tokenizer> from_json(std::string_view tokenizer_json, std::string_view tokenizer_config_json = {});
+  static std::unique_ptr<Tokenizer> from_json(std::string_view tokenizer_json,
+                                              std::string_view tokenizer_config_json = {});
 
   // Text to ids. add_special_tokens applies the post-processor (BOS, [CLS] ... [SEP], T5's </s>);
   // special-token text inside `text` is always recognised, never split.
@@ -88,8 +89,8 @@ class StreamDecoder {
   const Tokenizer& tokenizer_;
   bool skip_special_;
   std::vector<int64_t> ids_;
-  size_t prefix_ = 0;   // first id of the decode window
-  size_t read_ = 0;     // ids before this have been emitted
+  size_t prefix_ = 0;  // first id of the decode window
+  size_t read_ = 0;    // ids before this have been emitted
   std::string prefix_text_;
 };
 

@@ -52,22 +52,31 @@ void need(const void* p, const char* what) {
 
 surf::DType to_dtype(surf_dtype d) {
   switch (d) {
-    case SURF_DTYPE_F32: return surf::DType::F32;
-    case SURF_DTYPE_F16: return surf::DType::F16;
-    case SURF_DTYPE_BF16: return surf::DType::BF16;
-    case SURF_DTYPE_I64: return surf::DType::I64;
+    case SURF_DTYPE_F32:
+      return surf::DType::F32;
+    case SURF_DTYPE_F16:
+      return surf::DType::F16;
+    case SURF_DTYPE_BF16:
+      return surf::DType::BF16;
+    case SURF_DTYPE_I64:
+      return surf::DType::I64;
   }
   surf::fail(surf::ErrorCode::invalid_argument, "unknown dtype " + std::to_string(static_cast<int>(d)));
 }
 
 surf_dtype from_dtype(surf::DType d) {
   switch (d) {
-    case surf::DType::F32: return SURF_DTYPE_F32;
-    case surf::DType::F16: return SURF_DTYPE_F16;
-    case surf::DType::BF16: return SURF_DTYPE_BF16;
-    case surf::DType::I64: return SURF_DTYPE_I64;
+    case surf::DType::F32:
+      return SURF_DTYPE_F32;
+    case surf::DType::F16:
+      return SURF_DTYPE_F16;
+    case surf::DType::BF16:
+      return SURF_DTYPE_BF16;
+    case surf::DType::I64:
+      return SURF_DTYPE_I64;
     case surf::DType::Q8_0:
-    case surf::DType::Q4_0: break;
+    case surf::DType::Q4_0:
+      break;
   }
   surf::fail(surf::ErrorCode::unsupported, std::string("a ") + surf::dtype_name(d) + " tensor has no C view");
 }
@@ -80,7 +89,8 @@ surf::TensorMap to_map(const surf_tensor_view* views, size_t count) {
     const surf_tensor_view& v = views[i];
     need(v.name, "tensor name");
     const std::string name = v.name;
-    if (v.rank < 0 || v.rank > 8) surf::fail(surf::ErrorCode::invalid_argument, "tensor '" + name + "': rank " + std::to_string(v.rank));
+    if (v.rank < 0 || v.rank > 8)
+      surf::fail(surf::ErrorCode::invalid_argument, "tensor '" + name + "': rank " + std::to_string(v.rank));
     if (v.rank > 0) need(v.shape, "tensor shape");
     surf::Shape shape(v.shape, v.shape + v.rank);
     for (int64_t d : shape) {
@@ -89,8 +99,9 @@ surf::TensorMap to_map(const surf_tensor_view* views, size_t count) {
     const surf::DType dtype = to_dtype(v.dtype);
     const size_t want = surf::shape_bytes(shape, dtype);
     if (v.nbytes != want) {
-      surf::fail(surf::ErrorCode::invalid_argument, "tensor '" + name + "': nbytes " + std::to_string(v.nbytes) + ", its shape " +
-                                                        surf::shape_string(shape) + " needs " + std::to_string(want));
+      surf::fail(surf::ErrorCode::invalid_argument, "tensor '" + name + "': nbytes " + std::to_string(v.nbytes) +
+                                                        ", its shape " + surf::shape_string(shape) + " needs " +
+                                                        std::to_string(want));
     }
     if (map.count(name)) surf::fail(surf::ErrorCode::invalid_argument, "tensor '" + name + "' given twice");
     map[name] = surf::borrow_tensor(dtype, std::move(shape), v.data);
@@ -207,7 +218,8 @@ const char* surf_session_model_type(const surf_session* session) {
   return session ? session->session->info().model_type.c_str() : "";
 }
 
-surf_status surf_session_forward(surf_session* session, const surf_tensor_view* inputs, size_t count, surf_tensors** out) {
+surf_status surf_session_forward(surf_session* session, const surf_tensor_view* inputs, size_t count,
+                                 surf_tensors** out) {
   if (out) *out = nullptr;
   return guarded([&] {
     need(session, "session");
@@ -255,10 +267,20 @@ surf_status surf_session_cache_stats(const surf_session* session, surf_cache_sta
     need(session, "session");
     need(out, "out");
     const surf::CacheStats s = session->session->cache_stats();
-    *out = surf_cache_stats{s.hits,           s.misses,         s.evictions,      s.fetches,
-                            s.bytes_fetched,  s.prefetch_issued, s.prefetch_used,  s.prefetch_wasted,
-                            s.resident_bytes, s.cached_bytes,   s.peak_cached_bytes, s.cached_components,
-                            static_cast<double>(s.fetch_ns) / 1e6, static_cast<double>(s.wait_ns) / 1e6};
+    *out = surf_cache_stats{s.hits,
+                            s.misses,
+                            s.evictions,
+                            s.fetches,
+                            s.bytes_fetched,
+                            s.prefetch_issued,
+                            s.prefetch_used,
+                            s.prefetch_wasted,
+                            s.resident_bytes,
+                            s.cached_bytes,
+                            s.peak_cached_bytes,
+                            s.cached_components,
+                            static_cast<double>(s.fetch_ns) / 1e6,
+                            static_cast<double>(s.wait_ns) / 1e6};
   });
 }
 

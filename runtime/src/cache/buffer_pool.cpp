@@ -30,7 +30,9 @@ std::shared_ptr<ByteBuffer> BufferPool::acquire(size_t size) {
   }
   if (!buf) buf = std::make_unique<ByteBuffer>();
   buf->clear();  // old contents are not kept: growing copies nothing
-  if (buf->capacity() < size) log_debug("buffer pool: new allocation of " + std::to_string(size) + " bytes (had " + std::to_string(buf->capacity()) + ")");
+  if (buf->capacity() < size)
+    log_debug("buffer pool: new allocation of " + std::to_string(size) + " bytes (had " +
+              std::to_string(buf->capacity()) + ")");
   buf->resize(size);
   std::weak_ptr<State> weak = state_;
   return std::shared_ptr<ByteBuffer>(buf.release(), [weak](ByteBuffer* b) {

@@ -69,7 +69,7 @@ class LayerCache final : public ComponentSource {
 
   std::shared_ptr<ComponentProvider> provider_;
   CacheOptions options_;
-  std::vector<std::string> streamed_order_;            // streamed ids in execution order
+  std::vector<std::string> streamed_order_;  // streamed ids in execution order
   std::unordered_map<std::string, size_t> order_index_;
   std::map<std::string, bool> resident_ids_;
 

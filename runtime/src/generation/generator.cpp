@@ -12,7 +12,8 @@ namespace {
 
 void check_options(const GenerateOptions& o) {
   if (o.max_new_tokens <= 0) fail(ErrorCode::invalid_argument, "max_new_tokens must be at least 1");
-  if (o.do_sample && !(o.temperature > 0.0f)) fail(ErrorCode::invalid_argument, "temperature must be above 0 when sampling");
+  if (o.do_sample && !(o.temperature > 0.0f))
+    fail(ErrorCode::invalid_argument, "temperature must be above 0 when sampling");
   if (o.top_k < 0) fail(ErrorCode::invalid_argument, "top_k must not be negative");
   if (!(o.top_p > 0.0f && o.top_p <= 1.0f)) fail(ErrorCode::invalid_argument, "top_p must be in (0, 1]");
   if (!(o.min_p >= 0.0f && o.min_p <= 1.0f)) fail(ErrorCode::invalid_argument, "min_p must be in [0, 1]");
@@ -80,8 +81,8 @@ struct GenerationRequest::State {
 };
 
 GenerationRequest::GenerationRequest(PluginModel& model, LayerCache& cache, const TensorMap& inputs,
-                                     const GenerateOptions& options, const std::vector<int64_t>& eos_ids, int64_t pad_id,
-                                     const Tokenizer* tokenizer)
+                                     const GenerateOptions& options, const std::vector<int64_t>& eos_ids,
+                                     int64_t pad_id, const Tokenizer* tokenizer)
     : s_(std::make_unique<State>()) {
   check_options(options);
   if (!options.stop_strings.empty() && tokenizer == nullptr) {
@@ -97,7 +98,8 @@ GenerationRequest::GenerationRequest(PluginModel& model, LayerCache& cache, cons
   g.rows = static_cast<int64_t>(g.sequences.size());
   g.prefix = static_cast<int64_t>(g.rows ? g.sequences[0]->output_prefix.size() : 0);
   for (const Sequence* s : g.sequences) {
-    if (static_cast<int64_t>(s->output_prefix.size()) != g.prefix) fail(ErrorCode::internal, "sequences of one batch differ in prefix length");
+    if (static_cast<int64_t>(s->output_prefix.size()) != g.prefix)
+      fail(ErrorCode::internal, "sequences of one batch differ in prefix length");
   }
   g.eos = std::set<int64_t>(eos_ids.begin(), eos_ids.end());
   g.stop_at_eos = options.stop_at_eos && !g.eos.empty();
@@ -114,7 +116,8 @@ GenerationRequest::GenerationRequest(PluginModel& model, LayerCache& cache, cons
   g.width = g.prefix + g.max_new;
   g.generated = Tensor::empty(DType::I64, {g.rows, g.width});
   std::fill_n(g.generated.i64(), g.rows * g.width, pad_id);
-  for (int64_t r = 0; r < g.rows; ++r) std::copy_n(g.sequences[r]->output_prefix.data(), g.prefix, g.generated.i64() + r * g.width);
+  for (int64_t r = 0; r < g.rows; ++r)
+    std::copy_n(g.sequences[r]->output_prefix.data(), g.prefix, g.generated.i64() + r * g.width);
 
   g.state.resize(static_cast<size_t>(g.rows));
   for (int64_t r = 0; r < g.rows; ++r) {
@@ -218,8 +221,9 @@ GenerationRun GenerationRequest::finish() {
   return run;
 }
 
-GenerationRun run_generation(PluginModel& model, LayerCache& cache, const TensorMap& inputs, const GenerateOptions& options,
-                             const std::vector<int64_t>& eos_ids, int64_t pad_id, const Tokenizer* tokenizer) {
+GenerationRun run_generation(PluginModel& model, LayerCache& cache, const TensorMap& inputs,
+                             const GenerateOptions& options, const std::vector<int64_t>& eos_ids, int64_t pad_id,
+                             const Tokenizer* tokenizer) {
   GenerationRequest request(model, cache, inputs, options, eos_ids, pad_id, tokenizer);
   while (!request.done()) {
     cache.begin_pass(PassKind::step);

@@ -16,8 +16,8 @@
 namespace surf {
 
 struct GenerationRun {
-  TensorMap tensors;                     // generated_ids, generated_lengths, generation_logits
-  std::vector<std::string> texts;        // new text per row (empty without a tokenizer)
+  TensorMap tensors;                        // generated_ids, generated_lengths, generation_logits
+  std::vector<std::string> texts;           // new text per row (empty without a tokenizer)
   std::vector<std::string> finish_reasons;  // eos | stop_string | length | cancelled
 };
 
@@ -48,8 +48,9 @@ class GenerationRequest {
 // run (max_new_tokens unless every row stopped before). `eos_ids` stop a row (when
 // options.stop_at_eos); `tokenizer` (may be null) turns tokens into text for on_token and stop
 // strings.
-GenerationRun run_generation(PluginModel& model, LayerCache& cache, const TensorMap& inputs, const GenerateOptions& options,
-                             const std::vector<int64_t>& eos_ids, int64_t pad_id, const Tokenizer* tokenizer);
+GenerationRun run_generation(PluginModel& model, LayerCache& cache, const TensorMap& inputs,
+                             const GenerateOptions& options, const std::vector<int64_t>& eos_ids, int64_t pad_id,
+                             const Tokenizer* tokenizer);
 
 // Today's greedy loop (no stopping): run_generation with stop_at_eos off.
 TensorMap generate_greedy(PluginModel& model, LayerCache& cache, const TensorMap& inputs, int64_t max_new_tokens);

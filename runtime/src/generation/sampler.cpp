@@ -58,7 +58,9 @@ int64_t Sampler::pick(std::span<float> logits, std::span<const int64_t> history,
   c.resize(logits.size());
   for (size_t i = 0; i < logits.size(); ++i) c[i] = {logits[i] * inv_t, static_cast<int32_t>(i)};
   // Highest first; ties by lower id so the order (and the draw) is deterministic.
-  auto by_logit = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
+  auto by_logit = [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
   size_t keep = c.size();
   if (p_.top_k > 0 && static_cast<size_t>(p_.top_k) < keep) {
     keep = static_cast<size_t>(p_.top_k);

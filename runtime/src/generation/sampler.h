@@ -10,11 +10,11 @@
 namespace surf {
 
 struct SamplingParams {
-  bool sample = false;   // false: greedy
+  bool sample = false;  // false: greedy
   float temperature = 1.0f;
-  int64_t top_k = 0;     // 0: off
-  float top_p = 1.0f;    // 1: off
-  float min_p = 0.0f;    // 0: off
+  int64_t top_k = 0;                // 0: off
+  float top_p = 1.0f;               // 1: off
+  float min_p = 0.0f;               // 0: off
   float repetition_penalty = 1.0f;  // 1: off
 };
 

@@ -17,13 +17,20 @@ namespace surf {
 
 const char* plugin_load_status_name(PluginLoadStatus s) {
   switch (s) {
-    case PluginLoadStatus::loaded: return "loaded";
-    case PluginLoadStatus::open_failed: return "open_failed";
-    case PluginLoadStatus::missing_entry_point: return "missing_entry_point";
-    case PluginLoadStatus::wrong_abi: return "wrong_abi";
-    case PluginLoadStatus::build_mismatch: return "build_mismatch";
-    case PluginLoadStatus::invalid_descriptor: return "invalid_descriptor";
-    case PluginLoadStatus::shadowed: return "shadowed";
+    case PluginLoadStatus::loaded:
+      return "loaded";
+    case PluginLoadStatus::open_failed:
+      return "open_failed";
+    case PluginLoadStatus::missing_entry_point:
+      return "missing_entry_point";
+    case PluginLoadStatus::wrong_abi:
+      return "wrong_abi";
+    case PluginLoadStatus::build_mismatch:
+      return "build_mismatch";
+    case PluginLoadStatus::invalid_descriptor:
+      return "invalid_descriptor";
+    case PluginLoadStatus::shadowed:
+      return "shadowed";
   }
   return "?";
 }
@@ -99,8 +106,8 @@ std::vector<std::string> plugin_search_path(const std::vector<std::string>& expl
       start = colon + 1;
     }
   }
-  // This copy's own plugins first. An installed tree that was moved (or installed with DESTDIR): its plugins sit beside the
-  // library (libdir/surf/plugins), or at the same path relative to an executable's bindir.
+  // This copy's own plugins first. An installed tree that was moved (or installed with DESTDIR): its plugins sit beside
+  // the library (libdir/surf/plugins), or at the same path relative to an executable's bindir.
   {
     std::error_code loc_ec;
     const fs::path self = boost::dll::this_line_location(loc_ec).string();
@@ -120,9 +127,10 @@ std::vector<std::string> plugin_search_path(const std::vector<std::string>& expl
     }
   }
 #ifdef SURF_PLUGIN_INSTALL_DIR
-  if (std::find(dirs.begin(), dirs.end(), SURF_PLUGIN_INSTALL_DIR) == dirs.end()) dirs.push_back(SURF_PLUGIN_INSTALL_DIR);
+  if (std::find(dirs.begin(), dirs.end(), SURF_PLUGIN_INSTALL_DIR) == dirs.end())
+    dirs.push_back(SURF_PLUGIN_INSTALL_DIR);
 #endif
-  // Uninstalled: an executable inside this build tree uses the build tree's plugins.
+    // Uninstalled: an executable inside this build tree uses the build tree's plugins.
 #ifdef SURF_BUILD_ROOT
   std::error_code ec;
   const std::string exe = boost::dll::program_location().string();
@@ -193,18 +201,17 @@ PluginRegistry::PluginRegistry(const std::vector<std::string>& explicit_dirs)
       }
       if (d->abi_major != SURF_ABI_MAJOR || d->abi_minor > SURF_ABI_MINOR) {
         r.status = PluginLoadStatus::wrong_abi;
-        r.message = "plugin built for SDK ABI " + std::to_string(d->abi_major) + "." +
-                    std::to_string(d->abi_minor) + ", this runtime supports ABI " +
-                    std::to_string(SURF_ABI_MAJOR) + "." + std::to_string(SURF_ABI_MINOR) +
+        r.message = "plugin built for SDK ABI " + std::to_string(d->abi_major) + "." + std::to_string(d->abi_minor) +
+                    ", this runtime supports ABI " + std::to_string(SURF_ABI_MAJOR) + "." +
+                    std::to_string(SURF_ABI_MINOR) +
                     (d->abi_major != SURF_ABI_MAJOR ? " (major differs)" : " (plugin is newer)") +
                     ": rebuild the plugin against this SDK";
         results_.push_back(r);
         continue;
       }
       if (d->struct_size < kMinDescriptorSize || d->name == nullptr || d->version == nullptr ||
-          d->build_tag == nullptr || d->model_types == nullptr || d->plan == nullptr ||
-          d->create_model == nullptr || d->destroy_model == nullptr || d->forward == nullptr ||
-          d->generate == nullptr) {
+          d->build_tag == nullptr || d->model_types == nullptr || d->plan == nullptr || d->create_model == nullptr ||
+          d->destroy_model == nullptr || d->forward == nullptr || d->generate == nullptr) {
         r.status = PluginLoadStatus::invalid_descriptor;
         r.message = "descriptor is incomplete (struct_size " + std::to_string(d->struct_size) + ")";
         results_.push_back(r);
@@ -215,8 +222,8 @@ PluginRegistry::PluginRegistry(const std::vector<std::string>& explicit_dirs)
       for (uint32_t i = 0; i < d->model_type_count; ++i) r.model_types.push_back(d->model_types[i]);
       if (std::string(d->build_tag) != SURF_BUILD_TAG) {
         r.status = PluginLoadStatus::build_mismatch;
-        r.message = std::string("plugin build '") + d->build_tag + "' differs from the runtime's '" +
-                    SURF_BUILD_TAG + "': rebuild the plugin with the same compiler and C++ library";
+        r.message = std::string("plugin build '") + d->build_tag + "' differs from the runtime's '" + SURF_BUILD_TAG +
+                    "': rebuild the plugin with the same compiler and C++ library";
         results_.push_back(r);
         continue;
       }
@@ -248,9 +255,9 @@ std::shared_ptr<const LoadedPlugin> PluginRegistry::find(const std::string& mode
   std::string available, searched;
   for (const auto& [t, _] : by_type_) available += (available.empty() ? "" : ", ") + t;
   for (const auto& d : dirs_) searched += (searched.empty() ? "" : ", ") + d;
-  fail(ErrorCode::not_found, "no plugin serves model_type '" + model_type + "' (available: " +
-                                 (available.empty() ? "none" : available) + "; searched: " +
-                                 (searched.empty() ? "nothing" : searched) + ")");
+  fail(ErrorCode::not_found, "no plugin serves model_type '" + model_type +
+                                 "' (available: " + (available.empty() ? "none" : available) +
+                                 "; searched: " + (searched.empty() ? "nothing" : searched) + ")");
 }
 
 std::vector<PluginLoadResult> scan_plugins(const std::vector<std::string>& explicit_dirs) {

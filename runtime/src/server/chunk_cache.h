@@ -20,8 +20,8 @@ class ChunkCache {
 
   // The chunk under `key`, from the cache (*hit = true) or from load() (*hit = false), which runs
   // without the lock. A chunk bigger than the whole cache is returned but not kept.
-  std::shared_ptr<const ByteBuffer> get(const std::string& key, const std::function<std::shared_ptr<ByteBuffer>()>& load,
-                                        bool* hit);
+  std::shared_ptr<const ByteBuffer> get(const std::string& key,
+                                        const std::function<std::shared_ptr<ByteBuffer>()>& load, bool* hit);
   uint64_t bytes() const;
 
  private:

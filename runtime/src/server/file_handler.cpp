@@ -25,7 +25,8 @@ void handle_get_file(const std::shared_ptr<ServerState>& state, uint64_t id, con
     try {
       backend->get(file_key(request.name), data);
     } catch (const std::exception& e) {
-      return respond(error_answer(*state, id, ErrorCode::internal, "cannot read file " + wire::quote(request.name) + ": " + e.what()));
+      return respond(error_answer(*state, id, ErrorCode::internal,
+                                  "cannot read file " + wire::quote(request.name) + ": " + e.what()));
     }
     if (data.size() > 0xffffffffu) return respond(error_answer(*state, id, ErrorCode::too_large, "file over 4 GiB"));
     Outgoing o;

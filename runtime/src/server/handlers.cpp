@@ -53,11 +53,13 @@ void handle_request(const std::shared_ptr<ServerState>& state, ConnectionAuth& a
   return handle_get_chunk(state, request.id, std::get<wire::GetChunk>(request.body), respond);
 }
 
-void handle_hello(ServerState& state, ConnectionAuth& auth, uint64_t id, const wire::Hello& hello, const Respond& respond) {
+void handle_hello(ServerState& state, ConnectionAuth& auth, uint64_t id, const wire::Hello& hello,
+                  const Respond& respond) {
   if (hello.version != wire::kProtocolVersion) {
     return respond(error_answer(state, id, ErrorCode::unsupported,
-                                "protocol version " + std::to_string(hello.version) + " is not supported (server speaks " +
-                                    std::to_string(wire::kProtocolVersion) + ")"));
+                                "protocol version " + std::to_string(hello.version) +
+                                    " is not supported (server speaks " + std::to_string(wire::kProtocolVersion) +
+                                    ")"));
   }
   if (!state.options.token.empty()) {
     if (!token_matches(state.options.token, hello.token)) {
@@ -65,7 +67,8 @@ void handle_hello(ServerState& state, ConnectionAuth& auth, uint64_t id, const w
     }
     auth.authed = true;
   }
-  respond(answer(id, wire::HelloAnswer{wire::kProtocolVersion, "surf/" SURF_SDK_VERSION, state.options.max_request_bytes}));
+  respond(
+      answer(id, wire::HelloAnswer{wire::kProtocolVersion, "surf/" SURF_SDK_VERSION, state.options.max_request_bytes}));
 }
 
 void handle_list_models(ServerState& state, uint64_t id, const Respond& respond) {
@@ -89,40 +92,46 @@ void handle_get_chunk(const std::shared_ptr<ServerState>& state, uint64_t id, co
   const ServedModel* m = find_model(*state, id, request.model, respond);
   if (m == nullptr) return;
   if (!is_valid_component_id(request.component)) {
-    return respond(error_answer(*state, id, ErrorCode::invalid_argument,
-                                "invalid component name " + wire::quote(request.component) + ": only [A-Za-z0-9_.-], no '..'"));
+    return respond(
+        error_answer(*state, id, ErrorCode::invalid_argument,
+                     "invalid component name " + wire::quote(request.component) + ": only [A-Za-z0-9_.-], no '..'"));
   }
   const ManifestComponent* c = m->manifest.find(request.component);
   if (c == nullptr) {
-    return respond(error_answer(*state, id, ErrorCode::not_found,
-                                "model " + wire::quote(request.model) + " has no component " + wire::quote(request.component)));
+    return respond(
+        error_answer(*state, id, ErrorCode::not_found,
+                     "model " + wire::quote(request.model) + " has no component " + wire::quote(request.component)));
   }
   // Storage reads run on the loader pool, not on the connection's thread.
-  boost::asio::post(state->loaders, [state, id, request, key = c->key, checksum = c->checksum, backend = m->backend,
-                                     respond] {
-    std::shared_ptr<const ByteBuffer> data;
-    std::string error;
-    bool hit = false;
-    try {
-      data = state->cache.get(request.model + "/" + key, [&] {
-        auto buf = std::make_shared<ByteBuffer>();
-        backend->get(key, *buf);
-        return buf;
-      }, &hit);
-      (hit ? state->metrics.cache_hits : state->metrics.cache_misses)++;
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-    if (!data) {
-      return respond(error_answer(*state, id, ErrorCode::internal,
-                                  "cannot read component " + wire::quote(request.component) + ": " + error));
-    }
-    if (data->size() > 0xffffffffu) return respond(error_answer(*state, id, ErrorCode::too_large, "chunk over 4 GiB"));
-    Outgoing o;
-    wire::encode_chunk_answer_head(o.head, id, {request.model, request.component, checksum, nullptr, data->size()});
-    o.body = std::move(data);
-    respond(std::move(o));
-  });
+  boost::asio::post(
+      state->loaders, [state, id, request, key = c->key, checksum = c->checksum, backend = m->backend, respond] {
+        std::shared_ptr<const ByteBuffer> data;
+        std::string error;
+        bool hit = false;
+        try {
+          data = state->cache.get(
+              request.model + "/" + key,
+              [&] {
+                auto buf = std::make_shared<ByteBuffer>();
+                backend->get(key, *buf);
+                return buf;
+              },
+              &hit);
+          (hit ? state->metrics.cache_hits : state->metrics.cache_misses)++;
+        } catch (const std::exception& e) {
+          error = e.what();
+        }
+        if (!data) {
+          return respond(error_answer(*state, id, ErrorCode::internal,
+                                      "cannot read component " + wire::quote(request.component) + ": " + error));
+        }
+        if (data->size() > 0xffffffffu)
+          return respond(error_answer(*state, id, ErrorCode::too_large, "chunk over 4 GiB"));
+        Outgoing o;
+        wire::encode_chunk_answer_head(o.head, id, {request.model, request.component, checksum, nullptr, data->size()});
+        o.body = std::move(data);
+        respond(std::move(o));
+      });
 }
 
 }  // namespace surf::server

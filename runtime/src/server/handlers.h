@@ -34,7 +34,8 @@ Outgoing error_answer(ServerState& state, uint64_t id, ErrorCode code, const std
 void handle_request(const std::shared_ptr<ServerState>& state, ConnectionAuth& auth, const wire::Request& request,
                     const Respond& respond);
 
-void handle_hello(ServerState& state, ConnectionAuth& auth, uint64_t id, const wire::Hello& hello, const Respond& respond);
+void handle_hello(ServerState& state, ConnectionAuth& auth, uint64_t id, const wire::Hello& hello,
+                  const Respond& respond);
 void handle_list_models(ServerState& state, uint64_t id, const Respond& respond);
 void handle_get_manifest(ServerState& state, uint64_t id, const wire::GetManifest& request, const Respond& respond);
 void handle_get_chunk(const std::shared_ptr<ServerState>& state, uint64_t id, const wire::GetChunk& request,

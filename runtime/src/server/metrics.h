@@ -14,9 +14,9 @@ class Metrics {
  public:
   static constexpr double kBuckets[] = {0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5};
 
-  void request(const std::string& op);        // an op's name, or "invalid"
-  void error(const std::string& wire_code);   // an error answer, by its code on the wire
-  void latency(double seconds);               // from request to answer queued
+  void request(const std::string& op);       // an op's name, or "invalid"
+  void error(const std::string& wire_code);  // an error answer, by its code on the wire
+  void latency(double seconds);              // from request to answer queued
   std::atomic<uint64_t> bytes_served{0}, cache_hits{0}, cache_misses{0}, connections{0};
   // Connections refused at accept, by reason; times accept ran out of file descriptors and
   // paused; connections closed for saying no hello in time; requests refused for lack of buffer

@@ -85,7 +85,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
   void on_read(beast::error_code ec, size_t) {
     if (ec) return;
     auto req = parser_.release();
-    if (websocket::is_upgrade(req) && server::upgrade_path_ok(std::string_view(req.target().data(), req.target().size()))) {
+    if (websocket::is_upgrade(req) &&
+        server::upgrade_path_ok(std::string_view(req.target().data(), req.target().size()))) {
       bool authed = state_->options.token.empty();
       const auto header = req[http::field::authorization];
       const std::string_view auth(header.data(), header.size());
@@ -161,18 +162,19 @@ class Detector : public std::enable_shared_from_this<Detector> {
     if (tls && is_tls) {
       TlsStream s(std::move(stream_), *tls);
       return std::make_shared<HttpSession<TlsStream>>(std::move(s), std::move(buffer_), state_, std::move(tls),
-                                                         std::move(slot_))
+                                                      std::move(slot_))
           ->run();
     }
     if (!tls && !is_tls) {
       return std::make_shared<HttpSession<beast::tcp_stream>>(std::move(stream_), std::move(buffer_), state_, nullptr,
-                                                                 std::move(slot_))
+                                                              std::move(slot_))
           ->run();
     }
     const std::string body = tls ? "this port speaks TLS: use wss:// (or https:// for /healthz and /metrics)\n"
                                  : "this port does not speak TLS: use ws:// (or http:// for /healthz and /metrics)\n";
-    auto text = std::make_shared<std::string>("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: " +
-                                              std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
+    auto text = std::make_shared<std::string>(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(body.size()) +
+        "\r\nConnection: close\r\n\r\n" + body);
     net::async_write(stream_, net::buffer(*text), [self = shared_from_this(), text](beast::error_code, size_t) {
       beast::error_code ignored;
       self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
@@ -218,8 +220,8 @@ struct WeightServer::Impl {
   // per burst. Any other error concerns one connection only: accept the next.
   void accept_failed(beast::error_code ec) {
     namespace errc = boost::system::errc;
-    if (ec != errc::too_many_files_open && ec != errc::too_many_files_open_in_system &&
-        ec != errc::no_buffer_space && ec != errc::not_enough_memory) {
+    if (ec != errc::too_many_files_open && ec != errc::too_many_files_open_in_system && ec != errc::no_buffer_space &&
+        ec != errc::not_enough_memory) {
       return accept();
     }
     if (accept_backoff.count() == 0) {
@@ -293,7 +295,9 @@ WeightServer::WeightServer(const ServeOptions& options) : impl_(std::make_unique
   acceptor.set_option(net::socket_base::reuse_address(true));
   beast::error_code ec;
   acceptor.bind(endpoint, ec);
-  if (ec) fail(ErrorCode::io, "serve: cannot bind " + options.host + ":" + std::to_string(options.port) + ": " + ec.message());
+  if (ec)
+    fail(ErrorCode::io,
+         "serve: cannot bind " + options.host + ":" + std::to_string(options.port) + ": " + ec.message());
   acceptor.listen(net::socket_base::max_listen_connections);
   impl_->accept();
   for (int i = 0; i < std::max(1, options.threads); ++i) impl_->threads.emplace_back([this] { impl_->ioc.run(); });
@@ -307,7 +311,8 @@ bool WeightServer::tls() const { return impl_->state->tls() != nullptr; }
 
 std::string WeightServer::reload_certificate() {
   const ServeOptions& o = impl_->state->options;
-  if (o.tls_cert_file.empty()) fail(ErrorCode::invalid_argument, "serve: no TLS certificate to reload (started without --tls-cert)");
+  if (o.tls_cert_file.empty())
+    fail(ErrorCode::invalid_argument, "serve: no TLS certificate to reload (started without --tls-cert)");
   // A bad new pair leaves the old one in place (server_context throws before the swap).
   auto ctx = tls::server_context(o.tls_cert_file, o.tls_key_file);
   std::string what = tls::describe_certificate(*ctx);

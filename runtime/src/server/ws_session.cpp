@@ -79,8 +79,8 @@ class WsSession : public std::enable_shared_from_this<WsSession<Stream>> {
   void read() {
     const size_t limit = state_->options.max_request_bytes;
     if (in_.capacity() == in_.size()) {
-      const size_t want = (discarding_ ? kBufferFloor
-                                       : std::min(std::max(in_.capacity() * 2, kBufferFloor), limit + 1));
+      const size_t want =
+          (discarding_ ? kBufferFloor : std::min(std::max(in_.capacity() * 2, kBufferFloor), limit + 1));
       const size_t over_floor = want > kBufferFloor ? want - kBufferFloor : 0;
       if (!discarding_ && over_floor > charged_ && !state_->buffer_budget.try_charge(over_floor - charged_)) {
         over_budget_ = true;
@@ -108,9 +108,9 @@ class WsSession : public std::enable_shared_from_this<WsSession<Stream>> {
     const Respond respond = responder(Clock::now());
     if (message_bytes_ > limit) {
       state_->metrics.request("invalid");
-      respond(error_answer(*state_, 0, ErrorCode::too_large,
-                           "request of " + std::to_string(message_bytes_) + " bytes exceeds the limit of " +
-                               std::to_string(limit)));
+      respond(error_answer(
+          *state_, 0, ErrorCode::too_large,
+          "request of " + std::to_string(message_bytes_) + " bytes exceeds the limit of " + std::to_string(limit)));
     } else if (over_budget_) {
       state_->metrics.request("invalid");
       state_->metrics.budget_refusals++;
@@ -170,8 +170,9 @@ class WsSession : public std::enable_shared_from_this<WsSession<Stream>> {
   void write() {
     if (state_->limiter.limited()) return write_paced(0);
     const Outgoing& o = queue_.front();
-    std::array<net::const_buffer, 2> buffers{net::buffer(o.head.data(), o.head.size()),
-                                             o.body ? net::buffer(o.body->data(), o.body->size()) : net::const_buffer()};
+    std::array<net::const_buffer, 2> buffers{
+        net::buffer(o.head.data(), o.head.size()),
+        o.body ? net::buffer(o.body->data(), o.body->size()) : net::const_buffer()};
     ws_.async_write(buffers, [self = shared_from_this()](beast::error_code ec, size_t) {
       if (ec) return;
       if (self->queue_.front().body) self->state_->metrics.bytes_served += self->queue_.front().body->size();
@@ -234,16 +235,14 @@ class WsSession : public std::enable_shared_from_this<WsSession<Stream>> {
 
 void start_ws_session(beast::tcp_stream&& stream, std::shared_ptr<ServerState> state, bool authed,
                       UpgradeRequest&& request, std::shared_ptr<void> slot) {
-  std::make_shared<WsSession<beast::tcp_stream>>(std::move(stream), nullptr, std::move(state), authed,
-                                                 std::move(slot))
+  std::make_shared<WsSession<beast::tcp_stream>>(std::move(stream), nullptr, std::move(state), authed, std::move(slot))
       ->run(std::move(request));
 }
 
 void start_ws_session(TlsStream&& stream, std::shared_ptr<boost::asio::ssl::context> tls,
                       std::shared_ptr<ServerState> state, bool authed, UpgradeRequest&& request,
                       std::shared_ptr<void> slot) {
-  std::make_shared<WsSession<TlsStream>>(std::move(stream), std::move(tls), std::move(state), authed,
-                                         std::move(slot))
+  std::make_shared<WsSession<TlsStream>>(std::move(stream), std::move(tls), std::move(state), authed, std::move(slot))
       ->run(std::move(request));
 }
 

@@ -56,7 +56,8 @@ std::shared_ptr<LoadedComponent> decode_into_component(const std::string& id, st
                                                        const std::byte* chunk, size_t size, BufferPool& pool) {
   // Decompression needs a buffer of its own; plain chunks are used in place.
   const ChunkLayout layout = read_chunk_layout(chunk, size, id);
-  auto scratch = layout.compression == Compression::zstd ? pool.acquire(layout.raw_size) : std::make_shared<ByteBuffer>();
+  auto scratch =
+      layout.compression == Compression::zstd ? pool.acquire(layout.raw_size) : std::make_shared<ByteBuffer>();
   DecodedChunk d = decode_chunk(layout, *scratch, /*verify_checksum=*/false);
   std::vector<RawTensor> raw;
   for (const auto& t : d.tensors) raw.push_back({t.name, t.dtype, t.shape, t.data, t.length});

@@ -48,8 +48,7 @@ struct RawTensor {
 // copy; the SDK's matmuls take 16-bit and quantized weights); small f16/bf16 tensors are converted to f32 into
 // one pooled buffer. The result keeps `holder` alive only if some tensor references it.
 std::shared_ptr<LoadedComponent> materialize(const std::string& id, const std::vector<RawTensor>& raw,
-                                             std::shared_ptr<const void> holder, size_t holder_bytes,
-                                             BufferPool& pool);
+                                             std::shared_ptr<const void> holder, size_t holder_bytes, BufferPool& pool);
 
 // Decodes a chunk whose whole-object checksum the caller has verified and materialises it;
 // `holder` owns the chunk bytes (tensors of plain chunks point into them).

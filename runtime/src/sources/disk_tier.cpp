@@ -148,8 +148,10 @@ void DiskTier::evict() {
     const auto used = e.last_write_time(fe);
     if (fe) continue;  // removed meanwhile by another process
     if (temp) {
-      if (used < stale) fs::remove(e.path(), fe);  // left by a process that died mid-write
-      else total += bytes;                          // another writer's, counted but not ours to remove
+      if (used < stale)
+        fs::remove(e.path(), fe);  // left by a process that died mid-write
+      else
+        total += bytes;  // another writer's, counted but not ours to remove
       continue;
     }
     entries.push_back({e.path(), used, bytes});
@@ -160,8 +162,10 @@ void DiskTier::evict() {
   for (const auto& e : entries) {
     if (total <= max_bytes_) break;
     std::error_code re;
-    if (fs::remove(e.path, re)) total -= e.bytes;
-    else if (!re) total -= e.bytes;  // another process removed it first
+    if (fs::remove(e.path, re))
+      total -= e.bytes;
+    else if (!re)
+      total -= e.bytes;  // another process removed it first
   }
 }
 

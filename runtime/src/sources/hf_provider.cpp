@@ -89,8 +89,8 @@ std::vector<ResolvedComponent> resolve_plan(const ComponentPlan& plan, const HfC
         if (!t.required) continue;
         std::string names;
         for (const auto& cand : t.sources) names += (names.empty() ? "'" : " or '") + cand + "'";
-        fail(ErrorCode::not_found, "checkpoint " + ck.dir().string() + " lacks tensor " + names +
-                                       " (component '" + spec.id + "', tensor '" + t.name + "')");
+        fail(ErrorCode::not_found, "checkpoint " + ck.dir().string() + " lacks tensor " + names + " (component '" +
+                                       spec.id + "', tensor '" + t.name + "')");
       }
       claimed[found] = true;
       rc.tensors.push_back({t.name, found});

@@ -88,10 +88,12 @@ SourceDescription open_source(const std::string& source, const OpenOptions& opti
     d.files = directory_model_files(source);
     return d;
   }
-  fail(ErrorCode::invalid_argument, "'" + source +
-                                        "' is neither a chunk store (manifest.json) nor a HuggingFace checkpoint "
-                                        "(config.json + model.safetensors[.index.json] or pytorch_model.bin[.index.json]); "
-                                        "it holds: " + HfCheckpoint::list_files(path));
+  fail(ErrorCode::invalid_argument,
+       "'" + source +
+           "' is neither a chunk store (manifest.json) nor a HuggingFace checkpoint "
+           "(config.json + model.safetensors[.index.json] or pytorch_model.bin[.index.json]); "
+           "it holds: " +
+           HfCheckpoint::list_files(path));
 }
 
 }  // namespace surf

@@ -6,7 +6,8 @@ namespace surf {
 
 bool is_s3_url(const std::string& location) { return location.rfind("s3://", 0) == 0; }
 
-std::shared_ptr<StorageBackend> open_store_backend(const std::string& location, bool create, const std::string& ca_file) {
+std::shared_ptr<StorageBackend> open_store_backend(const std::string& location, bool create,
+                                                   const std::string& ca_file) {
   if (is_s3_url(location)) {
     S3Config config = s3_config_from_environment();
     if (!ca_file.empty()) config.ca_file = ca_file;

@@ -45,8 +45,8 @@ class StoreProvider final : public ComponentProvider {
                                    " bytes, the manifest says " + std::to_string(c->bytes));
     }
     if (sum.hex() != c->checksum) {
-      fail(ErrorCode::corrupt, "component '" + id + "': checksum mismatch (manifest " + c->checksum +
-                                   ", chunk " + sum.hex() + ")");
+      fail(ErrorCode::corrupt,
+           "component '" + id + "': checksum mismatch (manifest " + c->checksum + ", chunk " + sum.hex() + ")");
     }
     // Verified above against the manifest: decoding makes no second pass over the bytes.
     FetchResult r;

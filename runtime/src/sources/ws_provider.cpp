@@ -61,11 +61,11 @@ class WsProvider final : public ComponentProvider {
     std::mutex connect_mutex;  // one connection attempt at a time per server
     // Guarded by the provider's mutex_:
     std::shared_ptr<WsConnection> conn;
-    bool verified = false;     // its manifest agrees with the model's
-    bool dead = false;         // a network failure; tried again from retry_at
-    int failures = 0;          // consecutive, for the backoff
+    bool verified = false;  // its manifest agrees with the model's
+    bool dead = false;      // a network failure; tried again from retry_at
+    int failures = 0;       // consecutive, for the backoff
     Clock::time_point retry_at{};
-    std::string excluded;      // non-empty: never used again (why)
+    std::string excluded;  // non-empty: never used again (why)
     int in_flight = 0;
   };
 
@@ -119,7 +119,8 @@ class WsProvider final : public ComponentProvider {
       const std::string where = s.url.text();
       const auto& file = expect<wire::FileAnswer>(*r, "file '" + name + "' from " + where, "a file");
       if (file.size != f->bytes || checksum_of(file.data, file.size) != f->checksum) {
-        fail(ErrorCode::corrupt, "file '" + name + "' from " + where + " does not match its manifest entry (size or checksum)");
+        fail(ErrorCode::corrupt,
+             "file '" + name + "' from " + where + " does not match its manifest entry (size or checksum)");
       }
       return std::optional<std::string>(std::string(reinterpret_cast<const char*>(file.data), file.size));
     });
@@ -151,7 +152,8 @@ class WsProvider final : public ComponentProvider {
     }
     const double secs = std::chrono::duration<double>(Clock::now() - start).count();
     fail(ErrorCode::network, "connecting: weight server " + url_text_ + " failed " + std::to_string(attempts) +
-                                 " attempts over " + std::to_string(static_cast<int>(secs * 1000)) + " ms; last error: " + last);
+                                 " attempts over " + std::to_string(static_cast<int>(secs * 1000)) +
+                                 " ms; last error: " + last);
   }
 
   FetchResult fetch(const std::string& id, bool prefetch) {
@@ -198,7 +200,8 @@ class WsProvider final : public ComponentProvider {
     }
     const double secs = std::chrono::duration<double>(Clock::now() - start).count();
     fail(ErrorCode::network, what + ": weight server " + url_text_ + " failed " + std::to_string(attempts) +
-                                 " attempts over " + std::to_string(static_cast<int>(secs * 1000)) + " ms; last error: " + last);
+                                 " attempts over " + std::to_string(static_cast<int>(secs * 1000)) +
+                                 " ms; last error: " + last);
   }
 
   FetchResult fetch_from(Server& s, const std::string& id, const ManifestComponent& c) {
@@ -256,7 +259,8 @@ class WsProvider final : public ComponentProvider {
     } else {
       std::string why;
       for (const auto& s : servers_) why += (why.empty() ? "" : "; ") + s->text + ": " + s->excluded;
-      fail(ErrorCode::network, "no usable weight server left (" + why + ")" + (last.empty() ? "" : "; last error: " + last));
+      fail(ErrorCode::network,
+           "no usable weight server left (" + why + ")" + (last.empty() ? "" : "; last error: " + last));
     }
     chosen->in_flight++;
     return *chosen;
@@ -275,8 +279,8 @@ class WsProvider final : public ComponentProvider {
     // A dead member of a fleet waits longer (the others serve meanwhile); a lone server is
     // waited for within the fetch's retry budget.
     const int cap = servers_.size() > 1 ? 30000 : 2000;
-    s.retry_at = Clock::now() + std::chrono::milliseconds(
-                                    std::min(cap, options_.retry_backoff_ms << std::min(s.failures - 1, 10)));
+    s.retry_at = Clock::now() +
+                 std::chrono::milliseconds(std::min(cap, options_.retry_backoff_ms << std::min(s.failures - 1, 10)));
   }
 
   void exclude(Server& s, const std::string& why) {

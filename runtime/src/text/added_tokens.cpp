@@ -26,8 +26,9 @@ void AddedTokenMatcher::build(std::vector<AddedToken> tokens, std::vector<std::s
       if (nx < 0) {
         nx = static_cast<int32_t>(nodes_.size());
         auto& next = nodes_[static_cast<size_t>(node)].next;
-        next.insert(std::lower_bound(next.begin(), next.end(), c, [](const auto& a, unsigned char v) { return a.first < v; }),
-                    {c, nx});
+        next.insert(
+            std::lower_bound(next.begin(), next.end(), c, [](const auto& a, unsigned char v) { return a.first < v; }),
+            {c, nx});
         nodes_.emplace_back();
       }
       node = nx;

@@ -217,7 +217,8 @@ class ReplaceDecoder final : public Decoder {
 
 class MetaspaceDecoder final : public Decoder {
  public:
-  MetaspaceDecoder(std::string replacement, bool strip_first) : replacement_(std::move(replacement)), strip_first_(strip_first) {}
+  MetaspaceDecoder(std::string replacement, bool strip_first)
+      : replacement_(std::move(replacement)), strip_first_(strip_first) {}
   void apply(std::vector<std::string>& tokens) const override {
     for (size_t i = 0; i < tokens.size(); ++i) {
       // As HF: in the first token every replacement character goes (not only a leading one).
@@ -232,7 +233,7 @@ class MetaspaceDecoder final : public Decoder {
 
 std::string wordpiece_cleanup(std::string s) {
   static const std::pair<const char*, const char*> rules[] = {
-      {" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","}, {" ' ", "'"}, {" n't", "n't"},
+      {" .", "."},   {" ?", "?"},           {" !", "!"},   {" ,", ","},     {" ' ", "'"},   {" n't", "n't"},
       {" 'm", "'m"}, {" do not", " don't"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
   for (const auto& [from, to] : rules) s = replace_all(std::move(s), from, to);
   return s;
@@ -320,7 +321,8 @@ std::unique_ptr<Decoder> make_decoder(const Json& j, const std::string& path) {
     auto seq = std::make_unique<SequenceDecoder>();
     const Json& list = j.at("decoders");
     for (size_t i = 0; i < list.size(); ++i) {
-      if (auto d = make_decoder(list[i], path + ".decoders[" + std::to_string(i) + "]")) seq->parts.push_back(std::move(d));
+      if (auto d = make_decoder(list[i], path + ".decoders[" + std::to_string(i) + "]"))
+        seq->parts.push_back(std::move(d));
     }
     return seq;
   }
@@ -331,21 +333,25 @@ std::unique_ptr<Decoder> make_decoder(const Json& j, const std::string& path) {
     const std::string content = j.at("content").get<std::string>();
     size_t i = 0;
     const char32_t c = content.empty() ? U' ' : next_code_point(content, i);
-    return std::make_unique<StripDecoder>(c, j.value("start", static_cast<size_t>(0)), j.value("stop", static_cast<size_t>(0)));
+    return std::make_unique<StripDecoder>(c, j.value("start", static_cast<size_t>(0)),
+                                          j.value("stop", static_cast<size_t>(0)));
   }
-  if (type == "Replace") return std::make_unique<ReplaceDecoder>(j.at("pattern"), j.at("content").get<std::string>(), path);
+  if (type == "Replace")
+    return std::make_unique<ReplaceDecoder>(j.at("pattern"), j.at("content").get<std::string>(), path);
   if (type == "Metaspace") {
     bool strip_first = get_bool(j, "add_prefix_space", true);
-    if (j.contains("prepend_scheme") && !j["prepend_scheme"].is_null()) strip_first = j["prepend_scheme"].get<std::string>() != "never";
+    if (j.contains("prepend_scheme") && !j["prepend_scheme"].is_null())
+      strip_first = j["prepend_scheme"].get<std::string>() != "never";
     return std::make_unique<MetaspaceDecoder>(j.value("replacement", std::string("\xE2\x96\x81")), strip_first);
   }
-  if (type == "WordPiece") return std::make_unique<WordPieceDecoder>(j.value("prefix", std::string("##")), get_bool(j, "cleanup", true));
+  if (type == "WordPiece")
+    return std::make_unique<WordPieceDecoder>(j.value("prefix", std::string("##")), get_bool(j, "cleanup", true));
   if (type == "BPEDecoder") return std::make_unique<BpeDecoder>(j.value("suffix", std::string("</w>")));
   json_fail(path + ".type", "unsupported '" + type + "'");
 }
 
-std::unique_ptr<PostProcessor> make_post_processor(const Json& j, const std::string& path,
-                                                   const std::function<std::optional<int64_t>(std::string_view)>& lookup) {
+std::unique_ptr<PostProcessor> make_post_processor(
+    const Json& j, const std::string& path, const std::function<std::optional<int64_t>(std::string_view)>& lookup) {
   if (j.is_null()) return nullptr;
   if (!j.is_object() || !j.contains("type")) json_fail(path, "expected an object with a type", false);
   const std::string type = j["type"].get<std::string>();
@@ -353,7 +359,8 @@ std::unique_ptr<PostProcessor> make_post_processor(const Json& j, const std::str
     auto seq = std::make_unique<SequenceProcessor>();
     const Json& list = j.at("processors");
     for (size_t i = 0; i < list.size(); ++i) {
-      if (auto p = make_post_processor(list[i], path + ".processors[" + std::to_string(i) + "]", lookup)) seq->parts.push_back(std::move(p));
+      if (auto p = make_post_processor(list[i], path + ".processors[" + std::to_string(i) + "]", lookup))
+        seq->parts.push_back(std::move(p));
     }
     return seq;
   }

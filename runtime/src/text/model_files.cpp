@@ -34,14 +34,16 @@ class DirectoryFiles final : public ModelFiles {
 
 class StoreFiles final : public ModelFiles {
  public:
-  StoreFiles(std::shared_ptr<StorageBackend> backend, Manifest manifest) : backend_(std::move(backend)), manifest_(std::move(manifest)) {}
+  StoreFiles(std::shared_ptr<StorageBackend> backend, Manifest manifest)
+      : backend_(std::move(backend)), manifest_(std::move(manifest)) {}
   std::optional<std::string> read(const std::string& name) override {
     const ManifestFile* f = manifest_.find_file(name);
     if (f == nullptr) return std::nullopt;
     ByteBuffer buf;
     backend_->get(file_key(name), buf);
     if (buf.size() != f->bytes || checksum_of(buf.data(), buf.size()) != f->checksum) {
-      fail(ErrorCode::corrupt, "file '" + name + "' in " + backend_->describe() + " does not match its manifest entry (size or checksum)");
+      fail(ErrorCode::corrupt,
+           "file '" + name + "' in " + backend_->describe() + " does not match its manifest entry (size or checksum)");
     }
     return std::string(reinterpret_cast<const char*>(buf.data()), buf.size());
   }
@@ -70,7 +72,9 @@ std::vector<int64_t> ids_of(const nlohmann::json& j) {
 
 }  // namespace
 
-std::unique_ptr<ModelFiles> directory_model_files(const std::string& dir) { return std::make_unique<DirectoryFiles>(dir); }
+std::unique_ptr<ModelFiles> directory_model_files(const std::string& dir) {
+  return std::make_unique<DirectoryFiles>(dir);
+}
 std::unique_ptr<ModelFiles> no_model_files() { return std::make_unique<NoFiles>(); }
 std::unique_ptr<ModelFiles> store_model_files(std::shared_ptr<StorageBackend> backend, Manifest manifest) {
   return std::make_unique<StoreFiles>(std::move(backend), std::move(manifest));
@@ -88,7 +92,8 @@ TokenizerFiles read_tokenizer_files(ModelFiles& files) {
   return f;
 }
 
-GenerationDefaults parse_generation_defaults(const std::string& config_json, const std::optional<std::string>& generation_config_json) {
+GenerationDefaults parse_generation_defaults(const std::string& config_json,
+                                             const std::optional<std::string>& generation_config_json) {
   GenerationDefaults d;
   nlohmann::json config = nlohmann::json::object(), gen = nlohmann::json::object();
   try {

@@ -37,6 +37,7 @@ struct GenerationDefaults {
   std::vector<int64_t> eos_token_ids;
   std::optional<int64_t> pad_token_id, bos_token_id;
 };
-GenerationDefaults parse_generation_defaults(const std::string& config_json, const std::optional<std::string>& generation_config_json);
+GenerationDefaults parse_generation_defaults(const std::string& config_json,
+                                             const std::optional<std::string>& generation_config_json);
 
 }  // namespace surf

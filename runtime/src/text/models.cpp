@@ -144,7 +144,8 @@ class BpeModel final : public Model {
       const auto ia = vocab_.find(a), ib = vocab_.find(b);
       const std::string joined = a + (b.rfind(prefix_, 0) == 0 ? b.substr(prefix_.size()) : b);
       const auto in = vocab_.find(joined);
-      if (!ia || !ib || !in) json_fail(path + ".merges[" + std::to_string(r) + "]", "token not in the vocabulary", false);
+      if (!ia || !ib || !in)
+        json_fail(path + ".merges[" + std::to_string(r) + "]", "token not in the vocabulary", false);
       merges_.insert(key(*ia, *ib), static_cast<int32_t>(r), static_cast<int32_t>(*in));
     }
   }
@@ -171,7 +172,8 @@ class BpeModel final : public Model {
     if (cacheable) {
       std::lock_guard lock(cache_mutex_);
       if (cache_.size() >= 100000) cache_.clear();
-      cache_.emplace(std::string(word), std::vector<int64_t>(out.begin() + static_cast<std::ptrdiff_t>(before), out.end()));
+      cache_.emplace(std::string(word),
+                     std::vector<int64_t>(out.begin() + static_cast<std::ptrdiff_t>(before), out.end()));
     }
   }
 
@@ -217,7 +219,8 @@ class BpeModel final : public Model {
         s = buf;
       }
       std::optional<int64_t> id;
-      if (s.size() == 1 && ascii_ids_[static_cast<unsigned char>(s[0]) & 0x7F] >= 0 && static_cast<unsigned char>(s[0]) < 0x80) {
+      if (s.size() == 1 && ascii_ids_[static_cast<unsigned char>(s[0]) & 0x7F] >= 0 &&
+          static_cast<unsigned char>(s[0]) < 0x80) {
         id = ascii_ids_[static_cast<unsigned char>(s[0])];
       } else {
         id = vocab_.find(s);
@@ -253,7 +256,8 @@ class BpeModel final : public Model {
       const int32_t nx = syms[static_cast<size_t>(pos)].next;
       if (nx < 0) return;
       int32_t rank, id;
-      if (merges_.find(key(syms[static_cast<size_t>(pos)].id, syms[static_cast<size_t>(nx)].id), rank, id)) queue.push({rank, pos, id});
+      if (merges_.find(key(syms[static_cast<size_t>(pos)].id, syms[static_cast<size_t>(nx)].id), rank, id))
+        queue.push({rank, pos, id});
     };
     for (int32_t p = 0; p + 1 < static_cast<int32_t>(syms.size()); ++p) consider(p);
     while (!queue.empty()) {
@@ -361,7 +365,8 @@ class WordLevelModel final : public Model {
     } else if (unk_) {
       out.push_back(*unk_);
     } else {
-      fail(ErrorCode::invalid_argument, "word '" + std::string(w) + "' is not in the vocabulary and there is no unk token");
+      fail(ErrorCode::invalid_argument,
+           "word '" + std::string(w) + "' is not in the vocabulary and there is no unk token");
     }
   }
   std::optional<int64_t> token_to_id(std::string_view t) const override { return vocab_.find(t); }
@@ -390,7 +395,8 @@ class UnigramModel final : public Model {
     }
     if (j.contains("unk_id") && !j["unk_id"].is_null()) {
       unk_ = j["unk_id"].get<int64_t>();
-      if (*unk_ < 0 || *unk_ >= static_cast<int64_t>(scores_.size())) json_fail(path + ".unk_id", "out of range", false);
+      if (*unk_ < 0 || *unk_ >= static_cast<int64_t>(scores_.size()))
+        json_fail(path + ".unk_id", "out of range", false);
     }
     byte_fallback_ = j.value("byte_fallback", false);
     for (int b = 0; b < 256; ++b) {
@@ -463,7 +469,8 @@ class UnigramModel final : public Model {
           continue;
         }
       }
-      if (!unk_) fail(ErrorCode::invalid_argument, "text has characters outside the Unigram vocabulary and there is no unk_id");
+      if (!unk_)
+        fail(ErrorCode::invalid_argument, "text has characters outside the Unigram vocabulary and there is no unk_id");
       out.push_back(*unk_);
     }
   }

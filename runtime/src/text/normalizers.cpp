@@ -310,7 +310,8 @@ class PrecompiledNormalizer final : public Normalizer {
         const size_t index = value(array_[node]);
         if (index >= normalized_.size()) return std::nullopt;
         const size_t end = normalized_.find('\0', index);
-        return std::string_view(normalized_).substr(index, (end == std::string::npos ? normalized_.size() : end) - index);
+        return std::string_view(normalized_)
+            .substr(index, (end == std::string::npos ? normalized_.size() : end) - index);
       }
     }
     return std::nullopt;
@@ -335,7 +336,8 @@ std::unique_ptr<Normalizer> make_normalizer(const Json& j, const std::string& pa
     auto seq = std::make_unique<SequenceNormalizer>();
     const Json& list = j.at("normalizers");
     for (size_t i = 0; i < list.size(); ++i) {
-      if (auto n = make_normalizer(list[i], path + ".normalizers[" + std::to_string(i) + "]")) seq->parts.push_back(std::move(n));
+      if (auto n = make_normalizer(list[i], path + ".normalizers[" + std::to_string(i) + "]"))
+        seq->parts.push_back(std::move(n));
     }
     return seq;
   }
@@ -344,9 +346,11 @@ std::unique_ptr<Normalizer> make_normalizer(const Json& j, const std::string& pa
   if (type == "NFKC") return std::make_unique<FormNormalizer>(NormalForm::nfkc);
   if (type == "NFKD") return std::make_unique<FormNormalizer>(NormalForm::nfkd);
   if (type == "Lowercase") return std::make_unique<LowercaseNormalizer>();
-  if (type == "Strip") return std::make_unique<StripNormalizer>(get_bool(j, "strip_left", true), get_bool(j, "strip_right", true));
+  if (type == "Strip")
+    return std::make_unique<StripNormalizer>(get_bool(j, "strip_left", true), get_bool(j, "strip_right", true));
   if (type == "StripAccents") return std::make_unique<StripAccentsNormalizer>();
-  if (type == "Replace") return std::make_unique<ReplaceNormalizer>(j.at("pattern"), j.at("content").get<std::string>(), path);
+  if (type == "Replace")
+    return std::make_unique<ReplaceNormalizer>(j.at("pattern"), j.at("content").get<std::string>(), path);
   if (type == "Prepend") return std::make_unique<PrependNormalizer>(j.at("prepend").get<std::string>());
   if (type == "Nmt") return std::make_unique<NmtNormalizer>();
   if (type == "Precompiled") {

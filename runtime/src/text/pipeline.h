@@ -57,8 +57,8 @@ class PostProcessor {
   // Adds the special tokens of a single sequence. `lookup` resolves token strings to ids.
   virtual void apply(std::vector<int64_t>& ids) const = 0;
 };
-std::unique_ptr<PostProcessor> make_post_processor(const Json& j, const std::string& path,
-                                                   const std::function<std::optional<int64_t>(std::string_view)>& lookup);
+std::unique_ptr<PostProcessor> make_post_processor(
+    const Json& j, const std::string& path, const std::function<std::optional<int64_t>(std::string_view)>& lookup);
 
 class Decoder {
  public:

@@ -132,7 +132,8 @@ void split_piece(Piece& p, const std::vector<std::pair<size_t, size_t>>& delims,
   }
 }
 
-void char_matches(std::string_view s, const std::function<bool(char32_t)>& pred, std::vector<std::pair<size_t, size_t>>& out) {
+void char_matches(std::string_view s, const std::function<bool(char32_t)>& pred,
+                  std::vector<std::pair<size_t, size_t>>& out) {
   size_t i = 0;
   while (i < s.size()) {
     const size_t start = i;
@@ -166,7 +167,8 @@ class ByteLevelPre final : public PreTokenizer {
         if (p.text.empty() || p.text[0] != ' ') p.text.insert(p.text.begin(), ' ');
       }
     }
-    if (regex_) split_all(pieces, Behavior::isolated, false, [&](std::string_view s, auto& m) { regex_->find_all(s, m); });
+    if (regex_)
+      split_all(pieces, Behavior::isolated, false, [&](std::string_view s, auto& m) { regex_->find_all(s, m); });
     for (auto& p : pieces) {
       std::string mapped;
       mapped.reserve(p.text.size() * 2);
@@ -225,7 +227,8 @@ class MetaspacePre final : public PreTokenizer {
         p.text = std::move(r);
       }
       const bool starts = p.text.rfind(replacement_, 0) == 0;
-      if (!starts && (scheme_ == Scheme::always || (scheme_ == Scheme::first && p.first))) p.text = replacement_ + p.text;
+      if (!starts && (scheme_ == Scheme::always || (scheme_ == Scheme::first && p.first)))
+        p.text = replacement_ + p.text;
     }
     if (split_) {
       split_all(pieces, Behavior::merged_with_next, false, [&](std::string_view s, auto& m) {
@@ -291,17 +294,21 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const Json& j, const std::strin
     auto seq = std::make_unique<SequencePre>();
     const Json& list = j.at("pretokenizers");
     for (size_t i = 0; i < list.size(); ++i) {
-      if (auto p = make_pre_tokenizer(list[i], path + ".pretokenizers[" + std::to_string(i) + "]")) seq->parts.push_back(std::move(p));
+      if (auto p = make_pre_tokenizer(list[i], path + ".pretokenizers[" + std::to_string(i) + "]"))
+        seq->parts.push_back(std::move(p));
     }
     return seq;
   }
-  if (type == "ByteLevel") return std::make_unique<ByteLevelPre>(get_bool(j, "add_prefix_space", true), get_bool(j, "use_regex", true));
+  if (type == "ByteLevel")
+    return std::make_unique<ByteLevelPre>(get_bool(j, "add_prefix_space", true), get_bool(j, "use_regex", true));
   if (type == "Split") {
-    return std::make_unique<SplitPre>(j.at("pattern"), parse_behavior(j.value("behavior", Json()), path + ".behavior", Behavior::isolated),
-                                      get_bool(j, "invert", false), path);
+    return std::make_unique<SplitPre>(
+        j.at("pattern"), parse_behavior(j.value("behavior", Json()), path + ".behavior", Behavior::isolated),
+        get_bool(j, "invert", false), path);
   }
   if (type == "Metaspace") {
-    MetaspacePre::Scheme scheme = get_bool(j, "add_prefix_space", true) ? MetaspacePre::Scheme::always : MetaspacePre::Scheme::never;
+    MetaspacePre::Scheme scheme =
+        get_bool(j, "add_prefix_space", true) ? MetaspacePre::Scheme::always : MetaspacePre::Scheme::never;
     if (j.contains("prepend_scheme") && !j["prepend_scheme"].is_null()) {
       const std::string s = j["prepend_scheme"].get<std::string>();
       if (s == "always") {
@@ -314,7 +321,8 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const Json& j, const std::strin
         json_fail(path + ".prepend_scheme", "unsupported '" + s + "'");
       }
     }
-    return std::make_unique<MetaspacePre>(j.value("replacement", std::string("\xE2\x96\x81")), scheme, get_bool(j, "split", true));
+    return std::make_unique<MetaspacePre>(j.value("replacement", std::string("\xE2\x96\x81")), scheme,
+                                          get_bool(j, "split", true));
   }
   if (type == "Whitespace") return std::make_unique<WhitespacePre>();
   if (type == "WhitespaceSplit") return std::make_unique<PredicatePre>(is_whitespace, Behavior::removed);
@@ -325,10 +333,12 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const Json& j, const std::strin
     return seq;
   }
   if (type == "Punctuation") {
-    return std::make_unique<PredicatePre>(is_punctuation, parse_behavior(j.value("behavior", Json()), path + ".behavior", Behavior::isolated));
+    return std::make_unique<PredicatePre>(
+        is_punctuation, parse_behavior(j.value("behavior", Json()), path + ".behavior", Behavior::isolated));
   }
   if (type == "Digits") {
-    return std::make_unique<PredicatePre>(is_numeric, get_bool(j, "individual_digits", false) ? Behavior::isolated : Behavior::contiguous);
+    return std::make_unique<PredicatePre>(
+        is_numeric, get_bool(j, "individual_digits", false) ? Behavior::isolated : Behavior::contiguous);
   }
   if (type == "CharDelimiterSplit") {
     const std::string d = j.at("delimiter").get<std::string>();

@@ -23,8 +23,9 @@ namespace surf {
 using text::Json;
 
 const std::vector<std::string>& tokenizer_file_names() {
-  static const std::vector<std::string> names = {"tokenizer.json",         "tokenizer_config.json", "special_tokens_map.json",
-                                                 "generation_config.json", "tokenizer.model",       "spiece.model"};
+  static const std::vector<std::string> names = {"tokenizer.json",          "tokenizer_config.json",
+                                                 "special_tokens_map.json", "generation_config.json",
+                                                 "tokenizer.model",         "spiece.model"};
   return names;
 }
 
@@ -276,10 +277,12 @@ class SentencePieceTokenizer final : public Tokenizer {
     if (spm_.eos_id() >= 0) special_.eos = spm_.eos_id();
     if (spm_.pad_id() >= 0) special_.pad = spm_.pad_id();
     if (spm_.unk_id() >= 0) special_.unk = spm_.unk_id();
-    add_bos_ = config.contains("add_bos_token") && config["add_bos_token"].is_boolean() ? config["add_bos_token"].get<bool>()
-                                                                                       : spm_.bos_id() >= 0;
-    add_eos_ = config.contains("add_eos_token") && config["add_eos_token"].is_boolean() ? config["add_eos_token"].get<bool>()
-                                                                                       : spm_.bos_id() < 0 && spm_.eos_id() >= 0;
+    add_bos_ = config.contains("add_bos_token") && config["add_bos_token"].is_boolean()
+                   ? config["add_bos_token"].get<bool>()
+                   : spm_.bos_id() >= 0;
+    add_eos_ = config.contains("add_eos_token") && config["add_eos_token"].is_boolean()
+                   ? config["add_eos_token"].get<bool>()
+                   : spm_.bos_id() < 0 && spm_.eos_id() >= 0;
   }
 
   std::vector<int64_t> encode(std::string_view s, bool add_special_tokens) const override {
@@ -365,14 +368,17 @@ std::string read_optional(const fs::path& p) {
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> Tokenizer::from_json(std::string_view tokenizer_json, std::string_view tokenizer_config_json) {
+std::unique_ptr<Tokenizer> Tokenizer::from_json(std::string_view tokenizer_json,
+                                                std::string_view tokenizer_config_json) {
   return std::make_unique<JsonTokenizer>(tokenizer_json, tokenizer_config_json, std::string_view());
 }
 
 std::unique_ptr<Tokenizer> Tokenizer::from_files(const TokenizerFiles& f) {
-  if (!f.tokenizer_json.empty()) return std::make_unique<JsonTokenizer>(f.tokenizer_json, f.tokenizer_config_json, f.special_tokens_map_json);
+  if (!f.tokenizer_json.empty())
+    return std::make_unique<JsonTokenizer>(f.tokenizer_json, f.tokenizer_config_json, f.special_tokens_map_json);
   if (!f.sentencepiece_model.empty()) {
-    return std::make_unique<SentencePieceTokenizer>(f.sentencepiece_model, f.tokenizer_config_json, f.special_tokens_map_json);
+    return std::make_unique<SentencePieceTokenizer>(f.sentencepiece_model, f.tokenizer_config_json,
+                                                    f.special_tokens_map_json);
   }
   fail(ErrorCode::not_found, "no tokenizer files (tokenizer.json, tokenizer.model or spiece.model)");
 }
@@ -386,7 +392,8 @@ std::unique_ptr<Tokenizer> Tokenizer::from_directory(const std::string& dir) {
   f.sentencepiece_model = read_optional(d / "tokenizer.model");
   if (f.sentencepiece_model.empty()) f.sentencepiece_model = read_optional(d / "spiece.model");
   if (f.empty()) {
-    fail(ErrorCode::not_found, "'" + dir + "' has no tokenizer files (tokenizer.json, tokenizer.model or spiece.model)");
+    fail(ErrorCode::not_found,
+         "'" + dir + "' has no tokenizer files (tokenizer.json, tokenizer.model or spiece.model)");
   }
   return from_files(f);
 }

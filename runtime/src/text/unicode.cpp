@@ -126,12 +126,21 @@ const icu::Normalizer2& normalizer(NormalForm form) {
   UErrorCode status = U_ZERO_ERROR;
   const icu::Normalizer2* n = nullptr;
   switch (form) {
-    case NormalForm::nfc: n = icu::Normalizer2::getNFCInstance(status); break;
-    case NormalForm::nfd: n = icu::Normalizer2::getNFDInstance(status); break;
-    case NormalForm::nfkc: n = icu::Normalizer2::getNFKCInstance(status); break;
-    case NormalForm::nfkd: n = icu::Normalizer2::getNFKDInstance(status); break;
+    case NormalForm::nfc:
+      n = icu::Normalizer2::getNFCInstance(status);
+      break;
+    case NormalForm::nfd:
+      n = icu::Normalizer2::getNFDInstance(status);
+      break;
+    case NormalForm::nfkc:
+      n = icu::Normalizer2::getNFKCInstance(status);
+      break;
+    case NormalForm::nfkd:
+      n = icu::Normalizer2::getNFKDInstance(status);
+      break;
   }
-  if (U_FAILURE(status) || n == nullptr) fail(ErrorCode::internal, std::string("ICU normalizer: ") + u_errorName(status));
+  if (U_FAILURE(status) || n == nullptr)
+    fail(ErrorCode::internal, std::string("ICU normalizer: ") + u_errorName(status));
   return *n;
 }
 
@@ -245,8 +254,8 @@ Regex::Regex(const std::string& pattern) : impl_(std::make_unique<Impl>()) {
   if (impl_->code == nullptr) {
     PCRE2_UCHAR buf[256];
     pcre2_get_error_message(error, buf, sizeof(buf));
-    fail(ErrorCode::unsupported, "regex '" + pattern + "' at offset " + std::to_string(offset) + ": " +
-                                     reinterpret_cast<const char*>(buf));
+    fail(ErrorCode::unsupported,
+         "regex '" + pattern + "' at offset " + std::to_string(offset) + ": " + reinterpret_cast<const char*>(buf));
   }
   impl_->jit = pcre2_jit_compile(impl_->code, PCRE2_JIT_COMPLETE) == 0;
 }
@@ -258,9 +267,9 @@ void Regex::find_all(std::string_view s, std::vector<std::pair<size_t, size_t>>&
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(s.data());
   size_t start = 0;
   while (start <= s.size()) {
-    const int rc = impl_->jit ? pcre2_jit_match(impl_->code, subject, s.size(), start, 0, state.data, state.context)
-                              : pcre2_match(impl_->code, subject, s.size(), start, PCRE2_NO_UTF_CHECK, state.data,
-                                            state.context);
+    const int rc =
+        impl_->jit ? pcre2_jit_match(impl_->code, subject, s.size(), start, 0, state.data, state.context)
+                   : pcre2_match(impl_->code, subject, s.size(), start, PCRE2_NO_UTF_CHECK, state.data, state.context);
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0) {
       PCRE2_UCHAR buf[256];

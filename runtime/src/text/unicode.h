@@ -45,11 +45,11 @@ void require_utf8(std::string_view s, std::string_view what);
 bool ends_incomplete(std::string_view s);
 
 // Character classes as Rust's char methods and HF tokenizers use them.
-bool is_whitespace(char32_t c);     // White_Space property (char::is_whitespace)
-bool is_alphanumeric(char32_t c);   // Alphabetic or numeric (char::is_alphanumeric)
-bool is_numeric(char32_t c);        // general category N*
-bool is_punctuation(char32_t c);    // ASCII punctuation or general category P*
-bool is_control_other(char32_t c);  // general category C* (Cc, Cf, Cn, Co, Cs)
+bool is_whitespace(char32_t c);       // White_Space property (char::is_whitespace)
+bool is_alphanumeric(char32_t c);     // Alphabetic or numeric (char::is_alphanumeric)
+bool is_numeric(char32_t c);          // general category N*
+bool is_punctuation(char32_t c);      // ASCII punctuation or general category P*
+bool is_control_other(char32_t c);    // general category C* (Cc, Cf, Cn, Co, Cs)
 bool is_nonspacing_mark(char32_t c);  // Mn
 bool is_mark(char32_t c);             // Mn, Mc, Me
 

@@ -197,8 +197,8 @@ CheckReport check_fixture(const std::string& fixture_dir, const CheckOptions& op
   fs::path tmp_store;
   std::unique_ptr<WeightServer> server;
   if (options.source == "store" || options.source == "ws") {
-    tmp_store = fs::temp_directory_path() /
-                ("surf-check-" + std::to_string(::getpid()) + "-" + dir.filename().string());
+    tmp_store =
+        fs::temp_directory_path() / ("surf-check-" + std::to_string(::getpid()) + "-" + dir.filename().string());
     fs::remove_all(tmp_store);
     ChunkOptions co;
     co.plugin_dirs = options.plugin_dirs;
@@ -250,8 +250,8 @@ CheckReport check_fixture(const std::string& fixture_dir, const CheckOptions& op
       report.lines.push_back({golden_name, false, 0, 0, 0, "the plugin did not produce '" + out_name + "'"});
       return;
     }
-    report.lines.push_back(compare(golden_name, it->second, g.at(golden_name), spec->value("compare", "all"), mask,
-                                   atol, rtol));
+    report.lines.push_back(
+        compare(golden_name, it->second, g.at(golden_name), spec->value("compare", "all"), mask, atol, rtol));
   };
 
   TensorMap inputs;
@@ -282,8 +282,8 @@ CheckReport check_fixture(const std::string& fixture_dir, const CheckOptions& op
       gin.erase("decoder_input_ids");
     }
     const Tensor& ids = g.at("generated_ids");
-    const int64_t steps = g.count("generation_logits") ? g.at("generation_logits").dim(1)
-                                                       : ids.dim(1) - gin.at("input_ids").dim(1);
+    const int64_t steps =
+        g.count("generation_logits") ? g.at("generation_logits").dim(1) : ids.dim(1) - gin.at("input_ids").dim(1);
     const TensorMap gen = session->generate(gin, steps);
     add("generated_ids", gen, "generated_ids");
     add("generation_logits", gen, "generation_logits");

@@ -73,8 +73,8 @@ std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, 
   // otherwise mix two models' chunks under one manifest.
   const std::vector<std::string> before = backend->list("");
   if (!before.empty() && !options.force) {
-    fail(ErrorCode::invalid_argument, "output '" + out + "' is not empty (" + std::to_string(before.size()) +
-                                          " files); give --force to replace it");
+    fail(ErrorCode::invalid_argument,
+         "output '" + out + "' is not empty (" + std::to_string(before.size()) + " files); give --force to replace it");
   }
   // From here the old store is visibly incomplete (no manifest) until the new one is complete.
   if (backend->exists("manifest.json")) backend->remove("manifest.json");
@@ -171,9 +171,9 @@ std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, 
     if (!written.count(key)) backend->remove(key);
   }
   std::ostringstream s;
-  s << "chunked " << hf_dir << " (" << type << ", plugin " << plugin->name() << ") into " << backend->describe()
-    << ": " << m.components.size() << " components, " << total_raw << " tensor bytes, " << total_stored
-    << " bytes stored (" << m.compression << ")";
+  s << "chunked " << hf_dir << " (" << type << ", plugin " << plugin->name() << ") into " << backend->describe() << ": "
+    << m.components.size() << " components, " << total_raw << " tensor bytes, " << total_stored << " bytes stored ("
+    << m.compression << ")";
   if (copied > 0) {
     s << "; files:";
     for (const auto& f : m.files) s << " " << f.name;

@@ -72,16 +72,48 @@ std::string check_shape(const std::byte* data, size_t size, size_t max_depth, si
       skip = b & 0x1f;
     } else {
       switch (b) {
-        case 0xc4: case 0xd9: if (!be(1, skip)) return "it is cut short"; break;
-        case 0xc5: case 0xda: if (!be(2, skip)) return "it is cut short"; break;
-        case 0xc6: case 0xdb: if (!be(4, skip)) return "it is cut short"; break;
-        case 0xca: case 0xce: case 0xd2: skip = 4; break;
-        case 0xcb: case 0xcf: case 0xd3: skip = 8; break;
-        case 0xcc: case 0xd0: skip = 1; break;
-        case 0xcd: case 0xd1: skip = 2; break;
-        case 0xdc: case 0xde: if (!be(2, children)) return "it is cut short"; container = true; break;
-        case 0xdd: case 0xdf: if (!be(4, children)) return "it is cut short"; container = true; break;
-        default: return "it holds an ext value or the invalid byte 0xc1";
+        case 0xc4:
+        case 0xd9:
+          if (!be(1, skip)) return "it is cut short";
+          break;
+        case 0xc5:
+        case 0xda:
+          if (!be(2, skip)) return "it is cut short";
+          break;
+        case 0xc6:
+        case 0xdb:
+          if (!be(4, skip)) return "it is cut short";
+          break;
+        case 0xca:
+        case 0xce:
+        case 0xd2:
+          skip = 4;
+          break;
+        case 0xcb:
+        case 0xcf:
+        case 0xd3:
+          skip = 8;
+          break;
+        case 0xcc:
+        case 0xd0:
+          skip = 1;
+          break;
+        case 0xcd:
+        case 0xd1:
+          skip = 2;
+          break;
+        case 0xdc:
+        case 0xde:
+          if (!be(2, children)) return "it is cut short";
+          container = true;
+          break;
+        case 0xdd:
+        case 0xdf:
+          if (!be(4, children)) return "it is cut short";
+          container = true;
+          break;
+        default:
+          return "it holds an ext value or the invalid byte 0xc1";
       }
       if (b == 0xde || b == 0xdf) children *= 2;
     }
@@ -166,7 +198,8 @@ std::string quote(std::string_view text, size_t max_bytes) {
     }
   }
   out += "'";
-  if (text.size() > max_bytes) out += " (" + std::to_string(text.size()) + " bytes, first " + std::to_string(max_bytes) + " shown)";
+  if (text.size() > max_bytes)
+    out += " (" + std::to_string(text.size()) + " bytes, first " + std::to_string(max_bytes) + " shown)";
   return out;
 }
 
@@ -191,12 +224,18 @@ std::string valid_utf8(std::string_view text, size_t max_bytes) {
 
 const char* code_for(ErrorCode code) {
   switch (code) {
-    case ErrorCode::not_found: return "not_found";
-    case ErrorCode::invalid_argument: return "bad_request";
-    case ErrorCode::unauthorized: return "unauthorized";
-    case ErrorCode::too_large: return "too_large";
-    case ErrorCode::unsupported: return "unsupported_version";
-    default: return "internal";
+    case ErrorCode::not_found:
+      return "not_found";
+    case ErrorCode::invalid_argument:
+      return "bad_request";
+    case ErrorCode::unauthorized:
+      return "unauthorized";
+    case ErrorCode::too_large:
+      return "too_large";
+    case ErrorCode::unsupported:
+      return "unsupported_version";
+    default:
+      return "internal";
   }
 }
 
@@ -210,11 +249,9 @@ ErrorCode error_from_code(std::string_view c) {
 }
 
 const char* op_name(const RequestBody& body) {
-  return std::visit(Overloaded{[](const Hello&) { return "hello"; },
-                               [](const ListModels&) { return "list_models"; },
+  return std::visit(Overloaded{[](const Hello&) { return "hello"; }, [](const ListModels&) { return "list_models"; },
                                [](const GetManifest&) { return "get_manifest"; },
-                               [](const GetChunk&) { return "get_chunk"; },
-                               [](const GetFile&) { return "get_file"; }},
+                               [](const GetChunk&) { return "get_chunk"; }, [](const GetFile&) { return "get_file"; }},
                     body);
 }
 
@@ -428,7 +465,8 @@ Answer decode_answer(const std::byte* data, size_t size) {
       a.body = std::move(e);
     } else if (const msgpack::object* d = mp::field(root, "data")) {
       const bool file = mp::field(root, "name") != nullptr && mp::field(root, "component") == nullptr;
-      if (d->type != msgpack::type::BIN) malformed(file ? "file data is not a bin field" : "chunk data is not a bin field");
+      if (d->type != msgpack::type::BIN)
+        malformed(file ? "file data is not a bin field" : "chunk data is not a bin field");
       if (file) {
         FileAnswer f;
         f.model = string_or_empty(root, "model");

@@ -87,8 +87,8 @@ struct Incoming {
 
   // Whether the streamed checksum covers exactly this decoded chunk.
   bool covers(const wire::ChunkAnswer& c) const {
-    return probe.status == wire::DataProbe::found && c.data == buffer->data() + probe.offset &&
-           c.size == probe.size && hashed == probe.offset + probe.size;
+    return probe.status == wire::DataProbe::found && c.data == buffer->data() + probe.offset && c.size == probe.size &&
+           hashed == probe.offset + probe.size;
   }
 };
 
@@ -133,28 +133,32 @@ struct WsConnection::Conn final : WsConnection::Impl {
     auto ready = std::make_shared<std::promise<void>>();
     auto done = ready->get_future();
     auto resolver = std::make_shared<tcp::resolver>(ioc_);
-    resolver->async_resolve(url_.host, url_.port, [this, resolver, ready, timeout_ms](beast::error_code ec,
-                                                                                      tcp::resolver::results_type results) {
-      if (ec) return fail_connect(ready, "cannot resolve " + url_.host + ": " + ec.message());
-      beast::get_lowest_layer(ws_).expires_after(std::chrono::milliseconds(timeout_ms));
-      beast::get_lowest_layer(ws_).async_connect(results, [this, ready](beast::error_code cec, const tcp::endpoint&) {
-        if (cec) return fail_connect(ready, "cannot connect to " + where() + ": " + cec.message());
-        beast::error_code ignored;
-        beast::get_lowest_layer(ws_).socket().set_option(tcp::no_delay(true), ignored);  // small requests go out at once
-        if constexpr (kTls) {
-          tls::prepare_client(ws_.next_layer().native_handle(), url_.host);
-          ws_.next_layer().async_handshake(net::ssl::stream_base::client, [this, ready](beast::error_code tec) {
-            if (tec) {
-              return fail_connect(ready, "TLS with " + where() + ": " + tls::describe_error(tec, ws_.next_layer().native_handle()),
-                                  tls::error_code_for(tec));
+    resolver->async_resolve(
+        url_.host, url_.port,
+        [this, resolver, ready, timeout_ms](beast::error_code ec, tcp::resolver::results_type results) {
+          if (ec) return fail_connect(ready, "cannot resolve " + url_.host + ": " + ec.message());
+          beast::get_lowest_layer(ws_).expires_after(std::chrono::milliseconds(timeout_ms));
+          beast::get_lowest_layer(ws_).async_connect(results, [this, ready](beast::error_code cec,
+                                                                            const tcp::endpoint&) {
+            if (cec) return fail_connect(ready, "cannot connect to " + where() + ": " + cec.message());
+            beast::error_code ignored;
+            beast::get_lowest_layer(ws_).socket().set_option(tcp::no_delay(true),
+                                                             ignored);  // small requests go out at once
+            if constexpr (kTls) {
+              tls::prepare_client(ws_.next_layer().native_handle(), url_.host);
+              ws_.next_layer().async_handshake(net::ssl::stream_base::client, [this, ready](beast::error_code tec) {
+                if (tec) {
+                  return fail_connect(
+                      ready, "TLS with " + where() + ": " + tls::describe_error(tec, ws_.next_layer().native_handle()),
+                      tls::error_code_for(tec));
+                }
+                upgrade(ready);
+              });
+            } else {
+              upgrade(ready);
             }
-            upgrade(ready);
           });
-        } else {
-          upgrade(ready);
-        }
-      });
-    });
+        });
     work_.emplace(net::make_work_guard(ioc_));
     thread_ = std::thread([this] { ioc_.run(); });
     if (done.wait_for(std::chrono::milliseconds(timeout_ms + 1000)) != std::future_status::ready) {
@@ -337,7 +341,8 @@ struct WsConnection::Conn final : WsConnection::Impl {
 
 WsConnection::WsConnection(const WsUrl& url, std::string token, std::shared_ptr<BufferPool> pool, std::string ca_file) {
   if (url.tls) {
-    impl_ = std::make_unique<Conn<TlsStream>>(url, std::move(token), std::move(pool), tls::shared_client_context(ca_file));
+    impl_ =
+        std::make_unique<Conn<TlsStream>>(url, std::move(token), std::move(pool), tls::shared_client_context(ca_file));
   } else {
     impl_ = std::make_unique<Conn<beast::tcp_stream>>(url, std::move(token), std::move(pool), nullptr);
   }

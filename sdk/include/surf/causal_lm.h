@@ -21,7 +21,8 @@ class CausalLM : public Model {
     std::string limit_name;  // the config key of max_positions, for messages
   };
   explicit CausalLM(Dims dims) : dims_(std::move(dims)) {}
-  void forward(const TensorMap& inputs, const RunOptions& options, ComponentSource& source, TensorMap& outputs) override;
+  void forward(const TensorMap& inputs, const RunOptions& options, ComponentSource& source,
+               TensorMap& outputs) override;
   std::vector<std::unique_ptr<Sequence>> start(const TensorMap& inputs, int64_t max_new_tokens,
                                                ComponentSource& source) override;
   Tensor step(const std::vector<Sequence*>& sequences, ComponentSource& source) override;

@@ -22,8 +22,8 @@ class ModelConfig {
   // Throws Error(invalid_argument) if the text is not a JSON object.
   static ModelConfig parse(std::string_view json_text);
 
-  std::string model_type() const;  // "" if absent
-  bool has(std::string_view key) const;     // present and not null
+  std::string model_type() const;             // "" if absent
+  bool has(std::string_view key) const;       // present and not null
   bool contains(std::string_view key) const;  // written in the file, even as null (null often means "off")
   // Keys may be dotted ("rope_parameters.rope_theta") to reach nested objects.
   int64_t get_int(std::string_view key) const;

@@ -20,7 +20,7 @@ enum class ErrorCode : int {
   network = 6,           // connection lost, protocol violation
   timeout = 7,
   unauthorized = 8,
-  abi_mismatch = 9,      // plugin built against an incompatible SDK
+  abi_mismatch = 9,  // plugin built against an incompatible SDK
   too_large = 10,
   internal = 11,
 };

@@ -93,8 +93,8 @@ class LayerContext {
   Tensor self_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionSpec& spec);
   // q attends to keys/values that `source(i)` gives for the pass's i-th sequence.
   template <class Source>
-    requires std::invocable<Source&, size_t>
-  Tensor cross_attention(const Tensor& q, const AttentionSpec& spec, Source&& source) {
+  requires std::invocable<Source&, size_t> Tensor cross_attention(const Tensor& q, const AttentionSpec& spec,
+                                                                  Source&& source) {
     std::vector<KeysValues> kv;
     for (size_t i = 0; i < pass_.sequences().size(); ++i) kv.push_back(source(i));
     return cross_attention(q, spec, kv);

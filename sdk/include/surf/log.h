@@ -19,8 +19,12 @@ void set_log_level(LogLevel level);
 LogLevel log_level();
 void log(LogLevel level, const std::string& message);
 
-inline void log_debug(const std::string& m) { if (log_level() <= LogLevel::debug) log(LogLevel::debug, m); }
-inline void log_info(const std::string& m) { if (log_level() <= LogLevel::info) log(LogLevel::info, m); }
+inline void log_debug(const std::string& m) {
+  if (log_level() <= LogLevel::debug) log(LogLevel::debug, m);
+}
+inline void log_info(const std::string& m) {
+  if (log_level() <= LogLevel::info) log(LogLevel::info, m);
+}
 inline void log_warn(const std::string& m) { log(LogLevel::warn, m); }
 
 }  // namespace surf

@@ -68,9 +68,9 @@ enum class Activation { relu, silu, gelu_erf, gelu_tanh };
 Activation activation_from_name(std::string_view name);
 void activate(Tensor& x, Activation act);
 
-void add(Tensor& x, const Tensor& y);          // x += y (same shape)
-void multiply(Tensor& x, const Tensor& y);     // x *= y (same shape)
-void scale(Tensor& x, float factor);           // x *= factor
+void add(Tensor& x, const Tensor& y);       // x += y (same shape)
+void multiply(Tensor& x, const Tensor& y);  // x *= y (same shape)
+void scale(Tensor& x, float factor);        // x *= factor
 void softmax_rows(float* data, int64_t rows, int64_t cols);
 
 // table[V,H] gathered at ids (I64, any shape) -> [numel(ids), H]. An id outside [0,V) is

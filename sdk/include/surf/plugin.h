@@ -85,8 +85,8 @@ class ComponentSource {
 };
 
 struct RunOptions {
-  bool hidden_states = false;   // also return per-layer hidden states
-  int64_t max_new_tokens = 0;   // generate only (ABI 1.0 plugins)
+  bool hidden_states = false;  // also return per-layer hidden states
+  int64_t max_new_tokens = 0;  // generate only (ABI 1.0 plugins)
 };
 
 // A sequence being decoded incrementally: the tokens it will be fed next and its per-layer
@@ -204,8 +204,8 @@ int guarded(SurfStatus* status, Fn&& fn) noexcept {
 //   static surf::ComponentPlan plan(const surf::ModelConfig&);
 //   static std::unique_ptr<surf::Model> create(const surf::ModelConfig&);
 template <class Arch>
-SurfPluginDescriptor make_descriptor(const char* name, const char* version,
-                                     const char* const* types, uint32_t type_count) {
+SurfPluginDescriptor make_descriptor(const char* name, const char* version, const char* const* types,
+                                     uint32_t type_count) {
   SurfPluginDescriptor d{};
   d.abi_major = SURF_ABI_MAJOR;
   d.abi_minor = SURF_ABI_MINOR;
@@ -222,14 +222,10 @@ SurfPluginDescriptor make_descriptor(const char* name, const char* version,
     return guarded(s, [&] { *model = Arch::create(*c).release(); });
   };
   d.destroy_model = [](void* model) { delete static_cast<Model*>(model); };
-  d.forward = [](void* m, const TensorMap* in, const RunOptions* o, ComponentSource* src,
-                 TensorMap* out, SurfStatus* s) {
-    return guarded(s, [&] { static_cast<Model*>(m)->forward(*in, *o, *src, *out); });
-  };
-  d.generate = [](void* m, const TensorMap* in, const RunOptions* o, ComponentSource* src,
-                  TensorMap* out, SurfStatus* s) {
-    return guarded(s, [&] { static_cast<Model*>(m)->generate(*in, *o, *src, *out); });
-  };
+  d.forward = [](void* m, const TensorMap* in, const RunOptions* o, ComponentSource* src, TensorMap* out,
+                 SurfStatus* s) { return guarded(s, [&] { static_cast<Model*>(m)->forward(*in, *o, *src, *out); }); };
+  d.generate = [](void* m, const TensorMap* in, const RunOptions* o, ComponentSource* src, TensorMap* out,
+                  SurfStatus* s) { return guarded(s, [&] { static_cast<Model*>(m)->generate(*in, *o, *src, *out); }); };
   d.start = [](void* m, const TensorMap* in, int64_t max_new, ComponentSource* src, std::vector<Sequence*>* out,
                SurfStatus* s) {
     return guarded(s, [&] {
@@ -248,13 +244,12 @@ SurfPluginDescriptor make_descriptor(const char* name, const char* version,
 }  // namespace surf::detail
 
 // SURF_PLUGIN(MyArch, "my-plugin", "1.0.0", "model_type_a", "model_type_b")
-#define SURF_PLUGIN(ARCH, NAME, VERSION, ...)                                              \
-  extern "C" __attribute__((visibility("default"))) const SurfPluginDescriptor*            \
-  surf_plugin_entry(void) {                                                                \
-    static const char* const surf_types_[] = {__VA_ARGS__};                                \
-    static const SurfPluginDescriptor surf_descriptor_ = surf::detail::make_descriptor<ARCH>( \
-        NAME, VERSION, surf_types_, sizeof(surf_types_) / sizeof(surf_types_[0]));        \
-    return &surf_descriptor_;                                                              \
+#define SURF_PLUGIN(ARCH, NAME, VERSION, ...)                                                                          \
+  extern "C" __attribute__((visibility("default"))) const SurfPluginDescriptor* surf_plugin_entry(void) {              \
+    static const char* const surf_types_[] = {__VA_ARGS__};                                                            \
+    static const SurfPluginDescriptor surf_descriptor_ =                                                               \
+        surf::detail::make_descriptor<ARCH>(NAME, VERSION, surf_types_, sizeof(surf_types_) / sizeof(surf_types_[0])); \
+    return &surf_descriptor_;                                                                                          \
   }
 
 SURF_SDK_PUBLIC_END

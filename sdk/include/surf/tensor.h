@@ -79,10 +79,22 @@ class Tensor {
   const void* raw() const noexcept { return data_; }
   void* raw_mutable() const noexcept { return data_; }
 
-  float* f32() { check(DType::F32); return static_cast<float*>(data_); }
-  const float* f32() const { check(DType::F32); return static_cast<const float*>(data_); }
-  int64_t* i64() { check(DType::I64); return static_cast<int64_t*>(data_); }
-  const int64_t* i64() const { check(DType::I64); return static_cast<const int64_t*>(data_); }
+  float* f32() {
+    check(DType::F32);
+    return static_cast<float*>(data_);
+  }
+  const float* f32() const {
+    check(DType::F32);
+    return static_cast<const float*>(data_);
+  }
+  int64_t* i64() {
+    check(DType::I64);
+    return static_cast<int64_t*>(data_);
+  }
+  const int64_t* i64() const {
+    check(DType::I64);
+    return static_cast<const int64_t*>(data_);
+  }
 
   // Same storage, new shape with the same element count.
   Tensor reshape(Shape shape) const;

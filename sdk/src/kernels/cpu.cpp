@@ -90,8 +90,10 @@ const Isa& isa() { return current(); }
 
 const char* isa_name(const Isa& i) {
   switch (i.level) {
-    case IsaLevel::scalar: return "scalar";
-    case IsaLevel::avx2: return i.vnni ? "avx2+avx-vnni" : "avx2";
+    case IsaLevel::scalar:
+      return "scalar";
+    case IsaLevel::avx2:
+      return i.vnni ? "avx2+avx-vnni" : "avx2";
     case IsaLevel::avx512:
       return i.vnni ? (i.bf16 ? "avx512+vnni+bf16" : "avx512+vnni") : (i.bf16 ? "avx512+bf16" : "avx512");
   }

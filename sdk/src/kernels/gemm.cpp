@@ -60,7 +60,8 @@ SURF_AVX512 void widen_rows_avx512(const std::byte* w, DType dtype, int64_t k, i
       for (int64_t b = 0; b < kc / kBlock; ++b) {
         const __m512 d = _mm512_set1_ps(_cvtsh_ss(blk[b].d));
         const __m128i* q = reinterpret_cast<const __m128i*>(blk[b].qs);
-        _mm512_storeu_ps(dst + b * kBlock, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q))), d));
+        _mm512_storeu_ps(dst + b * kBlock,
+                         _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q))), d));
         _mm512_storeu_ps(dst + b * kBlock + 16,
                          _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q + 1))), d));
       }
@@ -96,14 +97,15 @@ SURF_AVX512 inline void transpose16(const float* src, int64_t lds, float* dst, i
   // r[4q + s] holds, per 128-bit lane L, elements (row 4q + 0..3, column 4L + s).
   for (int q = 0; q < 4; q += 2) {
     for (int s = 0; s < 4; ++s) {
-      t[4 * q + s] = _mm512_shuffle_f32x4(r[4 * q + s], r[4 * (q + 1) + s], 0x88);      // lanes 0, 2
+      t[4 * q + s] = _mm512_shuffle_f32x4(r[4 * q + s], r[4 * (q + 1) + s], 0x88);        // lanes 0, 2
       t[4 * (q + 1) + s] = _mm512_shuffle_f32x4(r[4 * q + s], r[4 * (q + 1) + s], 0xdd);  // lanes 1, 3
     }
   }
   // t[4q + s] (q in {0, 2}): [rows 4q..4q+3 | rows 4q+4..] of columns (lane 0: s, lane 1: 8 + s, ...)
   for (int s = 0; s < 4; ++s) {
     const __m512 a = _mm512_shuffle_f32x4(t[s], t[8 + s], 0x88), b = _mm512_shuffle_f32x4(t[s], t[8 + s], 0xdd);
-    const __m512 c = _mm512_shuffle_f32x4(t[4 + s], t[12 + s], 0x88), d = _mm512_shuffle_f32x4(t[4 + s], t[12 + s], 0xdd);
+    const __m512 c = _mm512_shuffle_f32x4(t[4 + s], t[12 + s], 0x88),
+                 d = _mm512_shuffle_f32x4(t[4 + s], t[12 + s], 0xdd);
     _mm512_storeu_ps(dst + (s)*ldd, a);
     _mm512_storeu_ps(dst + (8 + s) * ldd, b);
     _mm512_storeu_ps(dst + (4 + s) * ldd, c);
@@ -185,12 +187,15 @@ SURF_AVX512 void micro_avx512_rows(int64_t rows, const float* ap, const float* p
     // The first tile asks for the next panel while it computes.
     const Prefetch& use = i == 0 ? next : none;
     switch (std::min<int64_t>(kMr512, rows - i)) {
-#define SURF_TILE(n) \
-  case n: micro_avx512<n>(a, panel, kc, out, ldy, cols, accumulate, use); break;
-      SURF_TILE(1) SURF_TILE(2) SURF_TILE(3) SURF_TILE(4) SURF_TILE(5) SURF_TILE(6)
-      SURF_TILE(7) SURF_TILE(8) SURF_TILE(9) SURF_TILE(10) SURF_TILE(11) SURF_TILE(12) SURF_TILE(13) SURF_TILE(14)
+#define SURF_TILE(n)                                                \
+  case n:                                                           \
+    micro_avx512<n>(a, panel, kc, out, ldy, cols, accumulate, use); \
+    break;
+      SURF_TILE(1)
+      SURF_TILE(2) SURF_TILE(3) SURF_TILE(4) SURF_TILE(5) SURF_TILE(6) SURF_TILE(7) SURF_TILE(8) SURF_TILE(9)
+          SURF_TILE(10) SURF_TILE(11) SURF_TILE(12) SURF_TILE(13) SURF_TILE(14)
 #undef SURF_TILE
-      default: break;
+              default : break;
     }
   }
 }
@@ -244,12 +249,24 @@ SURF_AVX2 void micro_avx2_rows(int64_t rows, const float* ap, const float* panel
     const float* a = ap + (i / kMr256) * kc * kMr256;
     float* out = y + i * ldy;
     switch (std::min<int64_t>(kMr256, rows - i)) {
-      case 1: micro_avx2<1>(a, panel, kc, out, ldy, cols, accumulate); break;
-      case 2: micro_avx2<2>(a, panel, kc, out, ldy, cols, accumulate); break;
-      case 3: micro_avx2<3>(a, panel, kc, out, ldy, cols, accumulate); break;
-      case 4: micro_avx2<4>(a, panel, kc, out, ldy, cols, accumulate); break;
-      case 5: micro_avx2<5>(a, panel, kc, out, ldy, cols, accumulate); break;
-      default: micro_avx2<6>(a, panel, kc, out, ldy, cols, accumulate); break;
+      case 1:
+        micro_avx2<1>(a, panel, kc, out, ldy, cols, accumulate);
+        break;
+      case 2:
+        micro_avx2<2>(a, panel, kc, out, ldy, cols, accumulate);
+        break;
+      case 3:
+        micro_avx2<3>(a, panel, kc, out, ldy, cols, accumulate);
+        break;
+      case 4:
+        micro_avx2<4>(a, panel, kc, out, ldy, cols, accumulate);
+        break;
+      case 5:
+        micro_avx2<5>(a, panel, kc, out, ldy, cols, accumulate);
+        break;
+      default:
+        micro_avx2<6>(a, panel, kc, out, ldy, cols, accumulate);
+        break;
     }
   }
 }
@@ -340,8 +357,8 @@ SURF_AVX512BF16 void pack_activations_bf16(const float* x, int64_t m, int64_t k,
 }
 
 template <int MR>
-SURF_AVX512BF16 void micro_bf16(const uint32_t* a, const uint32_t* panel, int64_t pairs, float* y, int64_t ldy, int cols,
-                                bool accumulate) {
+SURF_AVX512BF16 void micro_bf16(const uint32_t* a, const uint32_t* panel, int64_t pairs, float* y, int64_t ldy,
+                                int cols, bool accumulate) {
   __m512 acc[MR][2];
   for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   for (int64_t p = 0; p < pairs; ++p) {
@@ -372,12 +389,15 @@ SURF_AVX512BF16 void micro_bf16_rows(int64_t rows, const uint32_t* ap, const uin
     const uint32_t* a = ap + (i / kMr512) * pairs * kMr512;
     float* out = y + i * ldy;
     switch (std::min<int64_t>(kMr512, rows - i)) {
-#define SURF_TILE(n) \
-  case n: micro_bf16<n>(a, panel, pairs, out, ldy, cols, accumulate); break;
-      SURF_TILE(1) SURF_TILE(2) SURF_TILE(3) SURF_TILE(4) SURF_TILE(5) SURF_TILE(6)
-      SURF_TILE(7) SURF_TILE(8) SURF_TILE(9) SURF_TILE(10) SURF_TILE(11) SURF_TILE(12)
+#define SURF_TILE(n)                                            \
+  case n:                                                       \
+    micro_bf16<n>(a, panel, pairs, out, ldy, cols, accumulate); \
+    break;
+      SURF_TILE(1)
+      SURF_TILE(2) SURF_TILE(3) SURF_TILE(4) SURF_TILE(5) SURF_TILE(6) SURF_TILE(7) SURF_TILE(8) SURF_TILE(9)
+          SURF_TILE(10) SURF_TILE(11) SURF_TILE(12)
 #undef SURF_TILE
-      default: break;
+              default : break;
     }
   }
 }

@@ -81,10 +81,18 @@ SURF_AVX2 void float_rows(const GemvArgs& a, int64_t n0, int64_t n1) {
 template <DType D>
 SURF_AVX2 void float_dispatch(const GemvArgs& a, int64_t n0, int64_t n1) {
   switch (a.m) {
-    case 1: float_rows<1, D>(a, n0, n1); break;
-    case 2: float_rows<2, D>(a, n0, n1); break;
-    case 3: float_rows<3, D>(a, n0, n1); break;
-    default: float_rows<4, D>(a, n0, n1); break;
+    case 1:
+      float_rows<1, D>(a, n0, n1);
+      break;
+    case 2:
+      float_rows<2, D>(a, n0, n1);
+      break;
+    case 3:
+      float_rows<3, D>(a, n0, n1);
+      break;
+    default:
+      float_rows<4, D>(a, n0, n1);
+      break;
   }
 }
 
@@ -102,8 +110,8 @@ SURF_AVX2 inline void block_f32(const std::byte* blk, __m256 w[4]) {
     w[3] = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)), eight));
   } else {
     for (int u = 0; u < 4; ++u) {
-      w[u] = _mm256_cvtepi32_ps(
-          _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 2 + 8 * u))));
+      w[u] =
+          _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 2 + 8 * u))));
     }
   }
 }
@@ -139,10 +147,18 @@ SURF_AVX2 void qf_rows(const GemvArgs& a, int64_t n0, int64_t n1) {
 template <bool Q4>
 SURF_AVX2 void qf_dispatch(const GemvArgs& a, int64_t n0, int64_t n1) {
   switch (a.m) {
-    case 1: qf_rows<1, Q4>(a, n0, n1); break;
-    case 2: qf_rows<2, Q4>(a, n0, n1); break;
-    case 3: qf_rows<3, Q4>(a, n0, n1); break;
-    default: qf_rows<4, Q4>(a, n0, n1); break;
+    case 1:
+      qf_rows<1, Q4>(a, n0, n1);
+      break;
+    case 2:
+      qf_rows<2, Q4>(a, n0, n1);
+      break;
+    case 3:
+      qf_rows<3, Q4>(a, n0, n1);
+      break;
+    default:
+      qf_rows<4, Q4>(a, n0, n1);
+      break;
   }
 }
 
@@ -162,55 +178,63 @@ SURF_AVX2 inline __m256i block_codes(const std::byte* blk) {
 }
 
 // The same kernel body under two targets (a VNNI-free build for CPUs without AVX-VNNI).
-#define SURF_QI_ROWS(NAME, TARGET, VNNI)                                                                   \
-  template <int R, bool Q4>                                                                                \
-  TARGET void NAME(const GemvArgs& a, int64_t n0, int64_t n1) {                                            \
-    const int64_t nb = a.k / kBlock;                                                                       \
-    const size_t bb = Q4 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0);                                          \
-    [[maybe_unused]] const __m256i ones16 = _mm256_set1_epi16(1);                                          \
-    for (int64_t j = n0; j < n1; ++j) {                                                                    \
-      const std::byte* blocks = a.w + j * nb * bb;                                                         \
-      __m256 acc[R][2];                                                                                    \
-      float corr[R];                                                                                       \
-      for (int r = 0; r < R; ++r) {                                                                        \
-        acc[r][0] = acc[r][1] = _mm256_setzero_ps();                                                       \
-        corr[r] = 0;                                                                                       \
-      }                                                                                                    \
-      for (int64_t b = 0; b < nb; ++b) {                                                                   \
-        const std::byte* blk = blocks + b * bb;                                                            \
-        uint16_t h;                                                                                        \
-        std::memcpy(&h, blk, 2);                                                                           \
-        const float dw = _cvtsh_ss(h);                                                                     \
-        const __m256i w = block_codes<Q4>(blk);                                                            \
-        __m256i aw = w; /* the unsigned operand */                                                         \
-        if constexpr (!Q4) {                                                                               \
+#define SURF_QI_ROWS(NAME, TARGET, VNNI)                                                                       \
+  template <int R, bool Q4>                                                                                    \
+  TARGET void NAME(const GemvArgs& a, int64_t n0, int64_t n1) {                                                \
+    const int64_t nb = a.k / kBlock;                                                                           \
+    const size_t bb = Q4 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0);                                              \
+    [[maybe_unused]] const __m256i ones16 = _mm256_set1_epi16(1);                                              \
+    for (int64_t j = n0; j < n1; ++j) {                                                                        \
+      const std::byte* blocks = a.w + j * nb * bb;                                                             \
+      __m256 acc[R][2];                                                                                        \
+      float corr[R];                                                                                           \
+      for (int r = 0; r < R; ++r) {                                                                            \
+        acc[r][0] = acc[r][1] = _mm256_setzero_ps();                                                           \
+        corr[r] = 0;                                                                                           \
+      }                                                                                                        \
+      for (int64_t b = 0; b < nb; ++b) {                                                                       \
+        const std::byte* blk = blocks + b * bb;                                                                \
+        uint16_t h;                                                                                            \
+        std::memcpy(&h, blk, 2);                                                                               \
+        const float dw = _cvtsh_ss(h);                                                                         \
+        const __m256i w = block_codes<Q4>(blk);                                                                \
+        __m256i aw = w; /* the unsigned operand */                                                             \
+        if constexpr (!Q4) {                                                                                   \
           aw = VNNI ? _mm256_xor_si256(w, _mm256_set1_epi8(static_cast<char>(0x80))) : _mm256_sign_epi8(w, w); \
-        }                                                                                                  \
-        for (int r = 0; r < R; ++r) {                                                                      \
-          __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.xq.q + r * a.k + b * kBlock)); \
-          if constexpr (!Q4 && !VNNI) xq = _mm256_sign_epi8(xq, w);                                        \
-          const __m256i p = SURF_QI_DOT_##VNNI(aw, xq);                                                    \
-          const float s = dw * a.xq.d[r * nb + b];                                                         \
-          acc[r][b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(s), acc[r][b & 1]);        \
-          if constexpr (Q4 || VNNI) corr[r] += dw * a.xq.dsum[r * nb + b];                                 \
-        }                                                                                                  \
-      }                                                                                                    \
-      constexpr float offset = Q4 ? 8.0f : 128.0f;                                                         \
-      for (int r = 0; r < R; ++r) {                                                                        \
-        float v = hsum(_mm256_add_ps(acc[r][0], acc[r][1]));                                               \
-        if constexpr (Q4 || VNNI) v -= offset * corr[r];                                                   \
-        a.y[r * a.n + j] = v;                                                                              \
-      }                                                                                                    \
-    }                                                                                                      \
-  }                                                                                                        \
-  template <bool Q4>                                                                                       \
-  TARGET void NAME##_m(const GemvArgs& a, int64_t n0, int64_t n1) {                                        \
-    switch (a.m) {                                                                                         \
-      case 1: NAME<1, Q4>(a, n0, n1); break;                                                               \
-      case 2: NAME<2, Q4>(a, n0, n1); break;                                                               \
-      case 3: NAME<3, Q4>(a, n0, n1); break;                                                               \
-      default: NAME<4, Q4>(a, n0, n1); break;                                                              \
-    }                                                                                                      \
+        }                                                                                                      \
+        for (int r = 0; r < R; ++r) {                                                                          \
+          __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.xq.q + r * a.k + b * kBlock));    \
+          if constexpr (!Q4 && !VNNI) xq = _mm256_sign_epi8(xq, w);                                            \
+          const __m256i p = SURF_QI_DOT_##VNNI(aw, xq);                                                        \
+          const float s = dw * a.xq.d[r * nb + b];                                                             \
+          acc[r][b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(s), acc[r][b & 1]);            \
+          if constexpr (Q4 || VNNI) corr[r] += dw * a.xq.dsum[r * nb + b];                                     \
+        }                                                                                                      \
+      }                                                                                                        \
+      constexpr float offset = Q4 ? 8.0f : 128.0f;                                                             \
+      for (int r = 0; r < R; ++r) {                                                                            \
+        float v = hsum(_mm256_add_ps(acc[r][0], acc[r][1]));                                                   \
+        if constexpr (Q4 || VNNI) v -= offset * corr[r];                                                       \
+        a.y[r * a.n + j] = v;                                                                                  \
+      }                                                                                                        \
+    }                                                                                                          \
+  }                                                                                                            \
+  template <bool Q4>                                                                                           \
+  TARGET void NAME##_m(const GemvArgs& a, int64_t n0, int64_t n1) {                                            \
+    switch (a.m) {                                                                                             \
+      case 1:                                                                                                  \
+        NAME<1, Q4>(a, n0, n1);                                                                                \
+        break;                                                                                                 \
+      case 2:                                                                                                  \
+        NAME<2, Q4>(a, n0, n1);                                                                                \
+        break;                                                                                                 \
+      case 3:                                                                                                  \
+        NAME<3, Q4>(a, n0, n1);                                                                                \
+        break;                                                                                                 \
+      default:                                                                                                 \
+        NAME<4, Q4>(a, n0, n1);                                                                                \
+        break;                                                                                                 \
+    }                                                                                                          \
   }
 
 #define SURF_QI_DOT_false(aw, xq) _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xq), ones16)
@@ -222,9 +246,15 @@ SURF_QI_ROWS(qi_rows_vnni, SURF_AVXVNNI, true)
 
 SURF_AVX2 void gemv_float_avx2(const GemvArgs& a, int64_t n0, int64_t n1) {
   switch (a.dtype) {
-    case DType::F32: float_dispatch<DType::F32>(a, n0, n1); break;
-    case DType::F16: float_dispatch<DType::F16>(a, n0, n1); break;
-    default: float_dispatch<DType::BF16>(a, n0, n1); break;
+    case DType::F32:
+      float_dispatch<DType::F32>(a, n0, n1);
+      break;
+    case DType::F16:
+      float_dispatch<DType::F16>(a, n0, n1);
+      break;
+    default:
+      float_dispatch<DType::BF16>(a, n0, n1);
+      break;
   }
 }
 
@@ -298,7 +328,7 @@ SURF_AVX2 void kn_cols(DType dtype, const std::byte* w, const float* x, float* y
     for (int r = 0; r < R; ++r) xs[r] = _mm256_set1_ps(x[r * k + i]);
     int64_t c = c0;
     for (; c + 8 <= c1; c += 8) {
-      const __m256 v = dtype == DType::F32 ? load8<DType::F32>(row, c)
+      const __m256 v = dtype == DType::F32   ? load8<DType::F32>(row, c)
                        : dtype == DType::F16 ? load8<DType::F16>(row, c)
                                              : load8<DType::BF16>(row, c);
       for (int r = 0; r < R; ++r) {
@@ -307,7 +337,7 @@ SURF_AVX2 void kn_cols(DType dtype, const std::byte* w, const float* x, float* y
       }
     }
     for (; c < c1; ++c) {
-      const float v = dtype == DType::F32 ? widen1<DType::F32>(row, c)
+      const float v = dtype == DType::F32   ? widen1<DType::F32>(row, c)
                       : dtype == DType::F16 ? widen1<DType::F16>(row, c)
                                             : widen1<DType::BF16>(row, c);
       for (int r = 0; r < R; ++r) y[r * n + c] += v * x[r * k + i];
@@ -321,10 +351,18 @@ SURF_AVX2 void gemv_kn_avx2(DType dtype, const void* w, const float* x, float* y
                             int64_t c0, int64_t c1) {
   const auto* p = static_cast<const std::byte*>(w);
   switch (m) {
-    case 1: kn_cols<1>(dtype, p, x, y, n, k, c0, c1); break;
-    case 2: kn_cols<2>(dtype, p, x, y, n, k, c0, c1); break;
-    case 3: kn_cols<3>(dtype, p, x, y, n, k, c0, c1); break;
-    default: kn_cols<4>(dtype, p, x, y, n, k, c0, c1); break;
+    case 1:
+      kn_cols<1>(dtype, p, x, y, n, k, c0, c1);
+      break;
+    case 2:
+      kn_cols<2>(dtype, p, x, y, n, k, c0, c1);
+      break;
+    case 3:
+      kn_cols<3>(dtype, p, x, y, n, k, c0, c1);
+      break;
+    default:
+      kn_cols<4>(dtype, p, x, y, n, k, c0, c1);
+      break;
   }
 }
 

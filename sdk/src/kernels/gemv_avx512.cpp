@@ -70,8 +70,8 @@ SURF_AVX512 void float_rows(const GemvArgs& a, int64_t n0, int64_t n1) {
       }
     }
     for (int r = 0; r < R; ++r) {
-      a.y[r * a.n + j] = _mm512_reduce_add_ps(
-          _mm512_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]), _mm512_add_ps(acc[r][2], acc[r][3])));
+      a.y[r * a.n + j] =
+          _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]), _mm512_add_ps(acc[r][2], acc[r][3])));
     }
   }
 }
@@ -79,10 +79,18 @@ SURF_AVX512 void float_rows(const GemvArgs& a, int64_t n0, int64_t n1) {
 template <DType D>
 SURF_AVX512 void float_dispatch(const GemvArgs& a, int64_t n0, int64_t n1) {
   switch (a.m) {
-    case 1: float_rows<1, D>(a, n0, n1); break;
-    case 2: float_rows<2, D>(a, n0, n1); break;
-    case 3: float_rows<3, D>(a, n0, n1); break;
-    default: float_rows<4, D>(a, n0, n1); break;
+    case 1:
+      float_rows<1, D>(a, n0, n1);
+      break;
+    case 2:
+      float_rows<2, D>(a, n0, n1);
+      break;
+    case 3:
+      float_rows<3, D>(a, n0, n1);
+      break;
+    default:
+      float_rows<4, D>(a, n0, n1);
+      break;
   }
 }
 
@@ -128,10 +136,18 @@ SURF_AVX512 void qf_rows(const GemvArgs& a, int64_t n0, int64_t n1) {
 template <bool Q4>
 SURF_AVX512 void qf_dispatch(const GemvArgs& a, int64_t n0, int64_t n1) {
   switch (a.m) {
-    case 1: qf_rows<1, Q4>(a, n0, n1); break;
-    case 2: qf_rows<2, Q4>(a, n0, n1); break;
-    case 3: qf_rows<3, Q4>(a, n0, n1); break;
-    default: qf_rows<4, Q4>(a, n0, n1); break;
+    case 1:
+      qf_rows<1, Q4>(a, n0, n1);
+      break;
+    case 2:
+      qf_rows<2, Q4>(a, n0, n1);
+      break;
+    case 3:
+      qf_rows<3, Q4>(a, n0, n1);
+      break;
+    default:
+      qf_rows<4, Q4>(a, n0, n1);
+      break;
   }
 }
 
@@ -142,16 +158,16 @@ SURF_AVX512 void qf_dispatch(const GemvArgs& a, int64_t n0, int64_t n1) {
 template <bool Q4>
 SURF_AVX512VNNI inline __m512i pair_codes(const std::byte* blk0, size_t bb) {
   if constexpr (Q4) {
-    const __m256i raw = _mm256_inserti128_si256(
-        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk0 + 2))),
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk0 + bb + 2)), 1);  // [q0 | q1]
+    const __m256i raw =
+        _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk0 + 2))),
+                                _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk0 + bb + 2)), 1);  // [q0 | q1]
     const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1);
     // [q0, q1, q0>>4, q1>>4] -> [q0, q0>>4, q1, q1>>4]: element order of the two blocks
     return _mm512_and_si512(_mm512_shuffle_i64x2(both, both, _MM_SHUFFLE(3, 1, 2, 0)), _mm512_set1_epi8(0x0f));
   } else {
-    const __m512i w = _mm512_inserti64x4(
-        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk0 + 2))),
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk0 + bb + 2)), 1);
+    const __m512i w =
+        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk0 + 2))),
+                           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk0 + bb + 2)), 1);
     return _mm512_xor_si512(w, _mm512_set1_epi8(static_cast<char>(0x80)));
   }
 }
@@ -177,7 +193,8 @@ SURF_AVX512VNNI void qi_rows(const GemvArgs& a, int64_t n0, int64_t n1) {
   // Lane pattern [2p x8, 2p+1 x8]: the scales of pair p of a group of 16 blocks.
   __m512i pair_index[8];
   for (int p = 0; p < 8; ++p) {
-    pair_index[p] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(2 * p)), _mm256_set1_epi32(2 * p + 1), 1);
+    pair_index[p] =
+        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(2 * p)), _mm256_set1_epi32(2 * p + 1), 1);
   }
   for (int64_t j = n0; j < n1; ++j) {
     const std::byte* blocks = a.w + j * nb * bb;
@@ -235,10 +252,18 @@ SURF_AVX512VNNI void qi_rows(const GemvArgs& a, int64_t n0, int64_t n1) {
 template <bool Q4>
 SURF_AVX512VNNI void qi_dispatch(const GemvArgs& a, int64_t n0, int64_t n1) {
   switch (a.m) {
-    case 1: qi_rows<1, Q4>(a, n0, n1); break;
-    case 2: qi_rows<2, Q4>(a, n0, n1); break;
-    case 3: qi_rows<3, Q4>(a, n0, n1); break;
-    default: qi_rows<4, Q4>(a, n0, n1); break;
+    case 1:
+      qi_rows<1, Q4>(a, n0, n1);
+      break;
+    case 2:
+      qi_rows<2, Q4>(a, n0, n1);
+      break;
+    case 3:
+      qi_rows<3, Q4>(a, n0, n1);
+      break;
+    default:
+      qi_rows<4, Q4>(a, n0, n1);
+      break;
   }
 }
 
@@ -246,9 +271,15 @@ SURF_AVX512VNNI void qi_dispatch(const GemvArgs& a, int64_t n0, int64_t n1) {
 
 SURF_AVX512 void gemv_float_avx512(const GemvArgs& a, int64_t n0, int64_t n1) {
   switch (a.dtype) {
-    case DType::F32: float_dispatch<DType::F32>(a, n0, n1); break;
-    case DType::F16: float_dispatch<DType::F16>(a, n0, n1); break;
-    default: float_dispatch<DType::BF16>(a, n0, n1); break;
+    case DType::F32:
+      float_dispatch<DType::F32>(a, n0, n1);
+      break;
+    case DType::F16:
+      float_dispatch<DType::F16>(a, n0, n1);
+      break;
+    default:
+      float_dispatch<DType::BF16>(a, n0, n1);
+      break;
   }
 }
 

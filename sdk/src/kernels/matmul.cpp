@@ -31,18 +31,24 @@ int64_t gemv_grain(DType dtype, int64_t k) {
 
 GemvKernel float_kernel(const Isa& cpu) {
   switch (cpu.level) {
-    case IsaLevel::avx512: return gemv_float_avx512;
-    case IsaLevel::avx2: return gemv_float_avx2;
-    default: return gemv_float_scalar;
+    case IsaLevel::avx512:
+      return gemv_float_avx512;
+    case IsaLevel::avx2:
+      return gemv_float_avx2;
+    default:
+      return gemv_float_scalar;
   }
 }
 
 GemvKernel quant_kernel(const Isa& cpu, bool integer) {
   if (!integer) {
     switch (cpu.level) {
-      case IsaLevel::avx512: return gemv_qf_avx512;
-      case IsaLevel::avx2: return gemv_qf_avx2;
-      default: return gemv_qf_scalar;
+      case IsaLevel::avx512:
+        return gemv_qf_avx512;
+      case IsaLevel::avx2:
+        return gemv_qf_avx2;
+      default:
+        return gemv_qf_scalar;
     }
   }
   if (cpu.level == IsaLevel::avx512 && cpu.vnni) return gemv_qi_avx512vnni;
@@ -97,7 +103,8 @@ void linear(const float* x, int64_t m, int64_t k, const std::byte* w, DType dtyp
   } else {
     kernel = float_kernel(cpu);
   }
-  Pool::get().run_ranges(n, gemv_grain(dtype, k), 16, [&](int64_t n0, int64_t n1) { kernel(a, n0, n1); }, 16);
+  Pool::get().run_ranges(
+      n, gemv_grain(dtype, k), 16, [&](int64_t n0, int64_t n1) { kernel(a, n0, n1); }, 16);
 }
 
 void linear_in_out(const float* x, int64_t m, int64_t k, const std::byte* w, DType dtype, int64_t n, float* y) {

@@ -24,7 +24,8 @@ class Pool {
   template <class Fn>
   void run(int64_t tasks, Fn&& fn) {
     if (tasks <= 0) return;
-    run_erased(tasks, [](void* ctx, int64_t task) { (*static_cast<Fn*>(ctx))(task); }, &fn);
+    run_erased(
+        tasks, [](void* ctx, int64_t task) { (*static_cast<Fn*>(ctx))(task); }, &fn);
   }
 
   // Splits [0, n) into ranges of at least `grain` items, multiples of `align` (but the last), at

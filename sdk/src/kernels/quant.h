@@ -14,7 +14,7 @@ struct BlockQ8_0 {
   int8_t qs[kBlock];
 };
 struct BlockQ4_0 {
-  uint16_t d;  // f16 scale
+  uint16_t d;              // f16 scale
   uint8_t qs[kBlock / 2];  // element j: low nibble of qs[j]; element j + 16: high nibble
 };
 static_assert(sizeof(BlockQ8_0) == 34 && alignof(BlockQ8_0) == 2, "GGML block_q8_0 layout");

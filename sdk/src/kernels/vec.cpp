@@ -33,7 +33,8 @@ SURF_AVX512 void axpy_avx512(float alpha, const float* x, float* y, int64_t n) {
   const __m512 a = _mm512_set1_ps(alpha);
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 m = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
-    _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+    _mm512_mask_storeu_ps(y + i, m,
+                          _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
   }
 }
 
@@ -55,7 +56,8 @@ SURF_AVX2 float dot_avx2(const float* a, const float* b, int64_t n) {
 SURF_AVX2 void axpy_avx2(float alpha, const float* x, float* y, int64_t n) {
   const __m256 a = _mm256_set1_ps(alpha);
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
   for (; i < n; ++i) y[i] += alpha * x[i];
 }
 
@@ -73,17 +75,26 @@ void axpy_scalar(float alpha, const float* x, float* y, int64_t n) {
 
 float dot(const float* a, const float* b, int64_t n) {
   switch (isa().level) {
-    case IsaLevel::avx512: return dot_avx512(a, b, n);
-    case IsaLevel::avx2: return dot_avx2(a, b, n);
-    default: return dot_scalar(a, b, n);
+    case IsaLevel::avx512:
+      return dot_avx512(a, b, n);
+    case IsaLevel::avx2:
+      return dot_avx2(a, b, n);
+    default:
+      return dot_scalar(a, b, n);
   }
 }
 
 void axpy(float alpha, const float* x, float* y, int64_t n) {
   switch (isa().level) {
-    case IsaLevel::avx512: axpy_avx512(alpha, x, y, n); break;
-    case IsaLevel::avx2: axpy_avx2(alpha, x, y, n); break;
-    default: axpy_scalar(alpha, x, y, n); break;
+    case IsaLevel::avx512:
+      axpy_avx512(alpha, x, y, n);
+      break;
+    case IsaLevel::avx2:
+      axpy_avx2(alpha, x, y, n);
+      break;
+    default:
+      axpy_scalar(alpha, x, y, n);
+      break;
   }
 }
 

@@ -41,7 +41,6 @@ class StorageBackend {
 // absolute paths and backslashes are refused with Error(invalid_argument).
 void validate_key(std::string_view key);
 
-std::unique_ptr<StorageBackend> open_filesystem_backend(const std::filesystem::path& root,
-                                                        bool create = false);
+std::unique_ptr<StorageBackend> open_filesystem_backend(const std::filesystem::path& root, bool create = false);
 
 }  // namespace surf

@@ -66,15 +66,15 @@ struct ChunkLayout {
   std::string checksum;  // of the stored data, as the chunk records it
 };
 
-void encode_chunk(const std::string& component, const std::vector<ChunkTensorIn>& tensors,
-                  Compression compression, int zstd_level, ByteBuffer& out);
+void encode_chunk(const std::string& component, const std::vector<ChunkTensorIn>& tensors, Compression compression,
+                  int zstd_level, ByteBuffer& out);
 
 // Verifies magic, version, component id (if expected non-empty), table bounds and, unless the
 // caller already verified the whole chunk against its manifest checksum, the data checksum.
 // `scratch` receives decompressed bytes when compressed. Errors are Error(corrupt) naming the
 // component; a newer format version is Error(unsupported) naming both versions.
-DecodedChunk decode_chunk(const std::byte* data, size_t size, std::string_view expected_component,
-                          ByteBuffer& scratch, bool verify_checksum = true);
+DecodedChunk decode_chunk(const std::byte* data, size_t size, std::string_view expected_component, ByteBuffer& scratch,
+                          bool verify_checksum = true);
 
 // The two steps of decode_chunk, for callers that choose the scratch buffer from the header
 // (e.g. only when compressed, sized raw_size). Same errors.

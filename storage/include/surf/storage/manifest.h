@@ -25,26 +25,26 @@ struct ManifestTensor {
 struct ManifestComponent {
   std::string id;
   ComponentRole role = ComponentRole::streamed;
-  std::string key;        // storage key of the chunk, "chunks/<id>.msgpack"
-  uint64_t bytes = 0;     // chunk size as stored
-  uint64_t raw_bytes = 0; // tensor bytes before compression
-  std::string checksum;   // of the whole chunk object
+  std::string key;         // storage key of the chunk, "chunks/<id>.msgpack"
+  uint64_t bytes = 0;      // chunk size as stored
+  uint64_t raw_bytes = 0;  // tensor bytes before compression
+  std::string checksum;    // of the whole chunk object
   std::vector<ManifestTensor> tensors;
 };
 
 // A file copied from the checkpoint beside the chunks (tokenizer files, generation_config.json),
 // stored at file_key(name).
 struct ManifestFile {
-  std::string name;      // as in the checkpoint: [A-Za-z0-9_.-]+
+  std::string name;  // as in the checkpoint: [A-Za-z0-9_.-]+
   uint64_t bytes = 0;
   std::string checksum;  // as chunks' (checksum_of)
 };
 
 struct Manifest {
   int format_version = kManifestFormatVersion;
-  std::string architecture;    // plugin name that chunked it
+  std::string architecture;  // plugin name that chunked it
   std::string model_type;
-  std::string config_json;     // the HF config, verbatim
+  std::string config_json;  // the HF config, verbatim
   std::string compression = "none";
   std::string dtype = "keep";  // what the chunker was asked for: keep | f32 | bf16 | f16 | q8_0 | q4_0
   std::vector<ManifestComponent> components;

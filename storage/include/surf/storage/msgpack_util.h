@@ -18,9 +18,7 @@ struct BufferWriter {
 
 // Unpack callback: BIN fields reference the input buffer instead of being copied (msgpack-c
 // copies them by default at ~0.4 GB/s).
-inline bool reference_bins(msgpack::type::object_type type, std::size_t, void*) {
-  return type == msgpack::type::BIN;
-}
+inline bool reference_bins(msgpack::type::object_type type, std::size_t, void*) { return type == msgpack::type::BIN; }
 
 // Limits for parsing msgpack from files and the network: no container may declare more elements
 // than the message could hold (each takes at least a byte) nor more than `max_elements`, no

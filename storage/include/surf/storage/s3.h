@@ -29,8 +29,8 @@ struct S3Config {
   // expire), and the three fields above are ignored.
   std::shared_ptr<CredentialSource> credentials;
   int timeout_ms = 30000;
-  int max_attempts = 5;       // per request, for 5xx / 429 / SlowDown / dropped connections
-  int backoff_ms = 100;       // doubles per attempt, capped at 5 s
+  int max_attempts = 5;  // per request, for 5xx / 429 / SlowDown / dropped connections
+  int backoff_ms = 100;  // doubles per attempt, capped at 5 s
   uint64_t multipart_threshold = 64ull << 20;
   uint64_t part_bytes = 16ull << 20;  // S3 needs >= 5 MiB for every part but the last
   int list_page_size = 1000;

@@ -26,8 +26,8 @@ struct TensorInfo {
 // safetensors dtypes that tensors here cannot hold (BOOL, U8, F64, ...) go to `skipped` (name ->
 // dtype) when given, else they are Error(unsupported).
 std::vector<TensorInfo> parse_safetensors_header(std::string_view header, uint64_t data_size, const std::string& file,
-                                                std::map<std::string, std::string>* metadata = nullptr,
-                                                std::map<std::string, std::string>* skipped = nullptr);
+                                                 std::map<std::string, std::string>* metadata = nullptr,
+                                                 std::map<std::string, std::string>* skipped = nullptr);
 
 // A file of named tensors that checkpoints are made of: safetensors or a PyTorch zip checkpoint
 // (torch_checkpoint.h). Readers fill the table; read() is safe to call from several threads.

@@ -25,7 +25,7 @@ namespace surf {
 // One tensor of a state dict as data.pkl describes it.
 struct TorchTensorRecord {
   std::string name;
-  std::string dtype;            // safetensors spelling: F32, F16, BF16, I64, BOOL, U8
+  std::string dtype;  // safetensors spelling: F32, F16, BF16, I64, BOOL, U8
   Shape shape;
   std::string storage_key;      // its storage is the zip entry "<archive>/data/<storage_key>"
   uint64_t storage_offset = 0;  // in elements
