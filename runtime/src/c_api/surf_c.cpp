@@ -3,6 +3,8 @@
 #include "surf/surf.h"
 
 #include <atomic>
+#include <cstring>
+#include <type_traits>
 #include <new>
 #include <string>
 #include <vector>
@@ -50,7 +52,11 @@ void need(const void* p, const char* what) {
   if (p == nullptr) surf::fail(surf::ErrorCode::invalid_argument, std::string(what) + " is NULL");
 }
 
-surf::DType to_dtype(surf_dtype d) {
+// A C caller may store any int in the enum field, but C++ may not load an enum value outside its
+// enumerators' range (UBSan: invalid enum load), so the field is read as the integer it holds.
+surf::DType to_dtype(const surf_dtype& field) {
+  std::underlying_type_t<surf_dtype> d;
+  std::memcpy(&d, &field, sizeof d);
   switch (d) {
     case SURF_DTYPE_F32:
       return surf::DType::F32;
@@ -61,7 +67,7 @@ surf::DType to_dtype(surf_dtype d) {
     case SURF_DTYPE_I64:
       return surf::DType::I64;
   }
-  surf::fail(surf::ErrorCode::invalid_argument, "unknown dtype " + std::to_string(static_cast<int>(d)));
+  surf::fail(surf::ErrorCode::invalid_argument, "unknown dtype " + std::to_string(d));
 }
 
 surf_dtype from_dtype(surf::DType d) {
