@@ -1,6 +1,5 @@
 #include <algorithm>
 #include <cctype>
-#include <cstring>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -11,6 +10,7 @@
 #include "surf/error.h"
 #include "surf/log.h"
 #include "surf/storage/s3.h"
+#include "surf/storage/s3_xml.h"
 #include "surf/storage/sigv4.h"
 #include "surf/storage/tls.h"
 
@@ -21,36 +21,6 @@ namespace {
 std::string env(const char* name) {
   const char* v = std::getenv(name);
   return v ? v : "";
-}
-
-// The value of <tag>...</tag> at or after `from`, XML entities decoded; "" if absent.
-std::string xml_value(const std::string& xml, const std::string& tag, size_t from = 0, size_t* end = nullptr) {
-  const std::string open = "<" + tag + ">", close = "</" + tag + ">";
-  const size_t a = xml.find(open, from);
-  if (a == std::string::npos) return "";
-  const size_t b = xml.find(close, a);
-  if (b == std::string::npos) return "";
-  if (end) *end = b + close.size();
-  std::string v = xml.substr(a + open.size(), b - a - open.size());
-  std::string out;
-  for (size_t i = 0; i < v.size(); ++i) {
-    if (v[i] == '&') {
-      static const std::pair<const char*, char> entities[] = {
-          {"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}};
-      bool done = false;
-      for (const auto& [e, c] : entities) {
-        if (v.compare(i, std::strlen(e), e) == 0) {
-          out.push_back(c);
-          i += std::strlen(e) - 1;
-          done = true;
-          break;
-        }
-      }
-      if (done) continue;
-    }
-    out.push_back(v[i]);
-  }
-  return out;
 }
 
 // A bucket name that can be the first label of a host name (and of a certificate's wildcard):
@@ -195,17 +165,13 @@ class S3Backend final : public StorageBackend {
       r.method = "GET";
       const http::Response res = send(r, bucket_path(), q, "LIST " + full);
       expect(res, 200, "LIST", prefix);
-      size_t at = 0, end = 0;
-      while (true) {
-        const std::string k = xml_value(res.body, "Key", at, &end);
-        if (k.empty()) break;
-        at = end;
+      s3xml::ListPage listed = s3xml::parse_list_page(res.body);
+      for (const std::string& k : listed.keys) {
         if (k.rfind(full, 0) != 0) continue;
         keys.push_back(prefix_.empty() ? k : k.substr(prefix_.size() + 1));
       }
-      if (xml_value(res.body, "IsTruncated") != "true") break;
-      token = xml_value(res.body, "NextContinuationToken");
-      if (token.empty()) break;
+      if (!listed.truncated || listed.next_token.empty()) break;
+      token = std::move(listed.next_token);
     }
     std::sort(keys.begin(), keys.end());
     return keys;
@@ -239,7 +205,7 @@ class S3Backend final : public StorageBackend {
     start.method = "POST";
     http::Response res = send(start, path, {{"uploads", ""}}, "CreateMultipartUpload " + key);
     expect(res, 200, "POST", key);
-    const std::string upload = xml_value(res.body, "UploadId");
+    const std::string upload = s3xml::value(res.body, "UploadId");
     if (upload.empty()) fail(ErrorCode::io, "S3 CreateMultipartUpload for " + key + " returned no UploadId");
     try {
       std::string parts_xml;
@@ -323,7 +289,7 @@ class S3Backend final : public StorageBackend {
         const bool slow_down =
             res.status == 503 || res.status == 429 || res.body.find("<Code>SlowDown</Code>") != std::string::npos;
         if (res.status < 500 && !slow_down) return res;
-        last = "HTTP " + std::to_string(res.status) + " " + xml_value(res.body, "Code");
+        last = "HTTP " + std::to_string(res.status) + " " + s3xml::parse_error(res.body).code;
       } catch (const Error& e) {
         if (e.code() != ErrorCode::network && e.code() != ErrorCode::timeout) throw;
         last = e.what();
@@ -342,7 +308,7 @@ class S3Backend final : public StorageBackend {
   }
 
   [[noreturn]] void expect_error_body(const http::Response& res, const std::string& op, const std::string& key) {
-    std::string code = xml_value(res.body, "Code"), message = xml_value(res.body, "Message");
+    auto [code, message] = s3xml::parse_error(res.body);
     if (code.empty() && res.status == 404) code = "NoSuchKey";  // HEAD answers carry no body
     const std::string where = describe() + "/" + key;
     if (code == "NoSuchBucket") fail(ErrorCode::not_found, "S3 bucket '" + bucket_ + "' does not exist (NoSuchBucket)");

@@ -6,8 +6,10 @@
 #include "surf/error.h"
 #include "surf/storage/chunk.h"
 #include "surf/storage/manifest.h"
+#include "surf/storage/s3_xml.h"
 #include "surf/storage/safetensors.h"
 #include "surf/storage/torch_checkpoint.h"
+#include "surf/tokenizer.h"
 #include "transport/wire.h"
 
 namespace surf::fuzz {
@@ -90,6 +92,45 @@ std::optional<std::string> wire_answer(const uint8_t* data, size_t size) {
   });
 }
 
+// What the S3 client reads from an answer: a ListObjectsV2 page, an error body, an upload id.
+// Nothing here refuses; the checks are that every value is bounded by the answer and that an
+// error's text is what an error message may quote.
+std::optional<std::string> s3_xml(const uint8_t* data, size_t size) {
+  const std::string_view xml = text(data, size);
+  const s3xml::ListPage page = s3xml::parse_list_page(xml);
+  size_t total = 0;
+  for (const auto& k : page.keys) total += k.size();
+  if (total > size || page.next_token.size() > size) fail(ErrorCode::internal, "values longer than the answer");
+  const s3xml::ErrorBody e = s3xml::parse_error(xml);
+  for (const std::string* t : {&e.code, &e.message}) {
+    if (t->size() > s3xml::kMaxErrorText + 8) fail(ErrorCode::internal, "error text not cut");
+    for (char c : *t) {
+      if (c < 0x20 || c > 0x7e) fail(ErrorCode::internal, "error text not printable ASCII");
+    }
+  }
+  (void)s3xml::value(xml, "UploadId");
+  return std::nullopt;
+}
+
+// A tokenizer.json (the loader: vocabularies, merges, normalizers, pre-tokenizers with their
+// regular expressions, post-processor, decoders) and, when it loads, a round of encoding and
+// decoding with it.
+std::optional<std::string> tokenizer_json(const uint8_t* data, size_t size) {
+  return refusal([&] {
+    const auto tok = Tokenizer::from_json(text(data, size));
+    const int64_t vocab = tok->vocab_size();
+    for (const char* sample : {"Hello world", " the  cat's 12 \xc3\xa9t\xc3\xa9\n", "[CLS] <s> </s> <unk>"}) {
+      const std::vector<int64_t> ids = tok->encode(sample);
+      for (int64_t id : ids) {
+        if (id < 0 || id >= vocab) fail(ErrorCode::internal, "encode made an id outside the vocabulary");
+      }
+      (void)tok->decode(ids, false);
+      (void)tok->decode(ids, true);
+      (void)tok->tokenize(sample);
+    }
+  });
+}
+
 }  // namespace
 
 const std::vector<Target>& targets() {
@@ -99,7 +140,9 @@ const std::vector<Target>& targets() {
                                           {"config", config},
                                           {"torch_pickle", torch_pickle},
                                           {"wire_request", wire_request},
-                                          {"wire_answer", wire_answer}};
+                                          {"wire_answer", wire_answer},
+                                          {"s3_xml", s3_xml},
+                                          {"tokenizer_json", tokenizer_json}};
   return all;
 }
 
