@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
@@ -195,6 +196,28 @@ struct Session::Impl {
   }
 };
 
+namespace {
+
+// What the pool may hold: the resident components, and (cache + prefetch) streamed ones of the
+// largest size, as the cache never holds more than that many; the spares that keep fetches in
+// warm pages live in what the cache's buffers leave of that, so a streamed pass stays within the
+// memory the options ask for.
+uint64_t pool_limit(const Manifest& m, const OpenOptions& options) {
+  uint64_t resident = 0, largest = 0;
+  for (const auto& c : m.components) {
+    const uint64_t bytes = std::max(c.bytes, c.raw_bytes) + 64 * 1024;  // + the chunk's framing, aligned
+    if (c.role == ComponentRole::resident) {
+      resident += bytes;
+    } else {
+      largest = std::max(largest, bytes);
+    }
+  }
+  const uint64_t slots = static_cast<uint64_t>(std::max(0, options.cache_size) + std::max(0, options.prefetch));
+  return resident + std::max<uint64_t>(slots, 1) * largest;
+}
+
+}  // namespace
+
 Session::Session(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Session::~Session() = default;
 
@@ -208,6 +231,7 @@ std::unique_ptr<Session> Session::open(const std::string& source, const OpenOpti
   impl->plugin = src.plugin;
   impl->provider = std::move(src.provider);
   const Manifest& m = impl->provider->manifest();
+  impl->pool->set_limit(pool_limit(m, options));
   const ModelConfig config = ModelConfig::parse(m.config_json);
   // The plugin's plan for this config must be covered by the source.
   const ComponentPlan plan = impl->plugin->plan(config);

@@ -9,23 +9,38 @@ namespace surf {
 
 BufferPool::BufferPool(size_t max_free) : state_(std::make_shared<State>()) { state_->max_free = max_free; }
 
+void BufferPool::set_limit(uint64_t bytes) {
+  std::lock_guard lock(state_->mutex);
+  state_->limit = bytes;
+}
+
+BufferPool::Stats BufferPool::stats() const {
+  std::lock_guard lock(state_->mutex);
+  return {state_->out_bytes, state_->free_bytes, state_->free.size()};
+}
+
 std::shared_ptr<ByteBuffer> BufferPool::acquire(size_t size) {
+  if (size < kMinPooled) return std::make_shared<ByteBuffer>(size);
   std::unique_ptr<ByteBuffer> buf;
   {
     std::lock_guard lock(state_->mutex);
     auto& free = state_->free;
-    // Best fit among buffers big enough; else the biggest (it grows).
+    // Best fit among spares big enough but not wastefully so; else the biggest (it grows).
+    const size_t most = size * 2 + kMinPooled;
     auto best = free.end();
     for (auto it = free.begin(); it != free.end(); ++it) {
-      if ((*it)->capacity() >= size && (best == free.end() || (*it)->capacity() < (*best)->capacity())) best = it;
+      const size_t cap = (*it)->capacity();
+      if (cap >= size && cap <= most && (best == free.end() || cap < (*best)->capacity())) best = it;
     }
     if (best == free.end() && !free.empty()) {
-      best = std::max_element(free.begin(), free.end(),
-                              [](const auto& a, const auto& b) { return a->capacity() < b->capacity(); });
+      auto biggest = std::max_element(free.begin(), free.end(),
+                                      [](const auto& a, const auto& b) { return a->capacity() < b->capacity(); });
+      if ((*biggest)->capacity() < size) best = biggest;
     }
     if (best != free.end()) {
       buf = std::move(*best);
       free.erase(best);
+      state_->free_bytes -= buf->capacity();
     }
   }
   if (!buf) buf = std::make_unique<ByteBuffer>();
@@ -34,12 +49,21 @@ std::shared_ptr<ByteBuffer> BufferPool::acquire(size_t size) {
     log_debug("buffer pool: new allocation of " + std::to_string(size) + " bytes (had " +
               std::to_string(buf->capacity()) + ")");
   buf->resize(size);
+  const uint64_t cap = buf->capacity();
+  {
+    std::lock_guard lock(state_->mutex);
+    state_->out_bytes += cap;
+  }
   std::weak_ptr<State> weak = state_;
-  return std::shared_ptr<ByteBuffer>(buf.release(), [weak](ByteBuffer* b) {
+  return std::shared_ptr<ByteBuffer>(buf.release(), [weak, cap](ByteBuffer* b) {
     if (auto s = weak.lock()) {
       std::lock_guard lock(s->mutex);
-      if (s->free.size() < s->max_free) {
+      s->out_bytes -= cap;
+      const uint64_t now = b->capacity();  // a user may have grown it
+      const bool within = s->limit == 0 || s->out_bytes + s->free_bytes + now <= s->limit;
+      if (now >= kMinPooled && s->free.size() < s->max_free && within) {
         s->free.emplace_back(b);
+        s->free_bytes += now;
         return;
       }
     }
