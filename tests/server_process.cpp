@@ -9,6 +9,11 @@
 #include <chrono>
 #include <stdexcept>
 #include <thread>
+#include <utility>  // before Asio: Boost 1.74's awaitable.hpp uses std::exchange without it
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 
 #include "test_util.h"
 
@@ -110,6 +115,32 @@ void ServerProcess::restart() {
     }
   }
   throw std::runtime_error("surf serve could not restart on port " + std::to_string(port_));
+}
+
+std::string http_get(int port, const std::string& target, int timeout_ms) {
+  namespace net = boost::asio;
+  namespace beast = boost::beast;
+  try {
+    net::io_context ioc;
+    beast::tcp_stream stream(ioc);
+    stream.expires_after(std::chrono::milliseconds(timeout_ms));
+    stream.connect(net::ip::tcp::endpoint(net::ip::make_address("127.0.0.1"), static_cast<uint16_t>(port)));
+    beast::http::request<beast::http::empty_body> req(beast::http::verb::get, target, 11);
+    req.set(beast::http::field::host, "127.0.0.1");
+    beast::http::write(stream, req);
+    beast::flat_buffer buf;
+    beast::http::response<beast::http::string_body> res;
+    beast::http::read(stream, buf, res);
+    return std::to_string(res.result_int()) + "\n" + res.body();
+  } catch (const std::exception& e) {
+    return std::string("error: ") + e.what();
+  }
+}
+
+uint64_t metric(const std::string& metrics_text, const std::string& name) {
+  const size_t at = metrics_text.find("\n" + name + " ");
+  if (at == std::string::npos) throw std::runtime_error("no metric " + name + " in:\n" + metrics_text);
+  return std::stoull(metrics_text.substr(at + name.size() + 2));
 }
 
 }  // namespace surf::test

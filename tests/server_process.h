@@ -1,6 +1,7 @@
 // Starts `surf serve` on 127.0.0.1 with a free port and stops it by its pid.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -33,5 +34,12 @@ class ServerProcess {
   std::string log_file_;
   int pid_ = -1;
 };
+
+// GET http://127.0.0.1:port/target with a deadline: "status\nbody", or "error: ..." if no answer
+// came in time (a server that stopped answering fails the caller's check, not the test binary).
+std::string http_get(int port, const std::string& target, int timeout_ms = 5000);
+// A metric's value in /metrics text by its full name, labels included (e.g.
+// surf_connections_refused_total{reason="per_address"}); throws naming it if it is absent.
+uint64_t metric(const std::string& metrics_text, const std::string& name);
 
 }  // namespace surf::test

@@ -30,6 +30,8 @@
 #include "transport/wire.h"
 
 using namespace surf;
+using test::http_get;
+using test::metric;
 namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace websocket = beast::websocket;
@@ -126,32 +128,6 @@ int tcp_connect(int port, const char* from = nullptr) {
   ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw std::runtime_error("connect failed");
   return fd;
-}
-
-// GET target with a deadline; "status\nbody", or "error: ..." if no answer came in time.
-std::string http_get(int port, const std::string& target, int timeout_ms = 5000) {
-  try {
-    net::io_context ioc;
-    beast::tcp_stream stream(ioc);
-    stream.expires_after(std::chrono::milliseconds(timeout_ms));
-    stream.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), static_cast<uint16_t>(port)));
-    beast::http::request<beast::http::empty_body> req(beast::http::verb::get, target, 11);
-    req.set(beast::http::field::host, "127.0.0.1");
-    beast::http::write(stream, req);
-    beast::flat_buffer buf;
-    beast::http::response<beast::http::string_body> res;
-    beast::http::read(stream, buf, res);
-    return std::to_string(res.result_int()) + "\n" + res.body();
-  } catch (const std::exception& e) {
-    return std::string("error: ") + e.what();
-  }
-}
-
-// A metric's value by its full name with labels, e.g. surf_connections_refused_total{reason="per_address"}.
-uint64_t metric(const std::string& text, const std::string& name) {
-  const size_t at = text.find("\n" + name + " ");
-  if (at == std::string::npos) throw std::runtime_error("no metric " + name + " in:\n" + text);
-  return std::stoull(text.substr(at + name.size() + 2));
 }
 
 // A /proc/PID/status field in KiB (VmRSS, VmHWM).

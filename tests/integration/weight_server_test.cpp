@@ -24,6 +24,8 @@
 #include "transport/ws_connection.h"
 
 using namespace surf;
+using test::http_get;
+using test::metric;
 namespace fs = std::filesystem;
 namespace net = boost::asio;
 namespace beast = boost::beast;
@@ -96,26 +98,6 @@ class RawClient {
   net::io_context ioc_;
   beast::websocket::stream<tcp::socket> ws_;
 };
-
-std::string http_get(int port, const std::string& target) {
-  net::io_context ioc;
-  tcp::resolver resolver(ioc);
-  beast::tcp_stream stream(ioc);
-  stream.connect(resolver.resolve("127.0.0.1", std::to_string(port)));
-  beast::http::request<beast::http::empty_body> req(beast::http::verb::get, target, 11);
-  req.set(beast::http::field::host, "127.0.0.1");
-  beast::http::write(stream, req);
-  beast::flat_buffer buf;
-  beast::http::response<beast::http::string_body> res;
-  beast::http::read(stream, buf, res);
-  return std::to_string(res.result_int()) + "\n" + res.body();
-}
-
-uint64_t metric(const std::string& text, const std::string& name) {
-  const size_t at = text.find("\n" + name + " ");
-  if (at == std::string::npos) return 0;
-  return std::stoull(text.substr(at + name.size() + 2));
-}
 
 }  // namespace
 
