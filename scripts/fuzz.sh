@@ -3,7 +3,8 @@
 # SECONDS (default 30), starting from the committed reproducers and seeds made from the fixtures
 # and the project's own encoders. Prints executions and findings per harness and writes
 # build-fuzz/fuzz-results.junit.xml (one test case per harness: failed if it found anything).
-#   bash scripts/fuzz.sh 600      # ten minutes each, as before a release
+#   bash scripts/fuzz.sh 600                # ten minutes each, as before a release
+#   FUZZ_JOBS=3 bash scripts/fuzz.sh 600    # three harnesses at a time
 set -uo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-30}
@@ -91,14 +92,26 @@ for path in sys.argv[2:]:
     json.dump(t, open(os.path.join(corpus, "tokenizer_json", name), "w"))
 PY
 
+# FUZZ_JOBS harnesses run at once (default 1; each is one process on one core).
+jobs=${FUZZ_JOBS:-1}
+run_one() {
+  ASAN_OPTIONS=detect_leaks=0 build-fuzz/tests/fuzz/fuzz_$1 "$corpus/$1" -max_total_time="$seconds" \
+    -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 -artifact_prefix=build-fuzz/findings/$1- \
+    >"build-fuzz/findings/$1.log" 2>&1
+  echo $? >"build-fuzz/findings/$1.rc"
+}
+for t in $targets; do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
+  run_one "$t" &
+done
+wait
+
 results=build-fuzz/fuzz-results.junit.xml
 cases=""
 failed=0
 for t in $targets; do
   log=build-fuzz/findings/$t.log
-  ASAN_OPTIONS=detect_leaks=0 build-fuzz/tests/fuzz/fuzz_$t "$corpus/$t" -max_total_time="$seconds" \
-    -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 -artifact_prefix=build-fuzz/findings/$t- >"$log" 2>&1
-  rc=$?
+  rc=$(cat "build-fuzz/findings/$t.rc")
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   found=$(ls build-fuzz/findings/$t-* 2>/dev/null | wc -l)
   echo "fuzz_$t: ${runs:-0} executions in ${seconds} s, $found finding(s) (exit $rc)"
