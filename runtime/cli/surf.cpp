@@ -535,6 +535,7 @@ int cmd_serve(const std::vector<std::string>& argv) {
              {"port", true, "port (default 8765; 0 = any free port)"},
              {"cache-mb", true, "server-side chunk cache in MB (default 256)"},
              {"max-mbps", true, "pace all answers together to N megabits/s (default 0: unlimited)"},
+             {"read-ahead", true, "after a chunk, read the next N in execution order (default 2; 0: off)"},
              {"token-file", true, "require the bearer token in this file"},
              {"tls-cert", true, "PEM certificate chain: serve wss:// and https:// only (with --tls-key)"},
              {"tls-key", true, "PEM private key of --tls-cert"},
@@ -584,6 +585,9 @@ int cmd_serve(const std::vector<std::string>& argv) {
   const long long mbps = a.get_int("max-mbps", 0);
   if (mbps < 0) throw std::invalid_argument("--max-mbps must not be negative (0: unlimited)");
   o.max_mbps = static_cast<double>(mbps);
+  const long long ahead = a.get_int("read-ahead", 2);
+  if (ahead < 0 || ahead > 64) throw std::invalid_argument("--read-ahead must be in 0..64 (0: off)");
+  o.read_ahead = static_cast<int>(ahead);
   o.max_connections = static_cast<size_t>(std::max(1LL, a.get_int("max-connections", 256)));
   o.max_request_bytes = static_cast<size_t>(std::max(256LL, a.get_int("max-request-bytes", 65536)));
   o.max_connections_per_address = static_cast<size_t>(std::max(0LL, a.get_int("max-connections-per-address", 64)));

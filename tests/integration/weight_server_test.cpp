@@ -113,6 +113,33 @@ TEST(WeightServer, GoldensMatchThroughTheServer) {
   for (const auto& l : r.lines) EXPECT_TRUE(l.passed) << l.tensor << " " << l.note;
 }
 
+// The server reads the next components in execution order after each request, so a client that
+// asks one at a time (no prefetch of its own) finds them read; goldens unchanged. --read-ahead 0
+// turns it off.
+TEST(WeightServer, ReadAheadServesTheNextComponents) {
+  for (const char* depth : {"2", "0"}) {
+    test::ServerProcess server({"--store", stores().llama, "--cache-mb", "0", "--read-ahead", depth});
+    CheckOptions o;
+    o.source = server.url("llama");
+    o.plugin_dirs = {test::plugin_dir()};
+    o.cache_size = 1;
+    o.prefetch = 0;
+    const CheckReport r = check_fixture((test::fixtures_dir() / "llama-tiny-random").string(), o);
+    ASSERT_FALSE(r.lines.empty());
+    for (const auto& l : r.lines) EXPECT_TRUE(l.passed) << depth << ": " << l.tensor << " " << l.note;
+    const std::string m = http_get(server.port(), "/metrics");
+    if (std::string(depth) == "0") {
+      EXPECT_EQ(metric(m, "surf_read_ahead_total"), 0u) << m;
+      EXPECT_EQ(metric(m, "surf_read_ahead_hits_total"), 0u) << m;
+    } else {
+      // 2 resident + 3 layers + lm_head in order; each request after the first reads ahead.
+      EXPECT_GE(metric(m, "surf_read_ahead_total"), 3u) << m;
+      EXPECT_GE(metric(m, "surf_read_ahead_hits_total"), 3u) << m;
+      EXPECT_LE(metric(m, "surf_read_ahead_bytes"), 2 * 1000000u) << m;  // at most 2 chunks held
+    }
+  }
+}
+
 TEST(WeightServer, TwoModelsOnOneServer) {
   test::ServerProcess server({"--store", stores().llama, "--store", "seq2seq=" + stores().t5});
   for (const auto& [model, fixture] :

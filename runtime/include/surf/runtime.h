@@ -249,6 +249,10 @@ struct ServeOptions {
   std::string host = "127.0.0.1";
   uint16_t port = 8765;  // 0: any free port (reported through on_listening)
   uint64_t cache_bytes = 256ull << 20;
+  // After answering for a component, read this many of the next ones in the model's execution
+  // order from the store, so a client's next request does not wait for storage (0: off). They
+  // take up to this many of the largest chunk in memory until asked for.
+  int read_ahead = 2;
   double max_mbps = 0;                      // > 0: all answers together paced to this many megabits/s
   std::string token;                        // non-empty: clients must present it
   size_t max_connections = 256;             // open connections, counted from accept (before the upgrade)

@@ -15,6 +15,12 @@ Outgoing answer(uint64_t id, const Answer& a) {
   return o;
 }
 
+std::shared_ptr<ByteBuffer> read_chunk(StorageBackend& backend, const std::string& key) {
+  auto buf = std::make_shared<ByteBuffer>();
+  backend.get(key, *buf);
+  return buf;
+}
+
 }  // namespace
 
 const ServedModel* find_model(ServerState& state, uint64_t id, const std::string& model, const Respond& respond) {
@@ -107,17 +113,12 @@ void handle_get_chunk(const std::shared_ptr<ServerState>& state, uint64_t id, co
       state->loaders, [state, id, request, key = c->key, checksum = c->checksum, backend = m->backend, respond] {
         std::shared_ptr<const ByteBuffer> data;
         std::string error;
-        bool hit = false;
+        ChunkCache::Source source = ChunkCache::Source::load;
         try {
           data = state->cache.get(
-              request.model + "/" + key,
-              [&] {
-                auto buf = std::make_shared<ByteBuffer>();
-                backend->get(key, *buf);
-                return buf;
-              },
-              &hit);
-          (hit ? state->metrics.cache_hits : state->metrics.cache_misses)++;
+              request.model + "/" + key, [&] { return read_chunk(*backend, key); }, &source);
+          (source == ChunkCache::Source::cache ? state->metrics.cache_hits : state->metrics.cache_misses)++;
+          if (source == ChunkCache::Source::ahead) state->metrics.read_ahead_hits++;
         } catch (const std::exception& e) {
           error = e.what();
         }
@@ -132,6 +133,18 @@ void handle_get_chunk(const std::shared_ptr<ServerState>& state, uint64_t id, co
         o.body = std::move(data);
         respond(std::move(o));
       });
+  // Then the next components in execution order, queued behind this read on the same threads.
+  // A request that comes first reads its chunk itself, and the read-ahead is skipped.
+  if (auto next = m->next.find(c->id); next != m->next.end()) {
+    const uint64_t now = state->cache.now();
+    for (const ManifestComponent* n : next->second) {
+      boost::asio::post(state->loaders, [state, now, model = request.model, key = n->key, backend = m->backend] {
+        if (state->cache.read_ahead(
+                model + "/" + key, [&] { return read_chunk(*backend, key); }, now))
+          state->metrics.read_ahead++;
+      });
+    }
+  }
 }
 
 }  // namespace surf::server

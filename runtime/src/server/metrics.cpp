@@ -23,7 +23,8 @@ void Metrics::latency(double seconds) {
   sum_ += seconds;
 }
 
-std::string Metrics::text(uint64_t cache_bytes, uint64_t open_connections, uint64_t buffer_bytes) const {
+std::string Metrics::text(uint64_t cache_bytes, uint64_t ahead_bytes, uint64_t open_connections,
+                          uint64_t buffer_bytes) const {
   std::lock_guard lock(mutex_);
   std::ostringstream s;
   s << "# HELP surf_requests_total Requests by operation.\n# TYPE surf_requests_total counter\n";
@@ -41,6 +42,12 @@ std::string Metrics::text(uint64_t cache_bytes, uint64_t open_connections, uint6
     << "# TYPE surf_cache_hits_total counter\nsurf_cache_hits_total " << cache_hits.load() << "\n"
     << "# TYPE surf_cache_misses_total counter\nsurf_cache_misses_total " << cache_misses.load() << "\n"
     << "# TYPE surf_cache_bytes gauge\nsurf_cache_bytes " << cache_bytes << "\n"
+    << "# HELP surf_read_ahead_total Chunks read from storage ahead of a request.\n"
+    << "# TYPE surf_read_ahead_total counter\nsurf_read_ahead_total " << read_ahead.load() << "\n"
+    << "# HELP surf_read_ahead_hits_total Requests answered from a chunk read ahead.\n"
+    << "# TYPE surf_read_ahead_hits_total counter\nsurf_read_ahead_hits_total " << read_ahead_hits.load() << "\n"
+    << "# HELP surf_read_ahead_bytes Chunks read ahead and not yet asked for.\n"
+    << "# TYPE surf_read_ahead_bytes gauge\nsurf_read_ahead_bytes " << ahead_bytes << "\n"
     << "# TYPE surf_active_connections gauge\nsurf_active_connections " << connections.load() << "\n"
     << "# HELP surf_open_connections Accepted connections not yet closed, upgraded or not.\n"
     << "# TYPE surf_open_connections gauge\nsurf_open_connections " << open_connections << "\n"

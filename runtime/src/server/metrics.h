@@ -18,6 +18,8 @@ class Metrics {
   void error(const std::string& wire_code);  // an error answer, by its code on the wire
   void latency(double seconds);              // from request to answer queued
   std::atomic<uint64_t> bytes_served{0}, cache_hits{0}, cache_misses{0}, connections{0};
+  // Chunks read ahead of requests, and requests answered from them (or from a read under way).
+  std::atomic<uint64_t> read_ahead{0}, read_ahead_hits{0};
   // Connections refused at accept, by reason; times accept ran out of file descriptors and
   // paused; connections closed for saying no hello in time; requests refused for lack of buffer
   // budget (docs/protocol.md, "Limits").
@@ -26,7 +28,8 @@ class Metrics {
 
   // open_connections: accepted and not yet closed, upgraded or not; buffer_bytes: request bytes
   // buffered beyond the per-connection floors.
-  std::string text(uint64_t cache_bytes, uint64_t open_connections = 0, uint64_t buffer_bytes = 0) const;
+  std::string text(uint64_t cache_bytes, uint64_t ahead_bytes = 0, uint64_t open_connections = 0,
+                   uint64_t buffer_bytes = 0) const;
 
  private:
   mutable std::mutex mutex_;

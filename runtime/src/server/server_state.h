@@ -11,6 +11,8 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <vector>
 
 #include "server/chunk_cache.h"
 #include "server/limits.h"
@@ -27,6 +29,8 @@ struct ServedModel {
   std::shared_ptr<StorageBackend> backend;
   Manifest manifest;
   std::string manifest_text;  // served verbatim
+  // The components after each one in execution order, as read-ahead follows them.
+  std::unordered_map<std::string, std::vector<const ManifestComponent*>> next;
 };
 
 struct ServerState {

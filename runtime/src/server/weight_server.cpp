@@ -111,7 +111,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
     } else if (req.method() == http::verb::get && target == "/metrics") {
       res->result(http::status::ok);
       res->set(http::field::content_type, "text/plain; version=0.0.4");
-      res->body() = state_->metrics.text(state_->cache.bytes(), state_->limits.open(), state_->buffer_budget.used());
+      res->body() = state_->metrics.text(state_->cache.bytes(), state_->cache.ahead_bytes(), state_->limits.open(),
+                                         state_->buffer_budget.used());
     } else {
       res->result(http::status::not_found);
       res->set(http::field::content_type, "text/plain");
@@ -269,6 +270,7 @@ WeightServer::WeightServer(const ServeOptions& options) : impl_(std::make_unique
   auto& state = *impl_->state;
   if (options.stores.empty()) fail(ErrorCode::invalid_argument, "serve: no store given (--store DIR)");
   if (!(options.max_mbps >= 0)) fail(ErrorCode::invalid_argument, "serve: max_mbps must be >= 0 (0: unlimited)");
+  uint64_t largest_chunk = 0;
   for (const auto& [name, source] : options.stores) {
     if (!is_valid_component_id(name)) fail(ErrorCode::invalid_argument, "serve: invalid model name '" + name + "'");
     if (state.models.count(name)) fail(ErrorCode::invalid_argument, "serve: two stores named '" + name + "'");
@@ -279,8 +281,21 @@ WeightServer::WeightServer(const ServeOptions& options) : impl_(std::make_unique
     m.backend->get("manifest.json", text);
     m.manifest_text.assign(reinterpret_cast<const char*>(text.data()), text.size());
     m.manifest = Manifest::from_json(m.manifest_text);
+    const auto& order = m.manifest.execution_order;
+    for (size_t i = 0; i < order.size(); ++i) {
+      auto& next = m.next[order[i]];
+      for (size_t j = i + 1; j < order.size() && next.size() < static_cast<size_t>(std::max(0, options.read_ahead));
+           ++j) {
+        if (const ManifestComponent* c = m.manifest.find(order[j])) next.push_back(c);
+      }
+    }
+    for (const auto& c : m.manifest.components) largest_chunk = std::max(largest_chunk, c.bytes);
     state.models[name] = std::move(m);
   }
+  if (options.read_ahead < 0 || options.read_ahead > 64) {
+    fail(ErrorCode::invalid_argument, "serve: read_ahead must be 0-64 (components read ahead)");
+  }
+  state.cache.set_ahead_bytes(static_cast<uint64_t>(options.read_ahead) * largest_chunk);
   if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
     fail(ErrorCode::invalid_argument, "serve: TLS needs both a certificate and a key (--tls-cert and --tls-key)");
   }
