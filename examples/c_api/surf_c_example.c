@@ -135,6 +135,13 @@ int main(int argc, char** argv) {
   CHECK(surf_session_open(source, &bad, &s) == SURF_INVALID_ARGUMENT && s == NULL, "cache_size 0: %s",
         surf_last_error());
   CHECK(surf_session_open(source, &oo, NULL) == SURF_INVALID_ARGUMENT, "NULL out");
+  CHECK(oo.connect_timeout_ms == 30000, "default connect timeout %d", (int)oo.connect_timeout_ms);
+  bad = oo;
+  bad.connect_timeout_ms = 0; /* refused before any connection is tried */
+  CHECK(surf_session_open("ws://127.0.0.1:9/m", &bad, &s) == SURF_INVALID_ARGUMENT && s == NULL,
+        "connect_timeout_ms 0: %s", surf_last_error());
+  CHECK(strstr(surf_last_error(), "connect timeout must be positive") != NULL, "names the timeout: %s",
+        surf_last_error());
   MUST(surf_session_open(source, &oo, &s));
   printf("model %s\n", surf_session_model_type(s));
   CHECK(strlen(surf_session_model_type(s)) > 0, "model type");

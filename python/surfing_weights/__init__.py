@@ -44,11 +44,13 @@ class Session:
 
     @classmethod
     def open(cls, source, cache_size=2, prefetch=1, cache_bytes=0, plugin_dirs=(), warmup=(), spare_buffers=2,
-             retry_attempts=6, request_timeout_ms=60000):
-        """Reads the source's manifest and finds the plugin; fetches no weights yet."""
+             retry_attempts=6, request_timeout_ms=60000, connect_timeout_ms=30000):
+        """Reads the source's manifest and finds the plugin; fetches no weights yet.
+        connect_timeout_ms bounds reaching a ws[s]:// weight server (TCP connect, TLS, WebSocket
+        upgrade, hello) over all attempts."""
         return cls(_Session.open(str(source), int(cache_size), int(prefetch), int(cache_bytes),
                                  [str(d) for d in plugin_dirs], list(warmup), int(spare_buffers),
-                                 int(retry_attempts), int(request_timeout_ms)))
+                                 int(retry_attempts), int(request_timeout_ms), int(connect_timeout_ms)))
 
     # --- running ---
 

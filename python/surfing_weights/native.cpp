@@ -158,7 +158,7 @@ class PySession {
   static std::unique_ptr<PySession> open(const std::string& source, int cache_size, int prefetch, uint64_t cache_bytes,
                                          const std::vector<std::string>& plugin_dirs,
                                          const std::vector<std::string>& warmup, int spare_buffers, int retry_attempts,
-                                         int request_timeout_ms) {
+                                         int request_timeout_ms, int connect_timeout_ms) {
     surf::OpenOptions o;
     o.cache_size = cache_size;
     o.prefetch = prefetch;
@@ -168,6 +168,7 @@ class PySession {
     o.spare_buffers = spare_buffers;
     o.retry_attempts = retry_attempts;
     o.request_timeout_ms = request_timeout_ms;
+    o.connect_timeout_ms = connect_timeout_ms;
     auto s = std::make_unique<PySession>();
     py::gil_scoped_release nogil;
     s->session_ = surf::Session::open(source, o);
@@ -304,7 +305,7 @@ PYBIND11_MODULE(_native, m) {
   py::class_<PySession>(m, "_Session")
       .def_static("open", &PySession::open, py::arg("source"), py::arg("cache_size"), py::arg("prefetch"),
                   py::arg("cache_bytes"), py::arg("plugin_dirs"), py::arg("warmup"), py::arg("spare_buffers"),
-                  py::arg("retry_attempts"), py::arg("request_timeout_ms"))
+                  py::arg("retry_attempts"), py::arg("request_timeout_ms"), py::arg("connect_timeout_ms"))
       .def("forward", &PySession::forward, py::arg("inputs"), py::arg("hidden_states") = false)
       .def("generate", &PySession::generate)
       .def("generate_text", &PySession::generate_text)

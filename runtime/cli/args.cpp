@@ -1,5 +1,8 @@
 #include "args.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <sstream>
 #include <stdexcept>
 
@@ -36,6 +39,22 @@ long long Args::get_int_in(const std::string& name, long long fallback, long lon
                                 ", got " + std::to_string(n));
   }
   return n;
+}
+
+int Args::get_seconds_ms(const std::string& name, int fallback_ms, double max_seconds) const {
+  if (!has(name)) return fallback_ms;
+  const std::string v = get(name);
+  char* end = nullptr;
+  const double s = v.empty() ? 0 : std::strtod(v.c_str(), &end);
+  if (v.empty() || end != v.c_str() + v.size() || !std::isfinite(s)) {
+    throw std::invalid_argument("--" + name + " expects a number of seconds, got '" + v + "'");
+  }
+  if (s <= 0 || s > max_seconds) {
+    std::ostringstream range;
+    range << "--" << name << " must be more than 0 and at most " << max_seconds << " seconds, got " << v;
+    throw std::invalid_argument(range.str());
+  }
+  return std::max(1, static_cast<int>(std::lround(s * 1000)));
 }
 
 Args parse(const std::vector<std::string>& argv, const std::vector<Flag>& flags) {

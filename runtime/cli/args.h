@@ -23,6 +23,9 @@ struct Args {
   long long get_int(const std::string& name, long long fallback) const;
   // Same, and std::invalid_argument naming the flag and its range when outside [lo, hi].
   long long get_int_in(const std::string& name, long long fallback, long long lo, long long hi) const;
+  // A duration in seconds (decimals allowed) as milliseconds; std::invalid_argument naming the
+  // flag unless it is a number in (0, max_seconds].
+  int get_seconds_ms(const std::string& name, int fallback_ms, double max_seconds) const;
 };
 
 // Throws std::invalid_argument with a one-line message on unknown flags or missing values.

@@ -57,6 +57,10 @@ std::vector<int64_t> parse_ids(const std::string& flag, const std::vector<std::s
   return ids;
 }
 
+const Flag kConnectTimeoutFlag = {
+    "connect-timeout", true,
+    "ws[s]:// sources: seconds to reach the server (default " + std::to_string(kDefaultConnectTimeoutMs / 1000) + ")"};
+
 std::vector<Flag> with_help(std::vector<Flag> flags) {
   flags.push_back({"help", false, "show this help"});
   return flags;
@@ -72,6 +76,7 @@ bool wants_help(const std::vector<std::string>& argv) {
 OpenOptions source_options(const Args& a) {
   OpenOptions o;
   o.token = a.get("token");
+  o.connect_timeout_ms = a.get_seconds_ms("connect-timeout", kDefaultConnectTimeoutMs, 86400);
   return o;
 }
 
@@ -122,7 +127,8 @@ int cmd_tokenize(const std::vector<std::string>& argv) {
   const auto flags = with_help({{"text", true, "text to encode"},
                                 {"no-special", false, "no special tokens added (BOS, [CLS] ... [SEP], </s>)"},
                                 {"json", false, "print {\"ids\": [...], \"tokens\": [...]}"},
-                                {"token", true, "bearer token for ws:// sources"}});
+                                {"token", true, "bearer token for ws:// sources"},
+                                kConnectTimeoutFlag});
   if (wants_help(argv)) {
     std::cout << "usage: surf tokenize SOURCE --text \"...\" [--no-special] [--json]\n\n"
                  "Encodes text with the tokenizer that travels with the model (tokenizer.json, or a\n"
@@ -153,7 +159,8 @@ int cmd_tokenize(const std::vector<std::string>& argv) {
 int cmd_detokenize(const std::vector<std::string>& argv) {
   const auto flags = with_help({{"ids", true, "comma-separated token ids"},
                                 {"skip-special", false, "leave special tokens out of the text"},
-                                {"token", true, "bearer token for ws:// sources"}});
+                                {"token", true, "bearer token for ws:// sources"},
+                                kConnectTimeoutFlag});
   if (wants_help(argv)) {
     std::cout << "usage: surf detokenize SOURCE --ids 1,2,3 [--skip-special]\n\n"
                  "Decodes token ids to text with the model's tokenizer.\n\noptions:\n"

@@ -270,3 +270,43 @@ def test_text_in_text_out(text_model):
     # A batch of prompts, each its own text.
     texts = s.generate([prompt, "Hello"], max_new_tokens=4, stop_at_eos=False)
     assert isinstance(texts, list) and len(texts) == 2
+
+
+def test_connect_timeout_bounds_a_silent_server():
+    """A listener on 127.0.0.1 that accepts and never answers: open fails with code 'timeout'
+    after connect_timeout_ms, not after the retries' ~69 s."""
+    import socket
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    held, stop = [], threading.Event()
+
+    def accept():
+        listener.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except socket.timeout:
+                pass
+
+    t = threading.Thread(target=accept)
+    t.start()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(sw.SurfError) as e:
+            sw.Session.open(f"ws://127.0.0.1:{port}/m", connect_timeout_ms=1000, plugin_dirs=[PLUGINS])
+        elapsed = time.monotonic() - t0
+        assert e.value.code == "timeout", str(e.value)
+        assert "connect timeout (1 s" in str(e.value)
+        assert 0.9 < elapsed < 5, elapsed
+        assert held, "the server accepted the connection"
+        with pytest.raises(sw.SurfError) as e:
+            sw.Session.open(f"ws://127.0.0.1:{port}/m", connect_timeout_ms=0, plugin_dirs=[PLUGINS])
+        assert e.value.code == "invalid_argument"
+    finally:
+        stop.set()
+        t.join()
+        for c in held:
+            c.close()
+        listener.close()

@@ -58,6 +58,8 @@ inline constexpr int kDefaultPrefetch = 1;   // components fetched ahead in exec
 // the CLI call it before any work starts.
 void validate_cache_options(int64_t cache_size, int64_t prefetch);
 
+inline constexpr int kDefaultConnectTimeoutMs = 30000;
+
 struct OpenOptions {
   // Plugin directories searched before SURF_PLUGIN_PATH, the install dir and the build tree.
   std::vector<std::string> plugin_dirs;
@@ -81,6 +83,10 @@ struct OpenOptions {
   int retry_attempts = 6;      // network sources: attempts per fetch before a typed error
   int retry_backoff_ms = 100;  // first backoff; doubles per attempt, capped at 2 s
   int request_timeout_ms = 60000;
+  // ws[s]:// sources: how long reaching a weight server may take (TCP connect, TLS handshake,
+  // WebSocket upgrade and the hello answer), over all of Session::open's attempts; each later
+  // reconnect gets as long. A server that accepts and never answers fails open after this.
+  int connect_timeout_ms = kDefaultConnectTimeoutMs;
 };
 
 struct ModelInfo {
@@ -226,6 +232,10 @@ std::vector<PluginLoadResult> scan_plugins(const std::vector<std::string>& expli
 
 // --- tools behind the CLI ---
 
+struct ChunkProgress {
+  size_t components_done = 0, components_total = 0;
+  uint64_t bytes_done = 0, bytes_total = 0;  // checkpoint tensor bytes read
+};
 struct ChunkOptions {
   // keep | f32 | bf16 | f16 (every float tensor) | q8_0 | q4_0 (GGML blocks for the nn.Linear
   // weights the plugin's plan lists; other tensors keep their dtype)
@@ -236,6 +246,16 @@ struct ChunkOptions {
   // A non-empty output is refused (Error(invalid_argument)) unless force: then its manifest is
   // removed first and what the new store does not write is removed at the end.
   bool force = false;
+  // Called once before the first chunk, after each tensor read and after each chunk written, with
+  // what is done so far (components_done == components_total on the last call).
+  std::function<void(const ChunkProgress&)> progress;
+  // Polled before each chunk and each tensor: true stops the run with ChunkCancelled, after
+  // removing what it wrote, as on an error. Must be cheap (e.g. a flag a signal handler set).
+  std::function<bool()> cancelled;
+};
+// What chunk_checkpoint throws when ChunkOptions::cancelled said stop.
+struct ChunkCancelled : Error {
+  ChunkCancelled() : Error(ErrorCode::invalid_argument, "chunking cancelled") {}
 };
 // On an error, what was written is removed (and the directory, if this call made it).
 // HF checkpoint directory -> chunk store at `out` (a directory or s3://bucket/prefix). Returns a summary.
@@ -294,6 +314,7 @@ struct CheckOptions {
   std::string source = "hf";  // hf | store | ws (store served by an in-process weight server) | a SOURCE URL
   std::string token;          // for a ws[s]:// SOURCE URL
   std::string ca_file;        // as OpenOptions::ca_file
+  int connect_timeout_ms = kDefaultConnectTimeoutMs;  // as OpenOptions::connect_timeout_ms
   // For store / ws: the chunker's --dtype. q8_0 / q4_0 compare against the fixture's
   // golden-<dtype>.* (the float64 reference on the dequantized weights) with exact matmuls
   // (ActivationRounding::none), and check the stored blocks against the sha256 listed there.
@@ -314,11 +335,30 @@ struct CheckLine {
 };
 struct CheckReport {
   std::string fixture;
-  std::string model_type;
+  std::string model_type;  // the source's
   std::vector<CheckLine> lines;
+  // Not a fixture (a directory or file without golden.json / golden.safetensors): nothing was
+  // run or compared; `notes` says why.
+  bool skipped = false;
+  // Worth saying, not failures: the fixture's model_type differs from the source's, why it was skipped.
+  std::vector<std::string> notes;
   bool passed() const;
 };
 CheckReport check_fixture(const std::string& fixture_dir, const CheckOptions& options);
+
+// `surf verify` of a weight server: one chunk or file its manifest lists, and what is wrong with
+// it (empty: its size and checksum match the manifest).
+struct VerifyItem {
+  std::string name;  // component id, or files/NAME
+  uint64_t bytes = 0;
+  std::string problem;
+};
+// Fetches every chunk and file the manifest of a ws[s]:// weight server (or fleet) lists through
+// the server and checks each against the manifest's size and checksum (which covers the whole
+// chunk as stored); `each` sees every item as it is checked. Returns the number of bad items.
+// Errors that end the whole run (cannot connect, unauthorized) are thrown as usual.
+size_t verify_weight_server(const std::string& url, const OpenOptions& options,
+                            const std::function<void(const VerifyItem&)>& each);
 
 }  // namespace surf
 

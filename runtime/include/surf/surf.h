@@ -94,6 +94,9 @@ typedef struct surf_open_options {
   int32_t prefetch;       /* components fetched ahead (default 1) */
   uint64_t cache_bytes;   /* 0: no byte bound */
   const char* plugin_dir; /* NULL: the default search path */
+  /* ws[s]:// sources: milliseconds to reach the server (TCP connect, TLS, WebSocket upgrade,
+     hello) over all of open's attempts, > 0 (default 30000) */
+  int32_t connect_timeout_ms;
 } surf_open_options;
 /* Fills in the defaults. */
 SURF_C_API void surf_open_options_init(surf_open_options* options);

@@ -193,6 +193,7 @@ void surf_open_options_init(surf_open_options* options) {
   options->prefetch = surf::kDefaultPrefetch;
   options->cache_bytes = 0;
   options->plugin_dir = nullptr;
+  options->connect_timeout_ms = surf::kDefaultConnectTimeoutMs;
 }
 
 surf_status surf_session_open(const char* source, const surf_open_options* options, surf_session** out) {
@@ -206,6 +207,7 @@ surf_status surf_session_open(const char* source, const surf_open_options* optio
       o.prefetch = options->prefetch;
       o.cache_bytes = options->cache_bytes;
       if (options->plugin_dir) o.plugin_dirs.emplace_back(options->plugin_dir);
+      o.connect_timeout_ms = options->connect_timeout_ms;
     }
     auto s = std::make_unique<surf_session>();
     s->session = surf::Session::open(source, o);

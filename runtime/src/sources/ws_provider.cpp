@@ -89,6 +89,10 @@ class WsProvider final : public ComponentProvider {
       servers_.push_back(std::move(s));
     }
     if (servers_.empty()) fail(ErrorCode::invalid_argument, "'" + urls + "' names no weight server");
+    if (options_.connect_timeout_ms <= 0) {
+      fail(ErrorCode::invalid_argument,
+           "connect timeout must be positive, got " + std::to_string(options_.connect_timeout_ms) + " ms");
+    }
     if (options_.ca_file.empty()) options_.ca_file = tls::ca_bundle_from_env(false);
     for (auto& s : servers_) s->url.model = model_;
     open();
@@ -132,14 +136,21 @@ class WsProvider final : public ComponentProvider {
   void open() {
     const int attempts = std::max(1, options_.retry_attempts);
     const auto start = Clock::now();
+    // One deadline over every attempt: a server that accepts and never answers costs the connect
+    // timeout, not attempts x (connect + request timeouts).
+    const auto deadline = start + std::chrono::milliseconds(options_.connect_timeout_ms);
     std::string last;
     for (int a = 0; a < attempts; ++a) {
-      if (a > 0) std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms(a)));
+      if (a > 0) {
+        const auto pause = std::min<Clock::duration>(std::chrono::milliseconds(backoff_ms(a)), deadline - Clock::now());
+        if (pause > Clock::duration::zero()) std::this_thread::sleep_for(pause);
+      }
+      if (Clock::now() >= deadline) break;
       bool any = false;
       for (auto& s : servers_) {
         if (s->verified) continue;
         try {
-          connection(*s);
+          connection(*s, deadline);
           any = true;
         } catch (const Error& e) {
           if (!retryable(e)) throw;
@@ -151,9 +162,20 @@ class WsProvider final : public ComponentProvider {
       if (any || have_manifest_) return;
     }
     const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+    if (Clock::now() >= deadline) {
+      fail(ErrorCode::timeout,
+           "connecting: weight server " + url_text_ + " did not answer within the connect timeout (" +
+               timeout_text(options_.connect_timeout_ms) + ", --connect-timeout); last error: " + last);
+    }
     fail(ErrorCode::network, "connecting: weight server " + url_text_ + " failed " + std::to_string(attempts) +
                                  " attempts over " + std::to_string(static_cast<int>(secs * 1000)) +
                                  " ms; last error: " + last);
+  }
+
+  static std::string timeout_text(int ms) {
+    std::ostringstream t;
+    t << ms / 1000.0 << " s";
+    return t.str();
   }
 
   FetchResult fetch(const std::string& id, bool prefetch) {
@@ -294,6 +316,10 @@ class WsProvider final : public ComponentProvider {
   // The server's live connection, or a new one: hello, and the first time the server's manifest,
   // checked against the model's (the first server reached defines it).
   std::shared_ptr<WsConnection> connection(Server& s) {
+    return connection(s, Clock::now() + std::chrono::milliseconds(options_.connect_timeout_ms));
+  }
+  // Connect, TLS, upgrade and hello must be done by `deadline`.
+  std::shared_ptr<WsConnection> connection(Server& s, Clock::time_point deadline) {
     std::lock_guard connecting(s.connect_mutex);
     {
       std::lock_guard lock(mutex_);
@@ -301,8 +327,16 @@ class WsProvider final : public ComponentProvider {
       s.conn.reset();
     }
     auto c = std::make_shared<WsConnection>(s.url, options_.token, pool_, options_.ca_file);
-    c->connect(std::min(options_.request_timeout_ms, 10000));
-    ReplyPtr r = call(c, wire::Hello{wire::kProtocolVersion, options_.token}, 0);
+    auto left_ms = [&] {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      if (left <= 0) {
+        fail(ErrorCode::timeout, "connecting to " + s.text + ": connect timeout (" +
+                                     timeout_text(options_.connect_timeout_ms) + ") reached");
+      }
+      return static_cast<int>(left);
+    };
+    c->connect(left_ms());
+    ReplyPtr r = call(c, wire::Hello{wire::kProtocolVersion, options_.token}, 0, left_ms());
     expect<wire::HelloAnswer>(*r, "hello to " + s.text, "a hello");
     bool verified;
     {
@@ -351,11 +385,13 @@ class WsProvider final : public ComponentProvider {
     return list.models[0].name;
   }
 
-  ReplyPtr call(const std::shared_ptr<WsConnection>& conn, wire::RequestBody request, size_t expected) {
+  ReplyPtr call(const std::shared_ptr<WsConnection>& conn, wire::RequestBody request, size_t expected,
+                int timeout_ms = -1) {
+    if (timeout_ms < 0) timeout_ms = options_.request_timeout_ms;
     auto future = conn->request(std::move(request), expected);
-    if (future.wait_for(std::chrono::milliseconds(options_.request_timeout_ms)) != std::future_status::ready) {
+    if (future.wait_for(std::chrono::milliseconds(timeout_ms)) != std::future_status::ready) {
       conn->close();
-      fail(ErrorCode::timeout, "no answer within " + std::to_string(options_.request_timeout_ms) + " ms");
+      fail(ErrorCode::timeout, "no answer within " + std::to_string(timeout_ms) + " ms");
     }
     return future.get();
   }

@@ -174,6 +174,16 @@ CheckReport check_fixture(const std::string& fixture_dir, const CheckOptions& op
     fail(ErrorCode::invalid_argument, "check --dtype " + options.dtype + " needs --source store or ws");
   }
   const std::string golden_name = quantized ? "golden-" + options.dtype : "golden";
+  if (!fs::exists(dir)) fail(ErrorCode::not_found, "no fixture directory '" + fixture_dir + "'");
+  // A path that is not a fixture (a parent directory, a README caught by a glob) is skipped, not
+  // failed with whatever reading its absent golden file would say.
+  for (const std::string& f : {golden_name + ".json", golden_name + ".safetensors"}) {
+    if (!fs::is_regular_file(dir / f)) {
+      report.skipped = true;
+      report.notes.push_back("not a fixture (no " + f + "): skipped");
+      return report;
+    }
+  }
   json golden;
   try {
     golden = json::parse(read_text_file(dir / (golden_name + ".json")));
@@ -230,10 +240,24 @@ CheckReport check_fixture(const std::string& fixture_dir, const CheckOptions& op
   oo.prefetch = options.prefetch;
   oo.token = options.token;
   oo.ca_file = options.ca_file;
+  oo.connect_timeout_ms = options.connect_timeout_ms;
   oo.disk_cache_dir = options.disk_cache_dir;
   oo.disk_cache_bytes = options.disk_cache_bytes;
   auto session = Session::open(source, oo);
   report.model_type = session->info().model_type;
+  // The fixture's own model_type (its config.json) against what the source serves: a store or a
+  // server of another model compares against the wrong goldens, which the FAIL lines alone hide.
+  if (options.source != "hf") {
+    std::string fixture_type;
+    try {
+      fixture_type = json::parse(read_text_file(dir / "config.json")).value("model_type", "");
+    } catch (const std::exception&) {
+    }
+    if (!fixture_type.empty() && fixture_type != report.model_type) {
+      report.notes.push_back("the fixture's model_type is '" + fixture_type + "' but the source " + source +
+                             " serves '" + report.model_type + "'");
+    }
+  }
 
   auto expected = [&](const std::string& name) -> const json* {
     if (!golden.contains("tensors") || !golden["tensors"].contains(name)) return nullptr;

@@ -67,6 +67,13 @@ std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, 
   const auto resolved = resolve_plan(plan, *ck);
   std::error_code ec;
   const bool made_dir = !is_s3_url(out) && !fs::exists(out, ec);
+  // The subdirectories of a directory store this run makes (removed with what it wrote).
+  std::vector<fs::path> made_subdirs;
+  if (!is_s3_url(out)) {
+    for (const char* sub : {"chunks", "files"}) {
+      if (!fs::exists(fs::path(out) / sub, ec)) made_subdirs.push_back(fs::path(out) / sub);
+    }
+  }
   auto backend = open_store_backend(out, true);
   const std::set<std::string> linear(plan.linear_weights.begin(), plan.linear_weights.end());
   // An existing store is replaced only when asked: chunking into the wrong directory would
@@ -94,8 +101,15 @@ std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, 
   ByteBuffer chunk, staging;
   uint64_t total_raw = 0, total_stored = 0, quantized = 0;
   size_t copied = 0;
+  ChunkProgress progress;
+  progress.components_total = resolved.size();
+  for (const auto& rc : resolved) {
+    for (const auto& t : rc.tensors) progress.bytes_total += ck->find(t.hf_name).info->length;
+  }
   try {
+    if (options.progress) options.progress(progress);
     for (const auto& rc : resolved) {
+      if (options.cancelled && options.cancelled()) throw ChunkCancelled();
       ManifestComponent mc;
       mc.id = rc.spec->id;
       mc.role = rc.spec->role;
@@ -114,6 +128,8 @@ std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, 
       std::vector<ChunkTensorIn> ins;
       size_t at = 0;
       for (const auto& t : rc.tensors) {
+        // Between tensors too: one component of a large model can take seconds.
+        if (options.cancelled && options.cancelled()) throw ChunkCancelled();
         auto loc = ck->find(t.hf_name);
         const TensorInfo& info = *loc.info;
         const DType out_dtype = out_dtype_of(t);
@@ -131,6 +147,8 @@ std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, 
           at += (out_bytes + 63) / 64 * 64;
         }
         quantized += is_quantized(out_dtype);
+        progress.bytes_done += info.length;
+        if (options.progress) options.progress(progress);
         ins.push_back({t.name, out_dtype, info.shape, dst, out_bytes});
         mc.tensors.push_back({t.name, t.hf_name, out_dtype, info.shape});
         mc.raw_bytes += out_bytes;
@@ -142,7 +160,10 @@ std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, 
       total_raw += mc.raw_bytes;
       total_stored += mc.bytes;
       m.components.push_back(std::move(mc));
+      ++progress.components_done;
+      if (options.progress) options.progress(progress);
     }
+    if (options.cancelled && options.cancelled()) throw ChunkCancelled();
     // The text side travels with the weights: tokenizer files and generation_config.json.
     for (const auto& name : tokenizer_file_names()) {
       const fs::path p = fs::path(hf_dir) / name;
@@ -163,7 +184,11 @@ std::string chunk_checkpoint(const std::string& hf_dir, const std::string& out, 
       } catch (...) {
       }
     }
-    if (made_dir) fs::remove_all(out, ec);
+    if (made_dir) {
+      fs::remove_all(out, ec);
+    } else {
+      for (const auto& d : made_subdirs) fs::remove(d, ec);  // only if empty
+    }
     throw;
   }
   // Replaced with --force: what the old store had that the new one does not write goes too.
