@@ -394,6 +394,31 @@ ScopedEnv only_metadata(const test::PythonServer& fake, const test::TempDir& d) 
                     {"AWS_EC2_METADATA_SERVICE_ENDPOINT", fake.url()}});
 }
 
+// With credentials from `chain` only (none in the config): puts `text` at `url`/x, then reads it
+// back every 100 ms for `ms` (moto checks every signature, so each refreshed credential is used).
+// Returns how many reads matched; stops at the first that does not (a test failure).
+int put_then_read_for(const std::shared_ptr<CredentialSource>& chain, const std::string& url, const std::string& text,
+                      int ms) {
+  S3Config c = config();
+  c.access_key_id.clear();
+  c.secret_access_key.clear();
+  c.credentials = chain;
+  auto b = open_s3_backend(url, c);
+  b->put("x", text.data(), text.size());
+  ByteBuffer got;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  int reads = 0;
+  while (std::chrono::steady_clock::now() < end) {
+    b->get("x", got);
+    const std::string read(reinterpret_cast<const char*>(got.data()), got.size());
+    EXPECT_EQ(read, text);
+    if (read != text) break;
+    ++reads;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return reads;
+}
+
 }  // namespace
 
 TEST(S3Credentials, ImdsV2CredentialsAreRefreshedBeforeTheyLapse) {
@@ -405,21 +430,7 @@ TEST(S3Credentials, ImdsV2CredentialsAreRefreshedBeforeTheyLapse) {
   co.refresh_margin = std::chrono::seconds(2);  // 3 s credentials: fetched again about every second
   auto chain = default_credential_chain(co);
   EXPECT_EQ(chain->describe(), "EC2 instance metadata");
-  S3Config c = config();
-  c.access_key_id.clear();
-  c.secret_access_key.clear();
-  c.credentials = chain;
-  auto b = open_s3_backend("s3://surf-test/imds", c);
-  b->put("x", "payload", 7);
-  ByteBuffer got;
-  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(3500);
-  int reads = 0;
-  while (std::chrono::steady_clock::now() < end) {
-    b->get("x", got);  // moto checks every signature
-    ASSERT_EQ(std::string(reinterpret_cast<const char*>(got.data()), got.size()), "payload");
-    ++reads;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  const int reads = put_then_read_for(chain, "s3://surf-test/imds", "payload", 3500);
   const auto s = stats(fake);
   EXPECT_GE(s["imds"].get<int>(), 3) << s.dump() << " after " << reads << " reads";
   EXPECT_LT(s["imds"].get<int>(), reads) << s.dump();                       // cached between refreshes, not per request
@@ -501,7 +512,6 @@ TEST(S3Credentials, EcsRelativeUriAndAuthorizationTokenFile) {
   ScopedEnv env = only_metadata(fake, d);
   std::ofstream(d.path() / "ecs-token") << "Bearer from-the-file\n";
   std::ofstream(d.path() / "wrong-token") << "Bearer wrong\n";
-  ByteBuffer got;
   {
     ScopedEnv ecs({{"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "/ecs"},
                    {"SURF_ECS_CREDENTIALS_ENDPOINT", fake.url()},
@@ -513,18 +523,7 @@ TEST(S3Credentials, EcsRelativeUriAndAuthorizationTokenFile) {
     co.refresh_margin = std::chrono::seconds(2);  // 3 s credentials: fetched again about every second
     auto chain = default_credential_chain(co);
     EXPECT_EQ(chain->describe(), "the ECS container endpoint");
-    S3Config c = config();
-    c.access_key_id.clear();
-    c.secret_access_key.clear();
-    c.credentials = chain;
-    auto b = open_s3_backend("s3://surf-test/ecs-relative", c);
-    b->put("z", "relative", 8);
-    const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(2500);
-    while (std::chrono::steady_clock::now() < end) {
-      b->get("z", got);  // moto checks every signature
-      ASSERT_EQ(std::string(reinterpret_cast<const char*>(got.data()), got.size()), "relative");
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
+    EXPECT_GE(put_then_read_for(chain, "s3://surf-test/ecs-relative", "relative", 2500), 3);
     const auto s = stats(fake);
     EXPECT_GE(s["ecs"].get<int>(), 2) << s.dump();  // refreshed, through the relative URI
     EXPECT_EQ(s["imds"].get<int>(), 0) << s.dump();
