@@ -23,31 +23,6 @@ using namespace surf;
 
 namespace {
 
-void write_store(const std::string& dir, const std::string& id, size_t bytes) {
-  auto backend = open_filesystem_backend(dir, true);
-  Manifest m;
-  m.architecture = "bench";
-  m.model_type = "bench";
-  m.config_json = "{}";
-  ByteBuffer chunk;
-  std::vector<float> values(bytes / 4);
-  for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i % 1000) * 0.001f;
-  encode_chunk(id, {{"weight", DType::F32, {static_cast<int64_t>(values.size())}, values.data(), bytes}},
-               Compression::none, 0, chunk);
-  backend->put(chunk_key(id), chunk.data(), chunk.size());
-  ManifestComponent c;
-  c.id = id;
-  c.key = chunk_key(id);
-  c.bytes = chunk.size();
-  c.raw_bytes = bytes;
-  c.checksum = checksum_of(chunk.data(), chunk.size());
-  c.tensors.push_back({"weight", id, DType::F32, {static_cast<int64_t>(values.size())}});
-  m.components.push_back(c);
-  m.execution_order.push_back(id);
-  const std::string text = m.to_json();
-  backend->put("manifest.json", text.data(), text.size());
-}
-
 struct Stats {
   std::vector<double> seconds;
   double median() const {
@@ -82,7 +57,7 @@ int main(int argc, char** argv) {
   // --- wss:// vs ws:// ---
   test::TempDir dir;
   const size_t big = 200u * 1000 * 1000;
-  write_store(dir.str("store"), "big", big);
+  bench::write_f32_store(dir.str("store"), {{"big", big}});
   test::ServerProcess plain({"--store", dir.str("store"), "--cache-mb", "1000", "--threads", "2"});
   test::ServerProcess tls({"--store", dir.str("store"), "--cache-mb", "1000", "--threads", "2", "--tls-cert",
                            pki.path("local.pem"), "--tls-key", pki.path("local.key")});
