@@ -5,12 +5,13 @@
 #include <string>
 #include <vector>
 
+#include "child_process.h"
+
 namespace surf::test {
 
 class MotoProcess {
  public:
   explicit MotoProcess(const std::vector<std::string>& buckets);
-  ~MotoProcess();
   MotoProcess(const MotoProcess&) = delete;
   MotoProcess& operator=(const MotoProcess&) = delete;
 
@@ -22,8 +23,7 @@ class MotoProcess {
   const std::string& secret_key() const { return secret_; }
 
  private:
-  int pid_ = -1;
-  int stdin_fd_ = -1;
+  ChildProcess child_;  // stopped by its pid at destruction
   int port_ = 0;
   std::string key_, secret_, why_;
 };

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "child_process.h"
 #include "test_util.h"
 
 namespace surf::test {
@@ -28,14 +29,13 @@ class StunnelProcess {
  public:
   // TLS on a free 127.0.0.1 port with cert/key, forwarding in plain TCP to 127.0.0.1:backend_port.
   StunnelProcess(int backend_port, const std::string& cert, const std::string& key);
-  ~StunnelProcess();
   StunnelProcess(const StunnelProcess&) = delete;
   StunnelProcess& operator=(const StunnelProcess&) = delete;
   int port() const { return port_; }
 
  private:
   TempDir dir_;
-  int pid_ = -1;
+  ChildProcess stunnel_;  // stopped by its pid before dir_ goes
   int port_ = 0;
 };
 
@@ -48,16 +48,13 @@ namespace surf::test {
 class PythonServer {
  public:
   PythonServer(const std::string& script, const std::vector<std::string>& args);
-  ~PythonServer();
   PythonServer(const PythonServer&) = delete;
   PythonServer& operator=(const PythonServer&) = delete;
   int port() const { return port_; }
   std::string url(const std::string& path = "") const { return "http://127.0.0.1:" + std::to_string(port_) + path; }
 
  private:
-  void stop();
-  int pid_ = -1;
-  int stdin_fd_ = -1;
+  ChildProcess child_;  // stopped by its pid at destruction
   int port_ = 0;
 };
 

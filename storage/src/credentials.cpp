@@ -130,14 +130,24 @@ AwsCredentials credentials_from_json(const std::string& body, const std::string&
 AwsCredentials fetch_ecs(int timeout_ms) {
   Url u;
   if (!env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").empty()) {
-    u = parse_url("http://169.254.170.2" + env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"), "ECS credentials URI");
+    // The AWS SDKs join the relative URI to the fixed ECS agent address. SURF_ECS_CREDENTIALS_ENDPOINT
+    // (ours, not an AWS variable) moves that address, as AWS_EC2_METADATA_SERVICE_ENDPOINT does for
+    // IMDS: for a credentials proxy, and for tests, which cannot listen on 169.254.170.2.
+    std::string base = env("SURF_ECS_CREDENTIALS_ENDPOINT");
+    if (base.empty()) base = "http://169.254.170.2";
+    while (!base.empty() && base.back() == '/') base.pop_back();
+    std::string relative = env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
+    if (relative.front() != '/') relative = "/" + relative;
+    u = parse_url(base + relative, "ECS credentials URI (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI)");
   } else {
     u = parse_url(env("AWS_CONTAINER_CREDENTIALS_FULL_URI"), "AWS_CONTAINER_CREDENTIALS_FULL_URI");
   }
   std::vector<std::pair<std::string, std::string>> headers;
   std::string auth = env("AWS_CONTAINER_AUTHORIZATION_TOKEN");
   if (!env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE").empty()) {
-    std::ifstream in(env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"));
+    const std::string file = env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
+    std::ifstream in(file);
+    if (!in) fail(ErrorCode::invalid_argument, "cannot read AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE '" + file + "'");
     std::getline(in, auth);
     auth = trim(auth);
   }

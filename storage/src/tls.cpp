@@ -95,7 +95,10 @@ std::shared_ptr<ssl::context> shared_client_context(const std::string& ca_file) 
   return c;
 }
 
+void keep_buffers(SSL* ssl) { SSL_clear_mode(ssl, SSL_MODE_RELEASE_BUFFERS); }
+
 void prepare_client(SSL* ssl, const std::string& host_in) {
+  keep_buffers(ssl);
   std::string host = host_in;
   if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
   boost::system::error_code ec;

@@ -9,6 +9,10 @@
 #include <thread>
 #include <vector>
 
+#include "surf/storage/backend.h"
+#include "surf/storage/chunk.h"
+#include "surf/storage/manifest.h"
+
 namespace surf::bench {
 
 namespace {
@@ -111,6 +115,33 @@ bool reset_peak_rss() {
 std::string work_dir() {
   const char* d = std::getenv("SURF_BENCH_DIR");
   return d && *d ? d : "/tmp/surf-bench";
+}
+
+void write_f32_store(const std::string& dir, const std::vector<std::pair<std::string, size_t>>& components) {
+  auto backend = open_filesystem_backend(dir, true);
+  Manifest m;
+  m.architecture = "bench";
+  m.model_type = "bench";
+  m.config_json = "{}";
+  ByteBuffer chunk;
+  for (const auto& [id, bytes] : components) {
+    std::vector<float> values(bytes / 4);
+    for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i % 1000) * 0.001f;
+    encode_chunk(id, {{"weight", DType::F32, {static_cast<int64_t>(values.size())}, values.data(), bytes}},
+                 Compression::none, 0, chunk);
+    backend->put(chunk_key(id), chunk.data(), chunk.size());
+    ManifestComponent c;
+    c.id = id;
+    c.key = chunk_key(id);
+    c.bytes = chunk.size();
+    c.raw_bytes = bytes;
+    c.checksum = checksum_of(chunk.data(), chunk.size());
+    c.tensors.push_back({"weight", id, DType::F32, {static_cast<int64_t>(values.size())}});
+    m.components.push_back(c);
+    m.execution_order.push_back(id);
+  }
+  const std::string text = m.to_json();
+  backend->put("manifest.json", text.data(), text.size());
 }
 
 }  // namespace surf::bench

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace surf::bench {
@@ -30,5 +31,9 @@ struct Spread {
   double median = 0, min = 0, max = 0;
 };
 Spread spread(std::vector<double> v);
+
+// A store (filesystem backend, manifest.json and chunks) for transport benchmarks: one
+// single-tensor F32 component per (id, bytes), uncompressed.
+void write_f32_store(const std::string& dir, const std::vector<std::pair<std::string, size_t>>& components);
 
 }  // namespace surf::bench

@@ -26,34 +26,6 @@ using namespace surf;
 
 namespace {
 
-// A store with two single-tensor components of the given sizes.
-void write_store(const std::string& dir, const std::vector<std::pair<std::string, size_t>>& components) {
-  auto backend = open_filesystem_backend(dir, true);
-  Manifest m;
-  m.architecture = "bench";
-  m.model_type = "bench";
-  m.config_json = "{}";
-  ByteBuffer chunk;
-  for (const auto& [id, bytes] : components) {
-    std::vector<float> values(bytes / 4);
-    for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i % 1000) * 0.001f;
-    encode_chunk(id, {{"weight", DType::F32, {static_cast<int64_t>(values.size())}, values.data(), bytes}},
-                 Compression::none, 0, chunk);
-    backend->put(chunk_key(id), chunk.data(), chunk.size());
-    ManifestComponent c;
-    c.id = id;
-    c.key = chunk_key(id);
-    c.bytes = chunk.size();
-    c.raw_bytes = bytes;
-    c.checksum = checksum_of(chunk.data(), chunk.size());
-    c.tensors.push_back({"weight", id, DType::F32, {static_cast<int64_t>(values.size())}});
-    m.components.push_back(c);
-    m.execution_order.push_back(id);
-  }
-  const std::string text = m.to_json();
-  backend->put("manifest.json", text.data(), text.size());
-}
-
 // Plain TCP on loopback: a sender thread writes `bytes` in 1 MiB writes whenever the receiver
 // asks; the receiver reads into a warm buffer.
 class RawTcp {
@@ -112,7 +84,7 @@ int main(int argc, char** argv) {
   ::setenv("SURF_EXE", SURF_EXE_PATH, 0);
   test::TempDir dir;
   const size_t big = 200u * 1000 * 1000, small = 20u * 1000 * 1000;
-  write_store(dir.str("store"), {{"big", big}, {"small", small}});
+  bench::write_f32_store(dir.str("store"), {{"big", big}, {"small", small}});
   test::ServerProcess server({"--store", dir.str("store"), "--cache-mb", "1000", "--threads", "2"});
   OpenOptions o;
   std::printf("surf serve on 127.0.0.1:%d; medians of %d interleaved runs after one warm-up\n\n", server.port(), runs);

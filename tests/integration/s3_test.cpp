@@ -388,8 +388,35 @@ ScopedEnv only_metadata(const test::PythonServer& fake, const test::TempDir& d) 
                     {"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", std::nullopt},
                     {"AWS_CONTAINER_CREDENTIALS_FULL_URI", std::nullopt},
                     {"AWS_CONTAINER_AUTHORIZATION_TOKEN", std::nullopt},
+                    {"AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", std::nullopt},
+                    {"SURF_ECS_CREDENTIALS_ENDPOINT", std::nullopt},
                     {"AWS_EC2_METADATA_DISABLED", std::nullopt},
                     {"AWS_EC2_METADATA_SERVICE_ENDPOINT", fake.url()}});
+}
+
+// With credentials from `chain` only (none in the config): puts `text` at `url`/x, then reads it
+// back every 100 ms for `ms` (moto checks every signature, so each refreshed credential is used).
+// Returns how many reads matched; stops at the first that does not (a test failure).
+int put_then_read_for(const std::shared_ptr<CredentialSource>& chain, const std::string& url, const std::string& text,
+                      int ms) {
+  S3Config c = config();
+  c.access_key_id.clear();
+  c.secret_access_key.clear();
+  c.credentials = chain;
+  auto b = open_s3_backend(url, c);
+  b->put("x", text.data(), text.size());
+  ByteBuffer got;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  int reads = 0;
+  while (std::chrono::steady_clock::now() < end) {
+    b->get("x", got);
+    const std::string read(reinterpret_cast<const char*>(got.data()), got.size());
+    EXPECT_EQ(read, text);
+    if (read != text) break;
+    ++reads;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return reads;
 }
 
 }  // namespace
@@ -403,21 +430,7 @@ TEST(S3Credentials, ImdsV2CredentialsAreRefreshedBeforeTheyLapse) {
   co.refresh_margin = std::chrono::seconds(2);  // 3 s credentials: fetched again about every second
   auto chain = default_credential_chain(co);
   EXPECT_EQ(chain->describe(), "EC2 instance metadata");
-  S3Config c = config();
-  c.access_key_id.clear();
-  c.secret_access_key.clear();
-  c.credentials = chain;
-  auto b = open_s3_backend("s3://surf-test/imds", c);
-  b->put("x", "payload", 7);
-  ByteBuffer got;
-  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(3500);
-  int reads = 0;
-  while (std::chrono::steady_clock::now() < end) {
-    b->get("x", got);  // moto checks every signature
-    ASSERT_EQ(std::string(reinterpret_cast<const char*>(got.data()), got.size()), "payload");
-    ++reads;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  const int reads = put_then_read_for(chain, "s3://surf-test/imds", "payload", 3500);
   const auto s = stats(fake);
   EXPECT_GE(s["imds"].get<int>(), 3) << s.dump() << " after " << reads << " reads";
   EXPECT_LT(s["imds"].get<int>(), reads) << s.dump();                       // cached between refreshes, not per request
@@ -485,4 +498,58 @@ TEST(S3Credentials, ChainOrderEnvironmentProfileEcsImds) {
   const auto s = stats(fake);
   EXPECT_EQ(s["ecs"].get<int>(), 1) << s.dump();  // the 403 is not counted; nothing after the profile
   EXPECT_EQ(s["imds"].get<int>(), 0) << s.dump();
+}
+
+// What ECS itself sets: AWS_CONTAINER_CREDENTIALS_RELATIVE_URI, joined to the agent's fixed address
+// (moved to the fake endpoint on loopback by SURF_ECS_CREDENTIALS_ENDPOINT), winning over
+// _FULL_URI as in the AWS SDKs, with the authorization read from AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE
+// (which wins over AWS_CONTAINER_AUTHORIZATION_TOKEN); the expiring credentials are fetched again.
+TEST(S3Credentials, EcsRelativeUriAndAuthorizationTokenFile) {
+  REQUIRE_MOTO();
+  test::TempDir d;
+  test::PythonServer fake(fake_metadata_script(),
+                          {moto().access_key(), moto().secret_key(), "3", "Bearer from-the-file"});
+  ScopedEnv env = only_metadata(fake, d);
+  std::ofstream(d.path() / "ecs-token") << "Bearer from-the-file\n";
+  std::ofstream(d.path() / "wrong-token") << "Bearer wrong\n";
+  {
+    ScopedEnv ecs({{"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "/ecs"},
+                   {"SURF_ECS_CREDENTIALS_ENDPOINT", fake.url()},
+                   {"AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:1/not-this-one"},
+                   {"AWS_CONTAINER_AUTHORIZATION_TOKEN", "Bearer not-this-one"},
+                   {"AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", d.str("ecs-token")},
+                   {"AWS_EC2_METADATA_DISABLED", "true"}});
+    CredentialChainOptions co;
+    co.refresh_margin = std::chrono::seconds(2);  // 3 s credentials: fetched again about every second
+    auto chain = default_credential_chain(co);
+    EXPECT_EQ(chain->describe(), "the ECS container endpoint");
+    EXPECT_GE(put_then_read_for(chain, "s3://surf-test/ecs-relative", "relative", 2500), 3);
+    const auto s = stats(fake);
+    EXPECT_GE(s["ecs"].get<int>(), 2) << s.dump();  // refreshed, through the relative URI
+    EXPECT_EQ(s["imds"].get<int>(), 0) << s.dump();
+  }
+  {
+    // The token file's token is the one sent: a wrong one is refused, and the error says so.
+    ScopedEnv ecs({{"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "ecs"},  // no leading slash: still /ecs
+                   {"SURF_ECS_CREDENTIALS_ENDPOINT", fake.url() + "/"},
+                   {"AWS_CONTAINER_AUTHORIZATION_TOKEN", "Bearer from-the-file"},
+                   {"AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", d.str("wrong-token")},
+                   {"AWS_EC2_METADATA_DISABLED", "true"}});
+    const std::string m =
+        test::expect_error([] { default_credential_chain(); }, ErrorCode::unauthorized, "no S3 credentials found");
+    EXPECT_NE(m.find("ECS container endpoint (ECS credentials endpoint answered HTTP 403)"), std::string::npos) << m;
+  }
+  {
+    // A token file that cannot be read is named, not silently replaced by no authorization.
+    ScopedEnv ecs({{"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "/ecs"},
+                   {"SURF_ECS_CREDENTIALS_ENDPOINT", fake.url()},
+                   {"AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", d.str("no-such-token")},
+                   {"AWS_EC2_METADATA_DISABLED", "true"}});
+    const std::string m =
+        test::expect_error([] { default_credential_chain(); }, ErrorCode::unauthorized, "no S3 credentials found");
+    EXPECT_NE(m.find("cannot read AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE '" + d.str("no-such-token") + "'"),
+              std::string::npos)
+        << m;
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  }
 }

@@ -162,6 +162,7 @@ class Detector : public std::enable_shared_from_this<Detector> {
     auto tls = state_->tls();
     if (tls && is_tls) {
       TlsStream s(std::move(stream_), *tls);
+      tls::keep_buffers(s.native_handle());
       return std::make_shared<HttpSession<TlsStream>>(std::move(s), std::move(buffer_), state_, std::move(tls),
                                                       std::move(slot_))
           ->run();

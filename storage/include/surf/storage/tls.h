@@ -27,6 +27,11 @@ std::shared_ptr<boost::asio::ssl::context> shared_client_context(const std::stri
 // before its handshake.
 void prepare_client(SSL* ssl, const std::string& host);
 
+// Keeps OpenSSL's record buffers for the connection's life: Asio turns on SSL_MODE_RELEASE_BUFFERS,
+// which frees and reallocates them around every 16 KB record of a bulk transfer. prepare_client
+// does this too; servers call it on each accepted stream.
+void keep_buffers(SSL* ssl);
+
 // A server context from a PEM certificate chain and private key: TLS 1.2 or newer.
 // Error(invalid_argument) naming the file and OpenSSL's reason if either is unusable.
 std::shared_ptr<boost::asio::ssl::context> server_context(const std::string& cert_file, const std::string& key_file);
