@@ -60,10 +60,8 @@ TempDir::~TempDir() {
   fs::remove_all(path_, ec);
 }
 
-CommandResult run_command(const std::vector<std::string>& argv) {
-  TempDir tmp;
-  const std::string out_path = tmp.str("stdout"), err_path = tmp.str("stderr");
-  pid_t pid = ::fork();
+int spawn_command(const std::vector<std::string>& argv, const std::string& out_path, const std::string& err_path) {
+  const pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
     int o = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -76,16 +74,28 @@ CommandResult run_command(const std::vector<std::string>& argv) {
     ::execv(args[0], args.data());
     std::_Exit(127);
   }
+  return pid;
+}
+
+int wait_command(int pid, int timeout_s) {
   int status = 0;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
   while (::waitpid(pid, &status, WNOHANG) == 0) {
     if (std::chrono::steady_clock::now() > deadline) {
       ::kill(pid, SIGKILL);
       ::waitpid(pid, &status, 0);
-      throw std::runtime_error("command timed out: " + argv[0]);
+      return -1;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+CommandResult run_command(const std::vector<std::string>& argv) {
+  TempDir tmp;
+  const std::string out_path = tmp.str("stdout"), err_path = tmp.str("stderr");
+  const int code = wait_command(spawn_command(argv, out_path, err_path), 120);
+  if (code == -1) throw std::runtime_error("command timed out: " + argv[0]);
   auto slurp = [](const std::string& p) {
     std::ifstream in(p);
     std::stringstream s;
@@ -93,7 +103,7 @@ CommandResult run_command(const std::vector<std::string>& argv) {
     return s.str();
   };
   CommandResult r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.exit_code = code;
   r.out = slurp(out_path);
   r.err = slurp(err_path);
   return r;

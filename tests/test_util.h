@@ -40,6 +40,10 @@ struct CommandResult {
 };
 // Runs argv (no shell) with a 120 s limit; captures stdout and stderr.
 CommandResult run_command(const std::vector<std::string>& argv);
+// The two halves: start argv (no shell) with stdout and stderr to files, returning its pid; wait
+// at most timeout_s for its exit status (128 + signal if killed), else kill it and return -1.
+int spawn_command(const std::vector<std::string>& argv, const std::string& out_path, const std::string& err_path);
+int wait_command(int pid, int timeout_s);
 
 bool bitwise_equal(const Tensor& a, const Tensor& b);
 

@@ -559,19 +559,9 @@ struct Started {
   std::string out_path, err_path;
   // Waits (at most 120 s) for the exit status, 128 + signal if killed.
   int wait() {
-    int status = 0;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-    while (::waitpid(pid, &status, WNOHANG) == 0) {
-      if (std::chrono::steady_clock::now() > deadline) {
-        ::kill(pid, SIGKILL);
-        ::waitpid(pid, &status, 0);
-        pid = -1;
-        return -1;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    const int code = test::wait_command(pid, 120);
     pid = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return code;
   }
   ~Started() {
     if (pid > 0) {
@@ -586,19 +576,7 @@ void start_surf(Started& s, std::vector<std::string> args, const test::TempDir& 
   args.insert(args.end(), {"--plugin-dir", test::plugin_dir()});
   s.out_path = d.str("stdout");
   s.err_path = d.str("stderr");
-  s.pid = ::fork();
-  ASSERT_GE(s.pid, 0);
-  if (s.pid == 0) {
-    const int o = ::open(s.out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int e = ::open(s.err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(o, 1);
-    ::dup2(e, 2);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    std::_Exit(127);
-  }
+  s.pid = test::spawn_command(args, s.out_path, s.err_path);
 }
 
 // A finished chunk (a temporary ends in .tmpPID, not .msgpack) written after `since`.
