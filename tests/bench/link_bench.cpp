@@ -10,7 +10,7 @@
 //
 //   build/tests/bench/link_bench [--formats bf16,q8_0,q4_0] [--links 0,1000,100] [--batches 1,8]
 //        [--decode 3] [--decode-limited 1] [--rounds 3] [--rounds-limited 1] [--prompt 8]
-//        [--skip bf16@100,q8_0@100] [--paced-cache-mb 0]
+//        [--skip bf16@100,q8_0@100] [--paced-cache-mb 0] [--read-ahead 2]
 // Link 0 = unlimited. A decode step on a limited link moves the whole streamed model (~2.1 GB in
 // bf16: ~17 s at 1000 Mbit/s, ~170 s at 100), hence fewer steps and rounds there and the default
 // skips. Data: SURF_BENCH_DIR (default /tmp/surf-bench): the checkpoint and one store per format.
@@ -126,6 +126,7 @@ int main(int argc, char** argv) {
   const int rounds_limited = std::stoi(arg(argc, argv, "rounds-limited", "1"));
   const int64_t prompt = std::stoll(arg(argc, argv, "prompt", "8"));
   const std::string paced_cache = arg(argc, argv, "paced-cache-mb", "0");
+  const std::string read_ahead = arg(argc, argv, "read-ahead", "2");  // the servers' --read-ahead
   ::setenv("SURF_EXE", SURF_EXE_PATH, 0);
 
   const std::string preset = "tinyllama-1.1b";
@@ -153,13 +154,15 @@ int main(int argc, char** argv) {
   }
   // One server per link, each serving every format. The unlimited one caches every chunk in
   // memory (the loopback figure is surf's own speed); the paced ones read their store each time
-  // unless --paced-cache-mb gives them a cache (the read then no longer leaves the link idle).
+  // unless --paced-cache-mb gives them a cache; they read ahead in execution order (--read-ahead,
+  // 0: off), so the link need not idle while they read.
   std::map<std::string, std::unique_ptr<test::ServerProcess>> servers;
   for (const auto& l : links) {
     std::vector<std::string> args;
     for (const auto& s : stores) args.insert(args.end(), {"--store", s});
     args.insert(args.end(), {"--cache-mb", l == "0" ? "4500" : paced_cache});
     if (l != "0") args.insert(args.end(), {"--max-mbps", l});
+    args.insert(args.end(), {"--read-ahead", read_ahead});
     servers[l] = std::make_unique<test::ServerProcess>(args);
   }
   std::printf(
