@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "../fuzz/targets.h"
+#include "text/unicode.h"
 
 namespace fs = std::filesystem;
 
@@ -63,4 +64,16 @@ TEST(FuzzRegressions, NamedFindings) {
   EXPECT_EQ(refusal("wire_request", "array32-4g-elements"), "not a msgpack request: it holds more than 256 values");
   EXPECT_NE(refusal("wire_answer", "array32-4g-elements").find("malformed answer"), std::string::npos);
   EXPECT_NE(refusal("wire_answer", "data-header-only").find("malformed answer"), std::string::npos);
+  // A SentencePiece charsmap whose replacement strings are not UTF-8: the pre-tokenizer after it
+  // read past the end of a string cut inside a character (found by fuzz_tokenizer_json).
+  EXPECT_NE(refusal("tokenizer_json", "charsmap-invalid-utf8").find("is not valid UTF-8 (corrupt charsmap)"),
+            std::string::npos);
+}
+
+TEST(FuzzRegressions, CodePointCutShortByTheEndDecodesAsReplacement) {
+  const std::string s = "a\xe2\x82";  // '€' without its last byte
+  size_t i = 0;
+  EXPECT_EQ(surf::text::next_code_point(s, i), U'a');
+  EXPECT_EQ(surf::text::next_code_point(s, i), char32_t{0xFFFD});
+  EXPECT_EQ(i, s.size());
 }

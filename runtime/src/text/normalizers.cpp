@@ -257,6 +257,7 @@ class PrecompiledNormalizer final : public Normalizer {
       array_[i] = u;
     }
     normalized_ = blob.substr(4 + trie_bytes);
+    path_ = path;
   }
 
   void apply(std::string& s) const override {
@@ -310,8 +311,14 @@ class PrecompiledNormalizer final : public Normalizer {
         const size_t index = value(array_[node]);
         if (index >= normalized_.size()) return std::nullopt;
         const size_t end = normalized_.find('\0', index);
-        return std::string_view(normalized_)
-            .substr(index, (end == std::string::npos ? normalized_.size() : end) - index);
+        const std::string_view out =
+            std::string_view(normalized_).substr(index, (end == std::string::npos ? normalized_.size() : end) - index);
+        // A replacement must be text: the pre-tokenizers and models after it read UTF-8.
+        if (find_invalid_utf8(out) != std::string_view::npos) {
+          json_fail(path_, "replacement at offset " + std::to_string(index) + " is not valid UTF-8 (corrupt charsmap)",
+                    false);
+        }
+        return out;
       }
     }
     return std::nullopt;
@@ -319,6 +326,7 @@ class PrecompiledNormalizer final : public Normalizer {
 
   std::vector<uint32_t> array_;
   std::string normalized_;
+  std::string path_;  // the JSON path, for errors
 };
 
 bool get_bool(const Json& j, const char* key, bool fallback) {

@@ -21,7 +21,8 @@ inline size_t utf8_length(unsigned char b) {
   return 1;
 }
 
-// Decodes the code point at s[i] (s must be valid UTF-8) and advances i.
+// Decodes the code point at s[i] (s should be valid UTF-8) and advances i. A sequence cut short
+// by the end of `s` is consumed whole and decodes as U+FFFD: never a read past the end.
 inline char32_t next_code_point(std::string_view s, size_t& i) {
   const auto b = static_cast<unsigned char>(s[i]);
   if (b < 0x80) {
@@ -29,6 +30,10 @@ inline char32_t next_code_point(std::string_view s, size_t& i) {
     return b;
   }
   const size_t n = utf8_length(b);
+  if (n > s.size() - i) {
+    i = s.size();
+    return 0xFFFD;
+  }
   char32_t c = b & (0xFF >> (n + 1));
   for (size_t k = 1; k < n; ++k) c = (c << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
   i += n;
