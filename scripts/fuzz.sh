@@ -95,7 +95,8 @@ PY
 # FUZZ_JOBS harnesses run at once (default 1; each is one process on one core).
 jobs=${FUZZ_JOBS:-1}
 run_one() {
-  ASAN_OPTIONS=detect_leaks=0 build-fuzz/tests/fuzz/fuzz_$1 "$corpus/$1" -max_total_time="$seconds" \
+  # UBSan reports are findings too: without halt_on_error they are printed and the run goes on.
+  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 build-fuzz/tests/fuzz/fuzz_$1 "$corpus/$1" -max_total_time="$seconds" \
     -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 -artifact_prefix=build-fuzz/findings/$1- \
     >"build-fuzz/findings/$1.log" 2>&1
   echo $? >"build-fuzz/findings/$1.rc"

@@ -89,7 +89,8 @@ Manifest Manifest::from_json(const std::string& text) {
   try {
     const json j = parse_json(text, "manifest.json");
     if (j.value("format", "") != "surf-store") fail(ErrorCode::corrupt, "manifest.json is not a surf store manifest");
-    m.format_version = j.at("format_version").get<int>();
+    const uint64_t version = json_uint(j.at("format_version"), "manifest: format_version");
+    m.format_version = version > 1000000 ? 1000000 : static_cast<int>(version);  // any such is "newer"
     if (m.format_version > kManifestFormatVersion) {
       fail(ErrorCode::unsupported, "store format version " + std::to_string(m.format_version) +
                                        " is newer than this runtime's " + std::to_string(kManifestFormatVersion) +

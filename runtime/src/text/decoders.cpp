@@ -378,7 +378,7 @@ std::unique_ptr<PostProcessor> make_post_processor(
         const std::string name = item["SpecialToken"].at("id").get<std::string>();
         std::vector<int64_t> ids;
         if (specials.contains(name)) {
-          ids = specials[name].at("ids").get<std::vector<int64_t>>();
+          ids = json_ints(specials[name].at("ids"), path + ".special_tokens." + name + ".ids");
         } else if (auto id = lookup(name)) {
           ids = {*id};
         } else {
@@ -393,9 +393,9 @@ std::unique_ptr<PostProcessor> make_post_processor(
   }
   if (type == "BertProcessing" || type == "RobertaProcessing") {
     auto t = std::make_unique<TemplateProcessor>();
-    t->items.emplace_back(std::vector<int64_t>{j.at("cls").at(1).get<int64_t>()});
+    t->items.emplace_back(std::vector<int64_t>{json_int(j.at("cls").at(1), path + ".cls[1]")});
     t->items.emplace_back(0);
-    t->items.emplace_back(std::vector<int64_t>{j.at("sep").at(1).get<int64_t>()});
+    t->items.emplace_back(std::vector<int64_t>{json_int(j.at("sep").at(1), path + ".sep[1]")});
     return t;
   }
   json_fail(path + ".type", "unsupported '" + type + "'");

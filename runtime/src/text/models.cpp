@@ -112,7 +112,8 @@ class BpeModel final : public Model {
   BpeModel(const Json& j, const std::string& path) {
     const Json& v = j.at("vocab");
     if (!v.is_object()) json_fail(path + ".vocab", "expected an object", false);
-    for (auto it = v.begin(); it != v.end(); ++it) vocab_.add(it.key(), it.value().get<int64_t>(), path + ".vocab");
+    for (auto it = v.begin(); it != v.end(); ++it)
+      vocab_.add(it.key(), json_int(it.value(), path + ".vocab"), path + ".vocab");
     prefix_ = opt_string(j, "continuing_subword_prefix").value_or("");
     suffix_ = opt_string(j, "end_of_word_suffix").value_or("");
     fuse_unk_ = j.value("fuse_unk", false);
@@ -295,7 +296,8 @@ class WordPieceModel final : public Model {
  public:
   WordPieceModel(const Json& j, const std::string& path) {
     const Json& v = j.at("vocab");
-    for (auto it = v.begin(); it != v.end(); ++it) vocab_.add(it.key(), it.value().get<int64_t>(), path + ".vocab");
+    for (auto it = v.begin(); it != v.end(); ++it)
+      vocab_.add(it.key(), json_int(it.value(), path + ".vocab"), path + ".vocab");
     prefix_ = opt_string(j, "continuing_subword_prefix").value_or("##");
     max_chars_ = j.value("max_input_chars_per_word", static_cast<size_t>(100));
     const std::string unk = opt_string(j, "unk_token").value_or("[UNK]");
@@ -356,7 +358,8 @@ class WordLevelModel final : public Model {
  public:
   WordLevelModel(const Json& j, const std::string& path) {
     const Json& v = j.at("vocab");
-    for (auto it = v.begin(); it != v.end(); ++it) vocab_.add(it.key(), it.value().get<int64_t>(), path + ".vocab");
+    for (auto it = v.begin(); it != v.end(); ++it)
+      vocab_.add(it.key(), json_int(it.value(), path + ".vocab"), path + ".vocab");
     if (auto unk = opt_string(j, "unk_token")) unk_ = vocab_.find(*unk);
   }
   void tokenize(std::string_view w, std::vector<int64_t>& out) const override {
@@ -387,6 +390,7 @@ class UnigramModel final : public Model {
     scores_.reserve(v.size());
     for (size_t i = 0; i < v.size(); ++i) {
       const std::string piece = v[i].at(0).get<std::string>();
+      if (!v[i].at(1).is_number()) json_fail(path + ".vocab", "a score is not a number", false);
       const double score = v[i].at(1).get<double>();
       vocab_.add(piece, static_cast<int64_t>(i), path + ".vocab");
       scores_.push_back(score);
@@ -394,7 +398,7 @@ class UnigramModel final : public Model {
       max_len_ = std::max(max_len_, piece.size());
     }
     if (j.contains("unk_id") && !j["unk_id"].is_null()) {
-      unk_ = j["unk_id"].get<int64_t>();
+      unk_ = json_int(j["unk_id"], path + ".unk_id");
       if (*unk_ < 0 || *unk_ >= static_cast<int64_t>(scores_.size()))
         json_fail(path + ".unk_id", "out of range", false);
     }

@@ -13,6 +13,21 @@ void json_fail(const std::string& path, const std::string& what, bool unsupporte
   fail(unsupported ? ErrorCode::unsupported : ErrorCode::invalid_argument, "tokenizer.json: " + path + ": " + what);
 }
 
+int64_t json_int(const Json& v, const std::string& path) {
+  if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
+    json_fail(path, "integer out of range", false);
+  }
+  if (!v.is_number_integer()) json_fail(path, "expected an integer, got " + std::string(v.type_name()), false);
+  return v.get<int64_t>();
+}
+
+std::vector<int64_t> json_ints(const Json& v, const std::string& path) {
+  if (!v.is_array()) json_fail(path, "expected an array of integers", false);
+  std::vector<int64_t> out;
+  for (size_t i = 0; i < v.size(); ++i) out.push_back(json_int(v[i], path + "[" + std::to_string(i) + "]"));
+  return out;
+}
+
 namespace {
 
 template <class Fn>

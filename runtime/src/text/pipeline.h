@@ -18,6 +18,10 @@ using Json = nlohmann::json;
 
 // Throws Error(unsupported / invalid_argument) naming `path`.
 [[noreturn]] void json_fail(const std::string& path, const std::string& what, bool unsupported = true);
+// An integer as tokenizer.json writes ids, refused (naming `path`) when it is not one: a float such
+// as 5.5e81 read as an integer would be undefined behaviour.
+int64_t json_int(const Json& v, const std::string& path);
+std::vector<int64_t> json_ints(const Json& v, const std::string& path);
 
 class Normalizer {
  public:

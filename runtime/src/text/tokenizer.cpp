@@ -207,7 +207,7 @@ class JsonTokenizer final : public Tokenizer {
     for (size_t i = 0; i < list.size(); ++i) {
       const Json& a = list[i];
       text::AddedToken t;
-      t.id = a.at("id").get<int64_t>();
+      t.id = text::json_int(a.at("id"), "added_tokens.id");
       t.content = a.at("content").get<std::string>();
       t.single_word = a.value("single_word", false);
       t.lstrip = a.value("lstrip", false);
