@@ -101,16 +101,21 @@ class RawClient {
 
 }  // namespace
 
-TEST(WeightServer, GoldensMatchThroughTheServer) {
-  test::ServerProcess server({"--store", stores().llama});
+// The llama fixture's goldens, fetched from `url` with cache 1 and the given client prefetch.
+void expect_llama_goldens(const std::string& url, int prefetch, const std::string& what = "") {
   CheckOptions o;
-  o.source = server.url("llama");
+  o.source = url;
   o.plugin_dirs = {test::plugin_dir()};
   o.cache_size = 1;
-  o.prefetch = 2;
+  o.prefetch = prefetch;
   const CheckReport r = check_fixture((test::fixtures_dir() / "llama-tiny-random").string(), o);
   ASSERT_FALSE(r.lines.empty());
-  for (const auto& l : r.lines) EXPECT_TRUE(l.passed) << l.tensor << " " << l.note;
+  for (const auto& l : r.lines) EXPECT_TRUE(l.passed) << what << l.tensor << " " << l.note;
+}
+
+TEST(WeightServer, GoldensMatchThroughTheServer) {
+  test::ServerProcess server({"--store", stores().llama});
+  expect_llama_goldens(server.url("llama"), 2);
 }
 
 // The server reads the next components in execution order after each request, so a client that
@@ -119,14 +124,7 @@ TEST(WeightServer, GoldensMatchThroughTheServer) {
 TEST(WeightServer, ReadAheadServesTheNextComponents) {
   for (const char* depth : {"2", "0"}) {
     test::ServerProcess server({"--store", stores().llama, "--cache-mb", "0", "--read-ahead", depth});
-    CheckOptions o;
-    o.source = server.url("llama");
-    o.plugin_dirs = {test::plugin_dir()};
-    o.cache_size = 1;
-    o.prefetch = 0;
-    const CheckReport r = check_fixture((test::fixtures_dir() / "llama-tiny-random").string(), o);
-    ASSERT_FALSE(r.lines.empty());
-    for (const auto& l : r.lines) EXPECT_TRUE(l.passed) << depth << ": " << l.tensor << " " << l.note;
+    expect_llama_goldens(server.url("llama"), 0, std::string(depth) + ": ");
     const std::string m = http_get(server.port(), "/metrics");
     if (std::string(depth) == "0") {
       EXPECT_EQ(metric(m, "surf_read_ahead_total"), 0u) << m;

@@ -270,6 +270,9 @@ struct WeightServer::Impl {
 WeightServer::WeightServer(const ServeOptions& options) : impl_(std::make_unique<Impl>(options)) {
   auto& state = *impl_->state;
   if (options.stores.empty()) fail(ErrorCode::invalid_argument, "serve: no store given (--store DIR)");
+  if (options.read_ahead < 0 || options.read_ahead > 64) {
+    fail(ErrorCode::invalid_argument, "serve: read_ahead must be 0-64 (components read ahead)");
+  }
   if (!(options.max_mbps >= 0)) fail(ErrorCode::invalid_argument, "serve: max_mbps must be >= 0 (0: unlimited)");
   uint64_t largest_chunk = 0;
   for (const auto& [name, source] : options.stores) {
@@ -285,16 +288,12 @@ WeightServer::WeightServer(const ServeOptions& options) : impl_(std::make_unique
     const auto& order = m.manifest.execution_order;
     for (size_t i = 0; i < order.size(); ++i) {
       auto& next = m.next[order[i]];
-      for (size_t j = i + 1; j < order.size() && next.size() < static_cast<size_t>(std::max(0, options.read_ahead));
-           ++j) {
+      for (size_t j = i + 1; j < order.size() && next.size() < static_cast<size_t>(options.read_ahead); ++j) {
         if (const ManifestComponent* c = m.manifest.find(order[j])) next.push_back(c);
       }
     }
     for (const auto& c : m.manifest.components) largest_chunk = std::max(largest_chunk, c.bytes);
     state.models[name] = std::move(m);
-  }
-  if (options.read_ahead < 0 || options.read_ahead > 64) {
-    fail(ErrorCode::invalid_argument, "serve: read_ahead must be 0-64 (components read ahead)");
   }
   state.cache.set_ahead_bytes(static_cast<uint64_t>(options.read_ahead) * largest_chunk);
   if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
