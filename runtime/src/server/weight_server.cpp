@@ -3,7 +3,6 @@
 // side is ws_session.cpp, the operations handlers.cpp, the chunk cache and the metrics their own.
 #include <utility>  // Asio wants it first with GCC 12
 
-#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
@@ -162,7 +161,6 @@ class Detector : public std::enable_shared_from_this<Detector> {
     auto tls = state_->tls();
     if (tls && is_tls) {
       TlsStream s(std::move(stream_), *tls);
-      tls::keep_buffers(s.native_handle());
       return std::make_shared<HttpSession<TlsStream>>(std::move(s), std::move(buffer_), state_, std::move(tls),
                                                       std::move(slot_))
           ->run();

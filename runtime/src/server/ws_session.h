@@ -5,17 +5,18 @@
 #include <utility>  // Asio wants it first with GCC 12
 
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <memory>
 
 #include "server/server_state.h"
+#include "transport/tls_stream.h"
 
 namespace surf::server {
 
-using TlsStream = boost::asio::ssl::stream<boost::beast::tcp_stream>;
+using TlsStream = surf::tls::TlsStream;
 using UpgradeRequest = boost::beast::http::request<boost::beast::http::string_body>;
 
 // Completes the upgrade `request` received on `stream` and serves the connection until it closes.

@@ -6,11 +6,9 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
-#include <boost/beast/websocket/ssl.hpp>
 #include <cctype>
 #include <type_traits>
 #include <deque>
@@ -22,6 +20,7 @@
 
 #include "surf/storage/chunk.h"
 #include "surf/storage/tls.h"
+#include "transport/tls_stream.h"
 
 namespace surf {
 
@@ -29,7 +28,7 @@ namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace websocket = beast::websocket;
 using tcp = net::ip::tcp;
-using TlsStream = net::ssl::stream<beast::tcp_stream>;
+using TlsStream = tls::TlsStream;  // large-buffer TLS (tls_stream.h)
 
 WsUrl parse_ws_url(const std::string& url) {
   const bool tls = url.rfind("wss://", 0) == 0;

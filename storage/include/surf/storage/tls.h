@@ -27,9 +27,9 @@ std::shared_ptr<boost::asio::ssl::context> shared_client_context(const std::stri
 // before its handshake.
 void prepare_client(SSL* ssl, const std::string& host);
 
-// Keeps OpenSSL's record buffers for the connection's life: Asio turns on SSL_MODE_RELEASE_BUFFERS,
-// which frees and reallocates them around every 16 KB record of a bulk transfer. prepare_client
-// does this too; servers call it on each accepted stream.
+// Keeps OpenSSL's record buffers for the connection's life: Asio's ssl::stream turns on
+// SSL_MODE_RELEASE_BUFFERS, which frees and reallocates them around every 16 KB record of a bulk
+// transfer. prepare_client does this too.
 void keep_buffers(SSL* ssl);
 
 // A server context from a PEM certificate chain and private key: TLS 1.2 or newer.
