@@ -66,6 +66,8 @@ TlsEngine::TlsEngine(net::ssl::context& ctx) : in_(new unsigned char[kInBytes]) 
   SSL_set_bio(ssl_, bio, bio);  // one reference, owned by ssl_
   // Whole runs of records per BIO read: the BIO is a memory copy, so reading ahead costs nothing.
   SSL_set_read_ahead(ssl_, 1);
+  // A write must never need to read: no TLS 1.2 renegotiation (TLS 1.3 has none).
+  SSL_set_options(ssl_, SSL_OP_NO_RENEGOTIATION);
   out_.reserve(kWriteBytes + (kWriteBytes >> 4));
   sending_.reserve(out_.capacity());
 }
