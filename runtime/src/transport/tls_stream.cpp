@@ -5,6 +5,9 @@
 #include <openssl/ssl.h>
 
 #include <boost/asio/error.hpp>
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <cstring>
 #include <limits>
 
@@ -22,8 +25,8 @@ TlsEngine* engine_of(BIO* bio) { return static_cast<TlsEngine*>(BIO_get_data(bio
 int bio_read(BIO* bio, char* out, int len) {
   BIO_clear_retry_flags(bio);
   const int n = engine_of(bio)->bio_read(out, len);
-  if (n < 0) BIO_set_retry_read(bio);
-  return n;
+  if (n == TlsEngine::kWouldBlock) BIO_set_retry_read(bio);
+  return n < 0 ? -1 : n;
 }
 
 int bio_write(BIO* bio, const char* data, int len) {
@@ -68,6 +71,8 @@ TlsEngine::TlsEngine(net::ssl::context& ctx) : in_(new unsigned char[kInBytes]) 
   SSL_set_read_ahead(ssl_, 1);
   // A write must never need to read: no TLS 1.2 renegotiation (TLS 1.3 has none).
   SSL_set_options(ssl_, SSL_OP_NO_RENEGOTIATION);
+  // With read-ahead, OpenSSL fills this much of its buffer per read: many records per recv().
+  SSL_set_default_read_buffer_len(ssl_, kInBytes);
   out_.reserve(kWriteBytes + (kWriteBytes >> 4));
   sending_.reserve(out_.capacity());
 }
@@ -82,6 +87,8 @@ error_code TlsEngine::error_for(int ret) {
       return net::error::eof;
     case SSL_ERROR_SSL:
     case SSL_ERROR_SYSCALL:
+      if (errno_ != 0) return error_code(errno_, boost::system::system_category());
+      if (eof_) return net::ssl::error::stream_truncated;  // no close_notify before the end
       if (lib != 0) return error_code(static_cast<int>(lib), net::error::get_ssl_category());
       return net::ssl::error::stream_truncated;
     default:
@@ -169,7 +176,21 @@ std::vector<unsigned char>& TlsEngine::take_out() {
 
 int TlsEngine::bio_read(char* out, int len) {
   const size_t have = in_end_ - in_begin_;
-  if (have == 0) return -1;
+  if (have == 0) {
+    if (fd_ < 0 || eof_) return eof_ ? 0 : kWouldBlock;
+    while (true) {
+      const ssize_t n = ::recv(fd_, out, static_cast<size_t>(len), MSG_DONTWAIT);
+      if (n > 0) return static_cast<int>(n);
+      if (n == 0) {
+        eof_ = true;
+        return 0;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return kWouldBlock;
+      errno_ = errno;
+      return kFailed;
+    }
+  }
   const size_t n = std::min(have, static_cast<size_t>(len));
   std::memcpy(out, in_.get() + in_begin_, n);
   in_begin_ += n;

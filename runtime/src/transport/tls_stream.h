@@ -36,7 +36,7 @@ namespace surf::tls {
 // and the ciphertext produced but not yet sent. No I/O of its own.
 class TlsEngine {
  public:
-  static constexpr size_t kInBytes = 1 << 20;
+  static constexpr size_t kInBytes = 256 << 10;
   static constexpr size_t kWriteBytes = 256 << 10;  // plaintext encrypted per write operation
 
   explicit TlsEngine(boost::asio::ssl::context& ctx);
@@ -45,6 +45,9 @@ class TlsEngine {
   TlsEngine& operator=(const TlsEngine&) = delete;
 
   SSL* ssl() const { return ssl_; }
+  // The connected socket: once what arrived through in_space() is used up, OpenSSL's reads go
+  // straight to it (recv into OpenSSL's own buffer, no copy through ours) until it would block.
+  void set_socket(int fd) { fd_ = fd; }
 
   enum class Step { done, want_read, failed };
   // Advances the handshake; its output, if any, is left in out().
@@ -69,7 +72,8 @@ class TlsEngine {
   bool has_out() const { return !out_.empty(); }
   std::vector<unsigned char>& take_out();
 
-  // The BIO's callbacks.
+  // The BIO's callbacks. bio_read: bytes, 0 at end of stream, kWouldBlock or kFailed.
+  static constexpr int kWouldBlock = -1, kFailed = -2;
   int bio_read(char* out, int len);
   int bio_write(const char* data, int len);
 
@@ -77,6 +81,9 @@ class TlsEngine {
   boost::system::error_code error_for(int ret);
 
   SSL* ssl_ = nullptr;
+  int fd_ = -1;
+  bool eof_ = false;  // the socket reached its end
+  int errno_ = 0;     // the socket's error, if a read failed
   std::unique_ptr<unsigned char[]> in_;
   size_t in_begin_ = 0, in_end_ = 0;
   std::vector<unsigned char> out_, sending_;
@@ -178,6 +185,7 @@ struct TlsStream::HandshakeOp {
       case start:
         break;
     }
+    s.engine_->set_socket(s.next_.socket().native_handle());
     const TlsEngine::Step step = s.engine_->handshake(ec);
     if (step == TlsEngine::Step::failed) failure = ec;
     if (s.engine_->has_out()) {
@@ -235,8 +243,8 @@ auto TlsStream::async_shutdown(Handler&& handler) {
   return boost::asio::async_compose<Handler, void(boost::system::error_code)>(ShutdownOp{*this}, handler, next_);
 }
 
-// Decrypts what has arrived into the caller's buffers; reads the socket (up to kInBytes at once)
-// only when not one byte is ready.
+// Decrypts what has arrived into the caller's buffers, reading the socket directly while it has
+// data; waits for the socket (into in_space()) only when not one byte is ready.
 template <class MutableBuffers>
 struct TlsStream::ReadOp {
   TlsStream& s;
@@ -253,6 +261,7 @@ struct TlsStream::ReadOp {
     }
     size_t total = 0;
     TlsEngine::Step step = TlsEngine::Step::want_read;
+    s.engine_->set_socket(s.next_.socket().native_handle());
     for (const auto b : boost::beast::buffers_range_ref(buffers)) {
       size_t got = 0;
       step = s.engine_->read(b.data(), b.size(), got, ec);
