@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 #include "kernels/cpu.h"
@@ -105,6 +106,16 @@ const char* set_kernel_isa(std::string_view name) {
   return kernel_isa();
 }
 int kernel_threads() { return kernels::Pool::get().threads(); }
+
+int reserve_kernel_threads(int delta) {
+  try {
+    return kernels::Pool::get().reserve(delta);
+  } catch (const std::invalid_argument& e) {
+    fail(ErrorCode::invalid_argument, e.what());
+  }
+}
+
+int usable_kernel_threads() { return kernels::Pool::get().usable_threads(); }
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
   const int64_t n = w.dim(0), k = w.dim(1);

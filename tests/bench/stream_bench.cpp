@@ -4,7 +4,8 @@
 // prefill matmul GFLOP/s through the SDK against raw OpenBLAS sgemm on the same shapes (goal >= 70%).
 //
 //   build/tests/bench/stream_bench [--preset tinyllama-1.1b] [--cache 2] [--prefetch 1] [--seq 128] [--runs 3]
-//                                  [--spare-buffers 2]
+//                                  [--spare-buffers 2] [--matmuls 1]
+// --matmuls 0 skips the prefill matmul comparison (section 4), e.g. for interleaved overlap runs.
 #include <cblas.h>
 
 #include <algorithm>
@@ -57,6 +58,7 @@ int main(int argc, char** argv) {
   const int64_t seq = std::stoll(arg(argc, argv, "seq", "128"));
   const int runs = std::stoi(arg(argc, argv, "runs", "3"));
   const int spares = std::stoi(arg(argc, argv, "spare-buffers", "2"));
+  const bool matmuls = arg(argc, argv, "matmuls", "1") != "0";
   const fs::path hf = fs::path(bench::work_dir()) / (preset + "-bf16");
   const fs::path store = fs::path(bench::work_dir()) / (preset + "-bf16-store");
   if (!fs::exists(hf / "config.json")) {
@@ -80,31 +82,26 @@ int main(int argc, char** argv) {
   std::printf("model %s (bf16 store), cache %d layers, prefetch %d, seq 1 and %lld, median of %d runs\n",
               preset.c_str(), cache, prefetch, static_cast<long long>(seq), runs);
 
-  // 1. Streamed: the cache is smaller than the model.
+  // 1. Streamed: the cache is smaller than the model. One pass of each length alone first, for
+  // the peak RSS of streaming (before any other session exists).
   const uint64_t rss_before = bench::rss_bytes();
   const bool peak_ok = bench::reset_peak_rss();
-  double streamed1 = 0, streamed_n = 0;
   uint64_t resident_bytes = 0, largest_stored = 0, streamed_count = 0, peak = 0;
-  std::string stats_text;
-  {
-    OpenOptions o;
-    o.cache_size = cache;
-    o.prefetch = prefetch;
-    o.spare_buffers = spares;
-    auto s = Session::open(store.string(), o);
-    for (const auto& c : s->info().components) {
-      if (!c.resident) {
-        largest_stored = std::max(largest_stored, c.raw_bytes);
-        streamed_count++;
-      }
+  OpenOptions so;
+  so.cache_size = cache;
+  so.prefetch = prefetch;
+  so.spare_buffers = spares;
+  auto streamed = Session::open(store.string(), so);
+  for (const auto& c : streamed->info().components) {
+    if (!c.resident) {
+      largest_stored = std::max(largest_stored, c.raw_bytes);
+      streamed_count++;
     }
-    streamed1 = bench::median_seconds(runs, 1, [&] { s->forward({{"input_ids", ids1}}); });
-    streamed_n = bench::median_seconds(runs, 1, [&] { s->forward({{"input_ids", ids_n}}); });
-    const CacheStats st = s->cache_stats();
-    resident_bytes = st.resident_bytes;
-    stats_text = st.to_text();
-    peak = bench::peak_rss_bytes();
   }
+  streamed->forward({{"input_ids", ids1}});
+  streamed->forward({{"input_ids", ids_n}});
+  resident_bytes = streamed->cache_stats().resident_bytes;
+  peak = bench::peak_rss_bytes();
   // bf16 matrices stay bf16 in memory: a component occupies about its stored size.
   const uint64_t layer_bytes = largest_stored;
 
@@ -116,32 +113,67 @@ int main(int argc, char** argv) {
     if (c.role == ComponentRole::streamed) streamed_ids.push_back(c.id);
   }
   uint64_t bytes = 0;
-  const double transfer = bench::median_seconds(runs, 1, [&] {
+  auto transfer_once = [&] {
     bytes = 0;
     for (const auto& id : streamed_ids) bytes += provider->fetch(id).bytes_fetched;
-  });
-  provider.reset();
-  pool.reset();
+  };
+  transfer_once();
 
   // 3. Compute alone: every component cached before timing.
-  double compute1 = 0, compute_n = 0;
-  {
-    OpenOptions o;
-    o.cache_size = static_cast<int>(streamed_count);
-    o.prefetch = 0;
-    o.warmup = {"all"};
-    auto s = Session::open(store.string(), o);
-    compute1 = bench::median_seconds(runs, 1, [&] { s->forward({{"input_ids", ids1}}); });
-    compute_n = bench::median_seconds(runs, 1, [&] { s->forward({{"input_ids", ids_n}}); });
-  }
+  OpenOptions co;
+  co.cache_size = static_cast<int>(streamed_count);
+  co.prefetch = 0;
+  co.warmup = {"all"};
+  auto resident = Session::open(store.string(), co);
+  resident->forward({{"input_ids", ids1}});
+  resident->forward({{"input_ids", ids_n}});
 
-  std::printf("\n%-34s %10s %10s\n", "", "seq 1", ("seq " + std::to_string(seq)).c_str());
-  std::printf("%-34s %9.1fms %9.1fms\n", "streamed forward", streamed1 * 1e3, streamed_n * 1e3);
-  std::printf("%-34s %9.1fms %9.1fms   (%.0f MB, %.2f GB/s)\n", "transfer alone (all streamed)", transfer * 1e3,
-              transfer * 1e3, bytes / 1e6, bytes / transfer / 1e9);
-  std::printf("%-34s %9.1fms %9.1fms\n", "compute alone (all cached)", compute1 * 1e3, compute_n * 1e3);
-  const double r1 = streamed1 / std::max(transfer, compute1), rn = streamed_n / std::max(transfer, compute_n);
-  std::printf("%-34s %10.3f %10.3f   goal <= 1.15\n", "streamed / max(transfer, compute)", r1, rn);
+  // The three are timed in interleaved rounds, and each round's ratio is taken within the round:
+  // this machine's CPU share and memory bandwidth swing from second to second, and phases timed
+  // tens of seconds apart made the ratio swing between 0.4 and 3 on one binary.
+  streamed->reset_cache_stats();
+  auto timed = [](const std::function<void()>& fn) {
+    const double t0 = bench::now_s();
+    fn();
+    return bench::now_s() - t0;
+  };
+  std::vector<double> s1v, snv, tv, c1v, cnv, r1v, rnv;
+  for (int r = 0; r < runs; ++r) {
+    s1v.push_back(timed([&] { streamed->forward({{"input_ids", ids1}}); }));
+    snv.push_back(timed([&] { streamed->forward({{"input_ids", ids_n}}); }));
+    tv.push_back(timed(transfer_once));
+    c1v.push_back(timed([&] { resident->forward({{"input_ids", ids1}}); }));
+    cnv.push_back(timed([&] { resident->forward({{"input_ids", ids_n}}); }));
+    r1v.push_back(s1v.back() / std::max(tv.back(), c1v.back()));
+    rnv.push_back(snv.back() / std::max(tv.back(), cnv.back()));
+  }
+  const std::string stats_text = streamed->cache_stats().to_text();
+  streamed.reset();
+  resident.reset();
+  provider.reset();
+  pool.reset();
+  const auto s1 = bench::spread(s1v), sn = bench::spread(snv), tr = bench::spread(tv), c1 = bench::spread(c1v),
+             cn = bench::spread(cnv), r1 = bench::spread(r1v), rn = bench::spread(rnv);
+  const double transfer = tr.median, compute_n = cn.median;
+
+  auto ms = [](const bench::Spread& x) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.1f (%.1f-%.1f)", x.median * 1e3, x.min * 1e3, x.max * 1e3);
+    return std::string(buf);
+  };
+  auto ratio = [](const bench::Spread& x) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.3f (%.3f-%.3f)", x.median, x.min, x.max);
+    return std::string(buf);
+  };
+  std::printf("\nmedians (ranges) of %d interleaved rounds, ms\n", runs);
+  std::printf("%-34s %24s %24s\n", "", "seq 1", ("seq " + std::to_string(seq)).c_str());
+  std::printf("%-34s %24s %24s\n", "streamed forward", ms(s1).c_str(), ms(sn).c_str());
+  std::printf("%-34s %24s %24s   (%.0f MB, %.2f GB/s)\n", "transfer alone (all streamed)", ms(tr).c_str(),
+              ms(tr).c_str(), bytes / 1e6, bytes / transfer / 1e9);
+  std::printf("%-34s %24s %24s\n", "compute alone (all cached)", ms(c1).c_str(), ms(cn).c_str());
+  std::printf("%-34s %24s %24s   goal <= 1.15 (each round's own ratio)\n", "streamed / max(transfer, compute)",
+              ratio(r1).c_str(), ratio(rn).c_str());
   std::printf("cache: %s\n", stats_text.c_str());
 
   // Memory: peak RSS growth of the streamed phase against its budget. The buffer pool also keeps
@@ -160,6 +192,7 @@ int main(int argc, char** argv) {
         static_cast<double>(grew) / static_cast<double>(budget + spares * layer_bytes));
   }
 
+  if (!matmuls) return 0;
   // 4. Prefill matmuls: SDK linear (f32 weights, and bf16 weights as the cache holds them) vs raw
   // sgemm on the same shapes, measured interleaved so machine noise hits all three alike.
   std::printf("\nprefill matmuls, M=%lld (2 OpenBLAS threads), medians of 7 interleaved runs:\n",

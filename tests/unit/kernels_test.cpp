@@ -3,10 +3,12 @@
 // as far as this CPU has them) against a float64 reference, for every weight dtype, few-row
 // (decode) and many-row (prefill) shapes, odd sizes.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <thread>
 
 #include "surf/ops.h"
 
@@ -340,4 +342,40 @@ TEST(Kernels, EmbeddingGathersQuantizedRows) {
   const Tensor all = t.to_f32();
   EXPECT_EQ(std::memcmp(e.f32(), all.f32() + 7 * 64, 64 * 4), 0);
   EXPECT_EQ(std::memcmp(e.f32() + 64, all.f32() + 2 * 64, 64 * 4), 0);
+}
+
+namespace {
+double cpu_seconds(int who) {
+  rusage u{};
+  ::getrusage(who, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6;
+}
+}  // namespace
+
+// A host fetching the next layer reserves a core: kernels then use one thread fewer, the spare
+// worker neither works nor spins (the whole process's CPU time is the caller's), results keep their
+// bits, and giving back more than was taken is an error.
+TEST(Kernels, AReservedCoreIsLeftAlone) {
+  const int threads = ops::kernel_threads();
+  EXPECT_EQ(ops::usable_kernel_threads(), threads);
+  Tensor w = quantized(DType::BF16, {2048, 1024}, random_values(2048 * 1024, 3, 0.05f));
+  Tensor x = Tensor::from_f32({4, 1024}, random_values(4 * 1024, 5));
+  const Tensor all = ops::linear(x, w);
+  EXPECT_EQ(ops::reserve_kernel_threads(1), 1);
+  EXPECT_EQ(ops::usable_kernel_threads(), std::max(1, threads - 1));
+  Tensor reserved;
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));  // workers' spin after the last call ends
+  const double self0 = cpu_seconds(RUSAGE_SELF), thread0 = cpu_seconds(RUSAGE_THREAD);
+  for (int i = 0; i < 200; ++i) reserved = ops::linear(x, w);
+  const double self = cpu_seconds(RUSAGE_SELF) - self0, mine = cpu_seconds(RUSAGE_THREAD) - thread0;
+  EXPECT_EQ(ops::reserve_kernel_threads(-1), 0);
+  EXPECT_EQ(ops::usable_kernel_threads(), threads);
+  ASSERT_EQ(std::memcmp(all.raw(), reserved.raw(), all.nbytes()), 0);
+  if (threads == 2) {
+    // Only the caller ran: the other threads' CPU time is small against the caller's.
+    EXPECT_LT(self - mine, 0.2 * mine) << "process " << self << " s, caller " << mine << " s";
+  }
+  EXPECT_THROW(ops::reserve_kernel_threads(-1), Error);
+  EXPECT_EQ(ops::usable_kernel_threads(), threads);
 }

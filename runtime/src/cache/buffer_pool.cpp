@@ -56,18 +56,31 @@ std::shared_ptr<ByteBuffer> BufferPool::acquire(size_t size) {
   }
   std::weak_ptr<State> weak = state_;
   return std::shared_ptr<ByteBuffer>(buf.release(), [weak, cap](ByteBuffer* b) {
+    std::unique_ptr<ByteBuffer> back(b);
+    std::vector<std::unique_ptr<ByteBuffer>> dropped;  // freed after the lock: unmapping takes a while
     if (auto s = weak.lock()) {
       std::lock_guard lock(s->mutex);
       s->out_bytes -= cap;
-      const uint64_t now = b->capacity();  // a user may have grown it
-      const bool within = s->limit == 0 || s->out_bytes + s->free_bytes + now <= s->limit;
-      if (now >= kMinPooled && s->free.size() < s->max_free && within) {
-        s->free.emplace_back(b);
+      const uint64_t now = back->capacity();  // a user may have grown it
+      auto over = [&] {
+        return s->free.size() > s->max_free || (s->limit != 0 && s->out_bytes + s->free_bytes > s->limit);
+      };
+      if (now >= kMinPooled && s->max_free > 0) {
+        // Kept, and the smallest spares dropped while over a bound: a big spare serves any request
+        // (best fit takes one up to twice the size), while dropping it makes the next big request
+        // grow a small one into fresh pages. A streamed pass that went from layers to lm_head and
+        // back regrew lm_head's buffer on every pass when the returning buffer was the one dropped.
+        s->free.push_back(std::move(back));
         s->free_bytes += now;
-        return;
+        std::sort(s->free.begin(), s->free.end(),
+                  [](const auto& a, const auto& c) { return a->capacity() > c->capacity(); });
+        while (!s->free.empty() && over()) {
+          s->free_bytes -= s->free.back()->capacity();
+          dropped.push_back(std::move(s->free.back()));
+          s->free.pop_back();
+        }
       }
     }
-    delete b;
   });
 }
 

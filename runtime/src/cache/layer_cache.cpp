@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "surf/log.h"
+#include "surf/ops.h"
 
 namespace surf {
 
@@ -217,7 +218,8 @@ void LayerCache::evict_locked(size_t room) {
 
 void LayerCache::worker() {
   // Fetching fills the gaps compute leaves; at equal priority it would steal cycles from the
-  // BLAS threads, whose statically split matmuls then wait for the slowest thread.
+  // kernel threads, whose split matmuls then wait for the slowest thread. While a fetch runs it
+  // also reserves a core (below), so the kernels leave it one.
   ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
   std::unique_lock lock(mutex_);
   while (true) {
@@ -231,6 +233,12 @@ void LayerCache::worker() {
     std::shared_ptr<LoadedComponent> data;
     std::string error;
     try {
+      // The fetch (read, checksum, decode) needs a core of its own to overlap with compute: with
+      // every core running kernel threads it ran only between the layers' matmuls.
+      struct Reserve {
+        Reserve() { ops::reserve_kernel_threads(1); }
+        ~Reserve() { ops::reserve_kernel_threads(-1); }
+      } reserve;
       data = fetch_counted(id, true);
     } catch (const std::exception& e) {
       error = e.what();

@@ -54,6 +54,16 @@ ActivationRounding activation_rounding_from_name(std::string_view name);
 // at start-up), and the number of threads of the SDK's pool.
 const char* kernel_isa();
 int kernel_threads();
+// A host that runs CPU-heavy work of its own beside the kernels (a streamed model's next layer
+// being read and verified while this one computes) reserves a core for it: while reservations are
+// held, kernels use that many fewer threads (at least the calling thread), and the pool's spare
+// workers sleep instead of spinning. Three busy threads on two cores made each layer's fetch wait
+// for its compute. `delta` +1 takes a reservation, -1 gives it back; returns the reservations now
+// held; Error(invalid_argument) if more are given back than were taken. Thread-safe; results do
+// not depend on the thread count.
+int reserve_kernel_threads(int delta);
+// Threads a kernel call made now would use: kernel_threads() less the reservations, at least 1.
+int usable_kernel_threads();
 // Caps the path at runtime, for tests and to rule one out: "native" (what the CPU has), "avx512",
 // "avx512-novnni", "avx2" (with AVX-VNNI if present), "avx2-novnni", "scalar"; never above what
 // the CPU has. Returns the path now in use. Not to be called while matmuls run.

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -52,10 +53,12 @@ struct Pool::State {
   std::atomic<uint32_t> generation{0};
   std::atomic<int> active{0};
   std::atomic<bool> stop{false};
+  std::atomic<int> reserved{0};  // cores the host has taken for its own work (Pool::reserve)
   // The current call.
   void (*call)(void*, int64_t) = nullptr;
   void* ctx = nullptr;
   int64_t tasks = 0;
+  int helpers = 0;  // workers 1..helpers join the current call
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> done{0};
   std::mutex error_mutex;
@@ -76,14 +79,15 @@ struct Pool::State {
     in_pool_task = false;
   }
 
-  void worker_loop() {
+  void worker_loop(int index) {
     uint32_t seen = 0;
+    bool spin = true;
     for (;;) {
       const auto start = std::chrono::steady_clock::now();
       for (int spins = 0;; ++spins) {
         const uint32_t g = generation.load(std::memory_order_acquire);
         if (g != seen && (g & 1) == 0) break;
-        if ((spins & 255) == 255 && std::chrono::steady_clock::now() - start > kSpin) {
+        if ((spins & 255) == 255 && (!spin || std::chrono::steady_clock::now() - start > kSpin)) {
           generation.wait(g, std::memory_order_acquire);
           spins = 0;
           continue;
@@ -95,7 +99,10 @@ struct Pool::State {
       const uint32_t g = generation.load(std::memory_order_seq_cst);
       if ((g & 1) == 0 && g != seen) {
         seen = g;
-        work();
+        // A worker left out of a call (its core is reserved) sleeps at once rather than spinning
+        // on the core the host wants.
+        spin = index <= helpers;
+        if (spin) work();
       }
       active.fetch_sub(1, std::memory_order_release);
     }
@@ -111,7 +118,7 @@ Pool::Pool() : state_(new State) {
   threads_ = default_threads();
   // The pool is the parallelism: OpenBLAS, called inside tasks, runs on the calling thread.
   openblas_set_num_threads(1);
-  for (int i = 1; i < threads_; ++i) state_->workers.emplace_back([s = state_] { s->worker_loop(); });
+  for (int i = 1; i < threads_; ++i) state_->workers.emplace_back([s = state_, i] { s->worker_loop(i); });
 }
 
 Pool::~Pool() {
@@ -130,10 +137,26 @@ int64_t Pool::chunk_size(int64_t n, int64_t grain, int64_t align, int per_thread
   return std::max<int64_t>(chunk, 1);
 }
 
+int Pool::reserve(int delta) {
+  const int now = state_->reserved.fetch_add(delta, std::memory_order_relaxed) + delta;
+  if (now < 0) {
+    state_->reserved.fetch_sub(delta, std::memory_order_relaxed);
+    throw std::invalid_argument("kernel thread reservations released more often than taken");
+  }
+  return now;
+}
+
+int Pool::reserved() const { return state_->reserved.load(std::memory_order_relaxed); }
+
+int Pool::usable_threads() const {
+  return std::max(1, threads_ - std::max(0, state_->reserved.load(std::memory_order_relaxed)));
+}
+
 void Pool::run_erased(int64_t tasks, void (*call)(void*, int64_t), void* ctx) {
   State& s = *state_;
   std::unique_lock lock(s.call_mutex, std::defer_lock);
-  if (tasks == 1 || threads_ == 1 || in_pool_task || !lock.try_lock()) {
+  const int usable = usable_threads();
+  if (tasks == 1 || usable == 1 || in_pool_task || !lock.try_lock()) {
     struct Restore {
       bool outer = in_pool_task;
       ~Restore() { in_pool_task = outer; }
@@ -147,6 +170,7 @@ void Pool::run_erased(int64_t tasks, void (*call)(void*, int64_t), void* ctx) {
   s.call = call;
   s.ctx = ctx;
   s.tasks = tasks;
+  s.helpers = usable - 1;
   s.next.store(0, std::memory_order_relaxed);
   s.done.store(0, std::memory_order_relaxed);
   s.generation.fetch_add(1, std::memory_order_seq_cst);  // open

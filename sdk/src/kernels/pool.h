@@ -19,6 +19,14 @@ class Pool {
  public:
   static Pool& get();
   int threads() const { return threads_; }
+  // Cores the host reserves for its own work (e.g. fetching the next layer while this one
+  // computes): calls then use that many fewer threads (never fewer than the caller), and the
+  // workers left out sleep instead of spinning. Adds `delta` (+1 take, -1 give back) and returns
+  // the reservations now held; std::invalid_argument if that would go below zero.
+  int reserve(int delta);
+  int reserved() const;
+  // Threads a call made now would use: threads() less the reservations, at least 1.
+  int usable_threads() const;
 
   // fn(task) for task in [0, tasks), spread over the pool; returns when all are done.
   template <class Fn>
