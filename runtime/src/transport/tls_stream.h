@@ -2,9 +2,10 @@
 //
 // Asio's ssl::stream moves one TLS record (<= 16 KB) per operation: each record costs a socket
 // call, a completion handler and a BIO copy on both ends, and that overhead, not the cipher, kept
-// wss:// at half the speed of ws://. This stream keeps the ciphertext in large buffers of its own:
-// a read takes up to kInBytes from the socket at once and decrypts every whole record in it
-// straight into the caller's buffer; a write encrypts up to kWriteBytes of plaintext into one
+// wss:// at half the speed of ws://. This stream moves ciphertext in large pieces: OpenSSL reads
+// through a BIO of ours straight from the socket into its own kInBytes read-ahead buffer (the
+// bytes a wait brought first pass through a buffer of ours), and a read decrypts every whole
+// record there into the caller's buffer; a write encrypts up to kWriteBytes of plaintext into one
 // buffer and sends it with one socket write. Handshake, verification (tls::prepare_client) and the
 // error codes (Asio's ssl category, so tls::describe_error reads them) are as with Asio's stream.
 //
