@@ -74,14 +74,16 @@ Spread spread(std::vector<double> v) {
   return s;
 }
 
+double seconds(const std::function<void()>& fn) {
+  const double t0 = now_s();
+  fn();
+  return now_s() - t0;
+}
+
 double median_seconds(int runs, int warmup, const std::function<void()>& fn) {
   for (int i = 0; i < warmup; ++i) fn();
   std::vector<double> t;
-  for (int i = 0; i < runs; ++i) {
-    const double t0 = now_s();
-    fn();
-    t.push_back(now_s() - t0);
-  }
+  for (int i = 0; i < runs; ++i) t.push_back(seconds(fn));
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
 }

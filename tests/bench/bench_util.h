@@ -13,6 +13,8 @@ inline double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 // Median wall time of `runs` calls of fn (after `warmup` untimed calls).
+// Seconds one call of fn takes.
+double seconds(const std::function<void()>& fn);
 double median_seconds(int runs, int warmup, const std::function<void()>& fn);
 // Resident set size now and its peak (VmRSS / VmHWM), bytes.
 uint64_t rss_bytes();

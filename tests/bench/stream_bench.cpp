@@ -132,18 +132,13 @@ int main(int argc, char** argv) {
   // this machine's CPU share and memory bandwidth swing from second to second, and phases timed
   // tens of seconds apart made the ratio swing between 0.4 and 3 on one binary.
   streamed->reset_cache_stats();
-  auto timed = [](const std::function<void()>& fn) {
-    const double t0 = bench::now_s();
-    fn();
-    return bench::now_s() - t0;
-  };
   std::vector<double> s1v, snv, tv, c1v, cnv, r1v, rnv;
   for (int r = 0; r < runs; ++r) {
-    s1v.push_back(timed([&] { streamed->forward({{"input_ids", ids1}}); }));
-    snv.push_back(timed([&] { streamed->forward({{"input_ids", ids_n}}); }));
-    tv.push_back(timed(transfer_once));
-    c1v.push_back(timed([&] { resident->forward({{"input_ids", ids1}}); }));
-    cnv.push_back(timed([&] { resident->forward({{"input_ids", ids_n}}); }));
+    s1v.push_back(bench::seconds([&] { streamed->forward({{"input_ids", ids1}}); }));
+    snv.push_back(bench::seconds([&] { streamed->forward({{"input_ids", ids_n}}); }));
+    tv.push_back(bench::seconds(transfer_once));
+    c1v.push_back(bench::seconds([&] { resident->forward({{"input_ids", ids1}}); }));
+    cnv.push_back(bench::seconds([&] { resident->forward({{"input_ids", ids_n}}); }));
     r1v.push_back(s1v.back() / std::max(tv.back(), c1v.back()));
     rnv.push_back(snv.back() / std::max(tv.back(), cnv.back()));
   }
@@ -156,16 +151,15 @@ int main(int argc, char** argv) {
              cn = bench::spread(cnv), r1 = bench::spread(r1v), rn = bench::spread(rnv);
   const double transfer = tr.median, compute_n = cn.median;
 
-  auto ms = [](const bench::Spread& x) {
+  // "median (min-max)", scaled; ms() for times, ratio() for ratios.
+  auto text = [](const bench::Spread& x, double scale, int digits) {
     char buf[64];
-    std::snprintf(buf, sizeof buf, "%.1f (%.1f-%.1f)", x.median * 1e3, x.min * 1e3, x.max * 1e3);
+    std::snprintf(buf, sizeof buf, "%.*f (%.*f-%.*f)", digits, x.median * scale, digits, x.min * scale, digits,
+                  x.max * scale);
     return std::string(buf);
   };
-  auto ratio = [](const bench::Spread& x) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%.3f (%.3f-%.3f)", x.median, x.min, x.max);
-    return std::string(buf);
-  };
+  auto ms = [&](const bench::Spread& x) { return text(x, 1e3, 1); };
+  auto ratio = [&](const bench::Spread& x) { return text(x, 1, 3); };
   std::printf("\nmedians (ranges) of %d interleaved rounds, ms\n", runs);
   std::printf("%-34s %24s %24s\n", "", "seq 1", ("seq " + std::to_string(seq)).c_str());
   std::printf("%-34s %24s %24s\n", "streamed forward", ms(s1).c_str(), ms(sn).c_str());

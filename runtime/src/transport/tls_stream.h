@@ -148,6 +148,12 @@ void set_handshake_side(SSL* ssl, bool server);
 // A socket error during a TLS read: end of stream without close_notify is stream_truncated, as
 // with Asio's stream.
 boost::system::error_code socket_error(const boost::system::error_code& ec);
+// Completes an operation that finished without waiting for anything: through the executor, never
+// from inside the initiating call.
+template <class Self>
+void complete_later(Self& self, TlsStream& s, boost::system::error_code ec, size_t n) {
+  boost::asio::post(s.get_executor(), boost::beast::bind_front_handler(std::move(self), ec, n));
+}
 }  // namespace detail
 
 // Runs the handshake: sends what the engine produced, reads when it wants more. On failure the
@@ -197,9 +203,9 @@ struct TlsStream::HandshakeOp {
       state = receiving;
       return s.next_.async_read_some(s.engine_->in_space(), std::move(self));
     }
-    if (state == start) {  // never complete from inside the initiating call
+    if (state == start) {
       state = report;
-      return net::post(s.get_executor(), boost::beast::bind_front_handler(std::move(self), ec, size_t{0}));
+      return detail::complete_later(self, s, ec, 0);
     }
     finish(self, failure);
   }
@@ -254,7 +260,6 @@ struct TlsStream::ReadOp {
 
   template <class Self>
   void operator()(Self& self, boost::system::error_code ec = {}, size_t n = 0) {
-    namespace net = boost::asio;
     if (state == report) return self.complete(ec, n);
     if (state == receiving) {
       if (ec) return self.complete(detail::socket_error(ec), 0);
@@ -276,7 +281,7 @@ struct TlsStream::ReadOp {
     if (total > 0) ec = {};  // an error after data is reported by the next read
     if (state == start) {
       state = report;
-      return net::post(s.get_executor(), boost::beast::bind_front_handler(std::move(self), ec, total));
+      return detail::complete_later(self, s, ec, total);
     }
     self.complete(ec, total);
   }
@@ -310,18 +315,15 @@ struct TlsStream::WriteOp {
       case start:
         for (const auto b : boost::beast::buffers_range_ref(buffers)) {
           const size_t n = std::min(b.size(), TlsEngine::kWriteBytes - taken);
-          if (n > 0 && !s.engine_->write(b.data(), n, ec)) {
-            state = report;
-            return net::post(s.get_executor(), boost::beast::bind_front_handler(std::move(self), ec, size_t{0}));
-          }
+          if (n > 0 && !s.engine_->write(b.data(), n, ec)) break;
           taken += n;
           if (taken == TlsEngine::kWriteBytes) break;
         }
         break;
     }
-    if (!s.engine_->has_out()) {  // nothing to write at all
+    if (ec || !s.engine_->has_out()) {  // failed, or nothing to write at all
       state = report;
-      return net::post(s.get_executor(), boost::beast::bind_front_handler(std::move(self), ec, size_t{0}));
+      return detail::complete_later(self, s, ec, 0);
     }
     state = sending;
     net::async_write(s.next_, net::buffer(s.engine_->take_out()), std::move(self));
