@@ -43,6 +43,10 @@ class Vocab {
     present_.resize(tokens_.size(), false);
     present_[static_cast<size_t>(id)] = true;
   }
+  // Every "token": id of a JSON object (BPE, WordPiece and WordLevel vocabularies).
+  void add_all(const Json& v, const std::string& path) {
+    for (auto it = v.begin(); it != v.end(); ++it) add(it.key(), json_int(it.value(), path), path);
+  }
   std::optional<int64_t> find(std::string_view t) const {
     auto it = map_.find(t);
     return it == map_.end() ? std::nullopt : std::optional<int64_t>(it->second);
@@ -112,8 +116,7 @@ class BpeModel final : public Model {
   BpeModel(const Json& j, const std::string& path) {
     const Json& v = j.at("vocab");
     if (!v.is_object()) json_fail(path + ".vocab", "expected an object", false);
-    for (auto it = v.begin(); it != v.end(); ++it)
-      vocab_.add(it.key(), json_int(it.value(), path + ".vocab"), path + ".vocab");
+    vocab_.add_all(v, path + ".vocab");
     prefix_ = opt_string(j, "continuing_subword_prefix").value_or("");
     suffix_ = opt_string(j, "end_of_word_suffix").value_or("");
     fuse_unk_ = j.value("fuse_unk", false);
@@ -296,8 +299,7 @@ class WordPieceModel final : public Model {
  public:
   WordPieceModel(const Json& j, const std::string& path) {
     const Json& v = j.at("vocab");
-    for (auto it = v.begin(); it != v.end(); ++it)
-      vocab_.add(it.key(), json_int(it.value(), path + ".vocab"), path + ".vocab");
+    vocab_.add_all(v, path + ".vocab");
     prefix_ = opt_string(j, "continuing_subword_prefix").value_or("##");
     max_chars_ = j.value("max_input_chars_per_word", static_cast<size_t>(100));
     const std::string unk = opt_string(j, "unk_token").value_or("[UNK]");
@@ -358,8 +360,7 @@ class WordLevelModel final : public Model {
  public:
   WordLevelModel(const Json& j, const std::string& path) {
     const Json& v = j.at("vocab");
-    for (auto it = v.begin(); it != v.end(); ++it)
-      vocab_.add(it.key(), json_int(it.value(), path + ".vocab"), path + ".vocab");
+    vocab_.add_all(v, path + ".vocab");
     if (auto unk = opt_string(j, "unk_token")) unk_ = vocab_.find(*unk);
   }
   void tokenize(std::string_view w, std::vector<int64_t>& out) const override {
